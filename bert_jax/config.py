@@ -1,0 +1,169 @@
+"""The one config schema of bert_jax, its documented defaults, and its validation.
+
+Every config file under `configs/` starts from `default_config()` and changes what its recipe needs, so
+each field is documented exactly once, here. `validate()` is the single place that turns bad values into
+messages a person can act on; entrypoints call it before anything is built.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+class InputError(ValueError):
+    """A problem with what the user gave us (config, files, corpus), with a message saying how to fix it.
+
+    Entrypoints print these as one line and exit non-zero instead of showing a stack trace.
+    """
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Returns the full config tree with BERT-base-like defaults; recipes override parts of it."""
+    config = ml_collections.ConfigDict()
+
+    # Encoder hyper-parameters, named as in the BERT paper and HF's BertConfig.
+    config.model = ml_collections.ConfigDict()
+    config.model.vocab_size = 30522  # rows of the word-embedding table (>= the tokenizer's vocabulary)
+    config.model.hidden_size = 768
+    config.model.num_hidden_layers = 12
+    config.model.num_attention_heads = 12
+    config.model.intermediate_size = 3072  # width of the GELU feed-forward layer
+    config.model.hidden_act = "gelu"  # exact (erf) GELU as in BERT; 'gelu_tanh' for the approximation
+    config.model.max_position_embeddings = 512
+    config.model.type_vocab_size = 2  # segment (token type) ids: 0 for sentence A, 1 for sentence B
+    config.model.hidden_dropout_prob = 0.1
+    config.model.attention_probs_dropout_prob = 0.1
+    config.model.initializer_range = 0.02  # stddev of the truncated-normal weight initialiser
+    config.model.layer_norm_eps = 1e-12
+    config.model.dtype = "float32"  # compute dtype ('float32' | 'bfloat16'); parameters stay float32
+
+    # Pretraining objective: 'mlm_nsp' (BERT). Later recipes add 'mlm_sop' and 'mlm'.
+    config.objective = "mlm_nsp"
+
+    # Masked-LM masking, done on the device inside the jitted step.
+    config.masking = ml_collections.ConfigDict()
+    config.masking.mask_rate = 0.15  # fraction of maskable tokens selected for prediction
+    config.masking.mask_token_fraction = 0.8  # of the selected: replaced by [MASK]
+    config.masking.random_token_fraction = 0.1  # of the selected: replaced by a random token
+    config.masking.max_predictions_per_seq = 20  # cap on selected positions per sequence
+    config.masking.kind = "token"
+    config.masking.dynamic = True  # new masks from (seed, step) at every step
+
+    # Input pipeline.
+    config.data = ml_collections.ConfigDict()
+    # Text files (a file, a directory or a glob; one sentence per line, documents separated by blank
+    # lines). Empty: the embedded default corpus built from the Python standard library's docstrings.
+    config.data.corpus = ""
+    # Held-out text in the same format; empty: hold out `eval_fraction` of the corpus's documents.
+    config.data.eval_corpus = ""
+    config.data.eval_fraction = 0.05
+    config.data.eval_num_examples = 256  # size of the fixed evaluation set (instances)
+    config.data.eval_seed = 12345  # fixes the evaluation instances and their masks, run after run
+    config.data.max_seq_length = 128
+    config.data.short_seq_prob = 0.1  # as in google-research/bert: sometimes build shorter instances
+    # SentencePiece model to use; empty: train one on the corpus and cache it in the workdir.
+    config.data.tokenizer_model = ""
+    config.data.tokenizer_vocab_size = 30522  # vocabulary of the SentencePiece model trained here
+    config.data.num_workers = 0  # Grain worker processes (0: build batches in the main process)
+
+    # Optimisation.
+    config.train = ml_collections.ConfigDict()
+    config.train.global_batch_size = 256
+    config.train.num_train_steps = 1_000_000
+    config.train.learning_rate = 1e-4
+    config.train.warmup_steps = 10_000
+    config.train.weight_decay = 0.01  # AdamW decoupled decay; LayerNorm scales and biases excluded
+    config.train.adam_b1 = 0.9
+    config.train.adam_b2 = 0.999
+    config.train.adam_eps = 1e-6
+    config.train.max_grad_norm = 1.0  # global-norm clipping
+    config.train.seed = 0
+    config.train.log_every_steps = 100
+    config.train.eval_every_steps = 10_000
+    config.train.eval_batch_size = 64
+
+    # Orbax checkpointing in <workdir>/checkpoints.
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 10_000
+    config.checkpoint.max_to_keep = 3
+    config.checkpoint.async_save = True
+
+    # Device mesh: size of the 'data' axis (-1: all devices).
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
+    return config
+
+
+_OBJECTIVES = ("mlm_nsp",)
+_MASKING_KINDS = ("token",)
+_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+_DTYPES = ("float32", "bfloat16")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InputError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks a config for values that cannot work and raises InputError naming the field and the fix."""
+    m = config.model
+    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        _require(int(m[name]) > 0, f"config.model.{name} must be a positive integer, got {m[name]}.")
+    _require(
+        m.hidden_size % m.num_attention_heads == 0,
+        f"config.model.hidden_size ({m.hidden_size}) is not divisible by config.model.num_attention_heads "
+        f"({m.num_attention_heads}); choose a head count that divides the hidden size.",
+    )
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        _require(0.0 <= m[name] < 1.0, f"config.model.{name} must be in [0, 1), got {m[name]}.")
+    _require(m.hidden_act in _ACTIVATIONS,
+             f"config.model.hidden_act={m.hidden_act!r} is not one of {_ACTIVATIONS}.")
+    _require(m.dtype in _DTYPES, f"config.model.dtype={m.dtype!r} is not one of {_DTYPES}.")
+    _require(config.objective in _OBJECTIVES,
+             f"config.objective={config.objective!r} is not one of {_OBJECTIVES}.")
+
+    mk = config.masking
+    _require(mk.kind in _MASKING_KINDS, f"config.masking.kind={mk.kind!r} is not one of {_MASKING_KINDS}.")
+    _require(0.0 < mk.mask_rate < 1.0, f"config.masking.mask_rate must be in (0, 1), got {mk.mask_rate}.")
+    _require(
+        mk.mask_token_fraction >= 0 and mk.random_token_fraction >= 0
+        and mk.mask_token_fraction + mk.random_token_fraction <= 1.0,
+        "config.masking.mask_token_fraction + random_token_fraction must be within [0, 1] "
+        f"(got {mk.mask_token_fraction} + {mk.random_token_fraction}).",
+    )
+    _require(mk.max_predictions_per_seq > 0,
+             f"config.masking.max_predictions_per_seq must be positive, got {mk.max_predictions_per_seq}.")
+
+    d = config.data
+    _require(d.max_seq_length >= 8,
+             f"config.data.max_seq_length must be at least 8 tokens, got {d.max_seq_length}.")
+    _require(
+        d.max_seq_length <= m.max_position_embeddings,
+        f"config.data.max_seq_length ({d.max_seq_length}) is larger than "
+        f"config.model.max_position_embeddings ({m.max_position_embeddings}); lower the sequence length "
+        "or raise the number of position embeddings.",
+    )
+    _require(mk.max_predictions_per_seq <= d.max_seq_length,
+             f"config.masking.max_predictions_per_seq ({mk.max_predictions_per_seq}) exceeds "
+             f"config.data.max_seq_length ({d.max_seq_length}).")
+    _require(0.0 <= d.eval_fraction < 1.0, f"config.data.eval_fraction must be in [0, 1), got {d.eval_fraction}.")
+    _require(
+        d.tokenizer_vocab_size <= m.vocab_size,
+        f"config.data.tokenizer_vocab_size ({d.tokenizer_vocab_size}) is larger than config.model.vocab_size "
+        f"({m.vocab_size}); raise the model's vocab_size or train a smaller tokenizer.",
+    )
+
+    t = config.train
+    _require(t.global_batch_size > 0, f"config.train.global_batch_size must be positive, got {t.global_batch_size}.")
+    _require(t.num_train_steps > 0, f"config.train.num_train_steps must be positive, got {t.num_train_steps}.")
+    _require(t.learning_rate > 0, f"config.train.learning_rate must be positive, got {t.learning_rate}.")
+    _require(0 <= t.warmup_steps <= t.num_train_steps,
+             f"config.train.warmup_steps ({t.warmup_steps}) must be within [0, num_train_steps "
+             f"({t.num_train_steps})].")
+    for name in ("log_every_steps", "eval_every_steps", "eval_batch_size"):
+        _require(t[name] > 0, f"config.train.{name} must be positive, got {t[name]}.")
+    _require(config.checkpoint.every_steps > 0,
+             f"config.checkpoint.every_steps must be positive, got {config.checkpoint.every_steps}.")
+    return config

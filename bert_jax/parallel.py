@@ -1,0 +1,49 @@
+"""Device mesh and shardings: the batch is split over the 'data' axis, parameters are replicated.
+
+jit + NamedSharding (not pmap): the same program runs on 1 CPU, 8 fake CPU devices, a GPU box or a TPU
+pod slice, and each process hands over only its own rows of the global batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bert_jax.config import InputError
+
+DATA_AXIS = "data"
+
+
+def make_mesh(mesh_config) -> Mesh:
+    """A 1-D mesh over the 'data' axis; `mesh_config.data` of -1 takes every device."""
+    devices = jax.devices()
+    size = len(devices) if mesh_config.data == -1 else int(mesh_config.data)
+    if size <= 0 or size > len(devices):
+        raise InputError(f"config.mesh.data={mesh_config.data} but {len(devices)} devices are available; "
+                         "use -1 for all devices or a count up to that.")
+    return Mesh(np.asarray(devices[:size]), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) dimension split over the data axis, the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "config.train.global_batch_size") -> int:
+    """Returns this process's share of the global batch, or explains why it cannot be split."""
+    devices = mesh.devices.size
+    if global_batch_size % devices:
+        raise InputError(f"{what} ({global_batch_size}) is not divisible by the {devices} devices of the mesh; "
+                         f"use a multiple of {devices}.")
+    return global_batch_size // jax.process_count()
+
+
+def to_global_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """This process's rows -> global arrays sharded on the data axis (multi-host safe)."""
+    return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+            for name, value in host_batch.items()}
