@@ -110,7 +110,7 @@ def make_train_step(setup: Setup, mesh, train_config):
         (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(sums, loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+        metrics = dict(sums, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     batch_spec = parallel.batch_sharding(mesh)

@@ -1,0 +1,1 @@
+"""Input side: tokenizer, tokenized corpora (TFDS array_record) and Grain pipelines."""

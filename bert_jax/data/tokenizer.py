@@ -1,0 +1,177 @@
+"""SentencePiece tokenizer with BERT's special tokens at fixed ids.
+
+The model code, the masking and the data pipeline all rely on the five special ids below, so every
+model trained here puts them at ids 0..4 and `load_tokenizer` refuses a model that does not.
+
+Train one from the command line:
+
+  python -m bert_jax.data.tokenizer --input=corpus/ --vocab_size=8000 --output=/tmp/spm
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import sentencepiece as spm
+from absl import app, flags, logging
+
+from bert_jax.config import InputError
+
+PAD_ID, PAD = 0, "[PAD]"
+UNK_ID, UNK = 1, "[UNK]"
+CLS_ID, CLS = 2, "[CLS]"
+SEP_ID, SEP = 3, "[SEP]"
+MASK_ID, MASK = 4, "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # piece at index i has id i
+
+# SentencePiece marks the start of a word by prefixing the piece with this character (U+2581).
+WORD_BOUNDARY = "\u2581"
+
+
+def train_tokenizer(
+    input_files: Sequence[str],
+    model_prefix: str,
+    vocab_size: int,
+    *,
+    max_sentences: int = 2_000_000,
+    seed: int = 0,
+) -> str:
+    """Trains a SentencePiece unigram model on one-sentence-per-line text; returns the `.model` path.
+
+    `hard_vocab_limit=False` lets a small corpus ask for a large vocabulary (the model then gets as
+    many pieces as the text supports). Sampling of at most `max_sentences` lines is seeded, so the same
+    input gives the same vocabulary.
+    """
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise InputError(f"tokenizer vocab_size={vocab_size} is too small; use at least a few hundred.")
+    missing = [f for f in input_files if not os.path.isfile(f)]
+    if not input_files or missing:
+        raise InputError(f"tokenizer training input not found: {missing or 'no files given'}; "
+                         "give existing text files.")
+    if not any(_has_text(f) for f in input_files):
+        raise InputError(f"tokenizer training input {list(input_files)[:3]} has no text; "
+                         "give files with one sentence per line.")
+    os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        input=list(input_files),
+        model_prefix=model_prefix,
+        model_type="unigram",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        pad_id=PAD_ID, pad_piece=PAD,
+        unk_id=UNK_ID, unk_piece=UNK,
+        bos_id=-1, eos_id=-1,
+        control_symbols=[CLS, SEP, MASK],  # take the next free ids, 2, 3, 4, in this order
+        input_sentence_size=max_sentences,
+        shuffle_input_sentence=True,
+        num_threads=os.cpu_count() or 1,
+        minloglevel=1,
+    )
+    model_path = model_prefix + ".model"
+    actual = load_tokenizer(model_path).vocab_size
+    if actual < vocab_size:
+        logging.info("Tokenizer has %d pieces, fewer than the %d requested: the corpus supports no more.",
+                     actual, vocab_size)
+    return model_path
+
+
+def _has_text(path: str) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return any(line.strip() for line in f)
+
+
+class Tokenizer:
+    """A loaded SentencePiece model plus what BERT needs from it (special ids, word starts)."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor, model_path: str):
+        self._sp = processor
+        self.model_path = model_path
+
+    def __getstate__(self) -> dict[str, object]:
+        # Grain worker processes receive the tokenizer by pickling; SentencePiece objects do not pickle.
+        return {"model_path": self.model_path, "model_proto": self.serialized_model()}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self._sp = spm.SentencePieceProcessor(model_proto=state["model_proto"])
+        self.model_path = state["model_path"]
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text, out_type=int)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encodes many texts in one call (SentencePiece splits the work over threads)."""
+        return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._sp.decode([int(i) for i in ids])
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self._sp.id_to_piece(int(token_id))
+
+    def serialized_model(self) -> bytes:
+        """The model file's bytes; fingerprints caches and travels inside checkpoints."""
+        return self._sp.serialized_model_proto()
+
+    def word_start_table(self) -> np.ndarray:
+        """Returns bool [vocab_size]: True where a piece starts a word (whole-word masking groups the rest).
+
+        Special and unknown tokens count as word starts so they never join the word before them.
+        """
+        table = np.zeros(self.vocab_size, dtype=bool)  # [vocab_size]
+        for i in range(self.vocab_size):
+            table[i] = (self._sp.id_to_piece(i).startswith(WORD_BOUNDARY)
+                        or self._sp.is_control(i) or self._sp.is_unknown(i))
+        return table
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+    """Loads a SentencePiece model trained by `train_tokenizer` and checks its special ids."""
+    if not os.path.isfile(path):
+        raise InputError(f"tokenizer model not found: {path}; set config.data.tokenizer_model to a "
+                         "SentencePiece .model file or leave it empty to train one.")
+    processor = spm.SentencePieceProcessor()
+    try:
+        processor.load(path)
+    except (OSError, RuntimeError) as e:
+        raise InputError(f"{path} is not a SentencePiece model ({e}); give a .model file "
+                         "written by bert_jax.data.tokenizer.") from e
+    found = tuple(processor.id_to_piece(i) for i in range(min(len(SPECIAL_TOKENS), processor.get_piece_size())))
+    if found != SPECIAL_TOKENS:
+        raise InputError(f"tokenizer {path} has {found} at ids 0-4, not {SPECIAL_TOKENS}: it was not trained "
+                         "by bert_jax; train one with `python -m bert_jax.data.tokenizer`.")
+    return Tokenizer(processor, path)
+
+
+def _define_flags() -> None:
+    # Only when run as a script: importing the library must not add flags to a trainer's command line.
+    flags.DEFINE_string("input", None, "Text: a file, a directory or a glob; comma-separated list allowed.")
+    flags.DEFINE_integer("vocab_size", 30522, "Requested vocabulary size.")
+    flags.DEFINE_string("output", None, "Model prefix; writes <output>.model and <output>.vocab.")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Imported here: corpus builds on this module, and only the command line needs file resolution.
+    from bert_jax.data.corpus import resolve_text_files  # pylint: disable=import-outside-toplevel
+    args = flags.FLAGS
+    try:
+        if not args.input or not args.output:
+            raise InputError("--input and --output are required, e.g. --input=corpus/ --output=/tmp/spm.")
+        model_path = train_tokenizer(resolve_text_files(args.input), args.output, args.vocab_size)
+        print(f"{model_path} vocab_size={load_tokenizer(model_path).vocab_size}")
+    except InputError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,36 @@
+"""Held-out MLM/NSP metrics of a checkpoint on any corpus.
+
+python -m bert_jax.evaluate --workdir=RUN [--step=N] [--corpus=TEXT_FILES]
+Prints a readable line and, as the last line, one JSON object with mlm_accuracy, mlm_loss, nsp_accuracy,
+num_examples and step. Without --corpus it uses the run's own held-out split.
+"""
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+from bert_jax import config as config_lib
+from bert_jax import evaluation
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining run directory (holds checkpoints/).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+_CORPUS = flags.DEFINE_string("corpus", "", "Text files (file, directory or glob); default: the run's held-out split.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    try:
+        metrics = evaluation.evaluate_checkpoint(_WORKDIR.value, step=_STEP.value, corpus=_CORPUS.value)
+    except config_lib.InputError as e:
+        sys.exit(f"error: {e}")
+    print(f"step {metrics['step']}: mlm_loss {metrics['mlm_loss']:.4f}, mlm_accuracy {metrics['mlm_accuracy']:.4f}, "
+          f"nsp_accuracy {metrics['nsp_accuracy']:.4f} over {metrics['num_examples']} examples")
+    print(json.dumps({k: metrics[k] for k in ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "num_examples", "step")}))
+
+
+if __name__ == "__main__":
+    app.run(main)

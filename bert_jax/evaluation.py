@@ -1,0 +1,81 @@
+"""Held-out MLM/NSP evaluation over a fixed set of instances and masks.
+
+The instances come from `make_eval_batches` with `config.data.eval_seed` and the masks from keys derived
+from that seed and the batch index, so the figures of a checkpoint are identical in the run that wrote it
+and in `python -m bert_jax.evaluate` later, on any device count.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import jax
+import ml_collections
+import numpy as np
+
+from bert_jax import checkpoint as checkpoint_lib
+from bert_jax import config as config_lib
+from bert_jax import losses, masking, parallel, train
+from bert_jax.data import corpus as corpus_lib
+from bert_jax.data import pretraining
+from bert_jax.data import tokenizer as tokenizer_lib
+
+
+def eval_batches(source, config, mesh) -> list[dict[str, np.ndarray]]:
+    """The fixed evaluation set as this process's rows of each global batch."""
+    batch_size = config.train.eval_batch_size
+    parallel.check_batch_size(batch_size, mesh, "config.train.eval_batch_size")
+    batches = pretraining.make_eval_batches(
+        source, max_seq_length=config.data.max_seq_length, batch_size=batch_size,
+        num_examples=config.data.eval_num_examples, seed=config.data.eval_seed)
+    local = batch_size // jax.process_count()
+    first = jax.process_index() * local
+    return [{k: v[first:first + local] for k, v in batch.items()} for batch in batches]
+
+
+def run_evaluation(eval_step, params, batches, mesh, eval_seed: int) -> dict[str, float]:
+    """Sums the statistics of every batch, then reports mlm_loss, mlm_accuracy, nsp_accuracy, num_examples."""
+    base_key = jax.random.key(eval_seed)
+    sharding = parallel.batch_sharding(mesh)
+    totals = None
+    for index, batch in enumerate(batches):
+        sums = eval_step(params, parallel.to_global_batch(batch, sharding), jax.random.fold_in(base_key, index))
+        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+    if totals is None:
+        raise config_lib.InputError("the evaluation set is empty: give more held-out text.")
+    metrics = losses.summarize(jax.device_get(totals))
+    metrics["num_examples"] = int(round(float(jax.device_get(totals["nsp_count"]))))
+    return metrics
+
+
+def masking_spec(config, tokenizer: tokenizer_lib.Tokenizer) -> masking.MaskingSpec:
+    """The masking parameters of a config with the special ids and vocabulary of its tokenizer."""
+    return masking.MaskingSpec.from_config(config.masking, mask_id=tokenizer_lib.MASK_ID,
+                                           first_random_id=len(tokenizer_lib.SPECIAL_TOKENS),
+                                           vocab_size=tokenizer.vocab_size)
+
+
+def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = "") -> dict[str, float]:
+    """Evaluates a run's checkpoint on `corpus` (text files), or on the run's own held-out split if empty."""
+    checkpointer = checkpoint_lib.Checkpointer(workdir, create=False, async_save=False)
+    step, meta = checkpointer.restore_meta(step)
+    config = config_lib.validate(ml_collections.ConfigDict(meta["config"]))
+    with tempfile.TemporaryDirectory() as scratch:
+        model_path = os.path.join(scratch, "spm.model")
+        with open(model_path, "wb") as f:
+            f.write(meta["tokenizer_model"])
+        tokenizer = tokenizer_lib.load_tokenizer(model_path)
+        if corpus:
+            source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"))
+        else:
+            _, sources = corpus_lib.prepare_default_or_given(config.data, workdir)
+            source = sources["eval"]
+        mesh = parallel.make_mesh(config.mesh)
+        setup, _ = train.make_setup(config, mesh, masking_spec=masking_spec(config, tokenizer),
+                                    num_special_tokens=len(tokenizer_lib.SPECIAL_TOKENS))
+        state = checkpointer.restore_state(step, setup.abstract_state)
+        batches = eval_batches(source, config, mesh)
+    metrics = run_evaluation(train.make_eval_step(setup, mesh), state.params, batches, mesh, config.data.eval_seed)
+    checkpointer.close()
+    return {**metrics, "step": step}

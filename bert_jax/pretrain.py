@@ -1,0 +1,34 @@
+"""Pretrain a BERT-family encoder: python -m bert_jax.pretrain --config=configs/bert_tiny.py --workdir=DIR.
+
+Only flag wiring lives here; the work is `bert_jax.trainer.train_and_evaluate`. Re-running the same
+command resumes from the newest checkpoint in the workdir.
+"""
+
+import json
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from bert_jax import config as config_lib
+from bert_jax import trainer
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, tokenizer, corpus cache.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    try:
+        metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except config_lib.InputError as e:
+        sys.exit(f"error: {e}")
+    print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,77 @@
+"""Where metrics go: a readable log line, JSON lines in the workdir, and TensorBoard event files.
+
+Only process 0 writes. On resume, JSON lines past the restored step are dropped (they belong to work
+that the restart repeats), so every step appears once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+from absl import logging
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class MetricsWriter:
+    """Writes `metrics.jsonl` and TensorBoard events under the workdir (process 0 only)."""
+
+    def __init__(self, workdir: str, *, resume_step: int = 0):
+        self.active = jax.process_index() == 0
+        self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        self._tensorboard = None
+        if not self.active:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        _truncate_after(self.jsonl_path, resume_step)
+        from tensorboardX import SummaryWriter  # imported lazily: only the writing process needs it
+        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+
+    def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        """Appends one JSON line {"step", "split", **metrics} and the TensorBoard scalars `split/name`."""
+        if not self.active:
+            return
+        with open(self.jsonl_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+        for name, value in metrics.items():
+            self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+        self._tensorboard.flush()
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _truncate_after(path: str, step: int) -> None:
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError):
+            logging.warning("dropping unreadable metrics line in %s: %r", path, line[:80])
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+
+
+def train_log_line(step: int, num_steps: int, metrics: dict[str, float], seconds_left: float) -> str:
+    return (f"step {step}/{num_steps} | loss {metrics['loss']:.4f} | mlm_acc {metrics['mlm_accuracy']:.4f} | "
+            f"nsp_acc {metrics['nsp_accuracy']:.4f} | lr {metrics['learning_rate']:.3g} | "
+            f"grad_norm {metrics['grad_norm']:.3f} | {metrics['sequences_per_second']:.1f} seq/s | "
+            f"ETA {format_duration(seconds_left)}")
+
+
+def eval_log_line(step: int, metrics: dict[str, float]) -> str:
+    return (f"eval @ step {step} | mlm_loss {metrics['mlm_loss']:.4f} | mlm_acc {metrics['mlm_accuracy']:.4f} | "
+            f"nsp_acc {metrics['nsp_accuracy']:.4f} | examples {metrics['num_examples']}")

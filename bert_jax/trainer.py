@@ -1,0 +1,136 @@
+"""The pretraining loop: `train_and_evaluate(config, workdir)` reads top to bottom.
+
+Prepare data and tokenizer (cached in the workdir) -> build or restore the state -> step, log, evaluate
+and checkpoint. Restarting the same command resumes from the newest checkpoint, including the position
+of the data iterator, so the resumed run sees the batches the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from bert_jax import checkpoint as checkpoint_lib
+from bert_jax import config as config_lib
+from bert_jax import evaluation, losses, parallel, reporting, train
+from bert_jax.data import corpus as corpus_lib
+from bert_jax.data import pretraining
+from bert_jax.data import tokenizer as tokenizer_lib
+
+_TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels")
+_SUMMED = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count")
+
+
+def _summarize_train(step_metrics: list[dict], seconds: float, timed_steps: int, global_batch_size: int) -> dict:
+    """Pools the per-step sums of a logging interval into the reported train metrics."""
+    totals = {name: sum(float(m[name]) for m in step_metrics) for name in _SUMMED}
+    metrics = losses.summarize(totals)
+    metrics["loss"] = float(np.mean([m["loss"] for m in step_metrics]))
+    metrics["grad_norm"] = float(np.mean([m["grad_norm"] for m in step_metrics]))
+    metrics["learning_rate"] = float(step_metrics[-1]["learning_rate"])
+    metrics["sequences_per_second"] = timed_steps * global_batch_size / max(seconds, 1e-9)
+    return metrics
+
+
+def _check_tokenizer(tokenizer: tokenizer_lib.Tokenizer, config) -> None:
+    if tokenizer.vocab_size > config.model.vocab_size:
+        raise config_lib.InputError(
+            f"the tokenizer {tokenizer.model_path} has {tokenizer.vocab_size} pieces but config.model.vocab_size is "
+            f"{config.model.vocab_size}; raise config.model.vocab_size or use a smaller tokenizer.")
+
+
+def _restore(checkpointer, step: int, setup) -> tuple[train.TrainState, dict]:
+    _, meta = checkpointer.restore_meta(step)
+    try:
+        state = checkpointer.restore_state(step, setup.abstract_state)
+    except (ValueError, KeyError) as e:
+        raise config_lib.InputError(
+            f"the checkpoint at step {step} in {checkpointer.directory} does not fit this config ({e}); "
+            "use the config it was written with or a new --workdir.") from e
+    return state, meta
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+    """Pretrains as `config` says, in `workdir`; returns the final held-out metrics."""
+    config = config_lib.validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    tokenizer, sources = corpus_lib.prepare_default_or_given(config.data, workdir)
+    _check_tokenizer(tokenizer, config)
+
+    mesh = parallel.make_mesh(config.mesh)
+    local_batch_size = parallel.check_batch_size(config.train.global_batch_size, mesh)
+    setup, create_state = train.make_setup(config, mesh, masking_spec=evaluation.masking_spec(config, tokenizer),
+                                           num_special_tokens=len(tokenizer_lib.SPECIAL_TOKENS))
+    checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
+                                               async_save=config.checkpoint.async_save)
+    latest = checkpointer.latest_step()
+    data_state = None
+    if latest is None:
+        state = create_state()
+        logging.info("initialised %s parameters (no checkpoint in %s)",
+                     f"{train.parameter_count(state.params):,}", checkpointer.directory)
+    else:
+        state, meta = _restore(checkpointer, latest, setup)
+        data_state = meta.get("data_state")
+        logging.info("resumed from step %d of %s", latest, checkpointer.directory)
+
+    train_iter = pretraining.make_pretraining_iterator(
+        sources["train"], max_seq_length=config.data.max_seq_length, short_seq_prob=config.data.short_seq_prob,
+        batch_size=local_batch_size, seed=config.train.seed, process_index=jax.process_index(),
+        process_count=jax.process_count(), num_workers=config.data.num_workers)
+    if data_state is not None:
+        train_iter.set_state(data_state)
+    eval_set = evaluation.eval_batches(sources["eval"], config, mesh)
+    train_step = train.make_train_step(setup, mesh, config.train)
+    eval_step = train.make_eval_step(setup, mesh)
+    batch_sharding = parallel.batch_sharding(mesh)
+
+    start_step, num_steps = int(jax.device_get(state.step)), config.train.num_train_steps
+    writer = reporting.MetricsWriter(workdir, resume_step=start_step)
+    tokenizer_model = tokenizer.serialized_model()
+
+    def evaluate(step: int) -> dict[str, float]:
+        metrics = evaluation.run_evaluation(eval_step, state.params, eval_set, mesh, config.data.eval_seed)
+        logging.info(reporting.eval_log_line(step, metrics))
+        writer.write(step, "eval", metrics)
+        return metrics
+
+    eval_metrics, pending = {}, []
+    run_start = interval_start = time.perf_counter()
+    timed_steps = 0
+    for step in range(start_step, num_steps):
+        host_batch = {k: v for k, v in next(train_iter).items() if k in _TRAIN_KEYS}
+        state, metrics = train_step(state, parallel.to_global_batch(host_batch, batch_sharding))
+        pending.append(metrics)
+        done = step + 1
+        if step == start_step:  # the first step pays for compilation: keep it out of the throughput
+            jax.block_until_ready(metrics)
+            logging.info("compiled and ran the first train step in %.1fs", time.perf_counter() - run_start)
+            interval_start = time.perf_counter()
+        else:
+            timed_steps += 1
+        if done % config.train.log_every_steps == 0 or done == num_steps:
+            host_metrics = jax.device_get(pending)
+            seconds = time.perf_counter() - interval_start
+            summary = _summarize_train(host_metrics, seconds, timed_steps, config.train.global_batch_size)
+            seconds_left = (num_steps - done) * seconds / max(timed_steps, 1)
+            logging.info(reporting.train_log_line(done, num_steps, summary, seconds_left))
+            writer.write(done, "train", summary)
+            pending, timed_steps, interval_start = [], 0, time.perf_counter()
+        if done % config.train.eval_every_steps == 0 or done == num_steps:
+            eval_metrics = evaluate(done)
+        if done % config.checkpoint.every_steps == 0 or done == num_steps:
+            checkpointer.save(done, state, config=config, tokenizer_model=tokenizer_model,
+                              data_state=train_iter.get_state())
+    if start_step >= num_steps:
+        logging.info("the run in %s is already at step %d of %d; evaluating it", workdir, start_step, num_steps)
+        eval_metrics = evaluate(start_step)
+    checkpointer.close()
+    writer.close()
+    logging.info("train step compiled %d time(s); wall time %s", train_step._cache_size(),
+                 reporting.format_duration(time.perf_counter() - run_start))
+    return {**eval_metrics, "step": max(start_step, num_steps)}

@@ -1,0 +1,60 @@
+"""Shared fixtures: 8 fake CPU devices, a small generated corpus, a tokenizer trained on it, its splits."""
+
+import os
+
+# Before anything imports JAX: 8 fake CPU devices, so sharding is exercised on any machine.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import random  # noqa: E402
+
+import pytest
+
+from bert_jax.data import corpus, tokenizer
+
+_WORDS = (
+    "the a of and to in is was for on that with as by at from it his her they we this which be are "
+    "river mountain forest village city king queen soldier farmer merchant ship harbor winter summer "
+    "bridge castle garden market road tower storm letter song story teacher student machine engine "
+    "stone gold silver bread water fire wind night morning evening window door table chair book "
+    "walked carried opened closed wrote read built found lost gave took heard saw sent kept brought "
+    "quickly slowly quietly loudly early late never always often again together alone away home "
+    "old new small large dark bright cold warm green red blue white heavy light long short"
+).split()
+
+
+def make_documents(num_docs: int, seed: int) -> list[list[str]]:
+    """Random English-like documents: 3-10 sentences of 5-13 words each."""
+    rng = random.Random(seed)
+    documents = []
+    for _ in range(num_docs):
+        document = []
+        for _ in range(rng.randint(3, 10)):
+            words = [rng.choice(_WORDS) for _ in range(rng.randint(5, 13))]
+            document.append(" ".join(words).capitalize() + ".")
+        documents.append(document)
+    return documents
+
+
+def write_corpus(path, documents) -> str:
+    path.write_text("\n\n".join("\n".join(d) for d in documents) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory):
+    """Path of a 60-document corpus in bert format."""
+    return write_corpus(tmp_path_factory.mktemp("text") / "corpus.txt", make_documents(60, seed=0))
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(corpus_file, tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("spm") / "spm"
+    return tokenizer.load_tokenizer(tokenizer.train_tokenizer([corpus_file], str(prefix), 300))
+
+
+@pytest.fixture(scope="session")
+def sources(corpus_file, small_tokenizer, tmp_path_factory):
+    """{'train', 'eval'} data sources of the corpus, 20% of documents held out."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    return corpus.build_corpus(corpus_file, "", 0.2, small_tokenizer, str(data_dir))
