@@ -11,6 +11,7 @@ import sys
 from absl import app, flags, logging
 
 from bert_jax import config as config_lib
+from bert_jax import reporting
 from bert_jax import evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining run directory (holds checkpoints/).")
@@ -23,6 +24,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
+    reporting.quiet_library_logs()
     try:
         metrics = evaluation.evaluate_checkpoint(_WORKDIR.value, step=_STEP.value, corpus=_CORPUS.value)
     except config_lib.InputError as e:

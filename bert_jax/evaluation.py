@@ -69,7 +69,7 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
         if corpus:
             source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"))
         else:
-            _, sources = corpus_lib.prepare_default_or_given(config.data, workdir)
+            _, sources = corpus_lib.prepare_default_or_given(config.data, workdir, tokenizer=tokenizer)
             source = sources["eval"]
         mesh = parallel.make_mesh(config.mesh)
         setup, _ = train.make_setup(config, mesh, masking_spec=masking_spec(config, tokenizer),

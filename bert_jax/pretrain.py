@@ -11,6 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bert_jax import config as config_lib
+from bert_jax import reporting
 from bert_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -23,6 +24,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
+    reporting.quiet_library_logs()
     try:
         metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except config_lib.InputError as e:

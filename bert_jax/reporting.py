@@ -7,10 +7,24 @@ that the restart repeats), so every step appears once.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 
 import jax
 from absl import logging
+
+# Libraries whose INFO records (one per checkpoint file, per array...) would bury the training log.
+_CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/grain/")
+
+
+class _QuietLibraries(std_logging.Filter):
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
+
+
+def quiet_library_logs() -> None:
+    """Keeps warnings and errors of Orbax, TFDS and Grain but drops their INFO chatter (entrypoints call it)."""
+    logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 def format_duration(seconds: float) -> str:

@@ -58,6 +58,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """Pretrains as `config` says, in `workdir`; returns the final held-out metrics."""
     config = config_lib.validate(config)
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:  # for people; the checkpoints carry their own copy
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json(indent=2))
     tokenizer, sources = corpus_lib.prepare_default_or_given(config.data, workdir)
     _check_tokenizer(tokenizer, config)
 
@@ -131,6 +134,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         eval_metrics = evaluate(start_step)
     checkpointer.close()
     writer.close()
-    logging.info("train step compiled %d time(s); wall time %s", train_step._cache_size(),
-                 reporting.format_duration(time.perf_counter() - run_start))
+    logging.info("wall time %s; the train step was compiled %s time(s)",
+                 reporting.format_duration(time.perf_counter() - run_start),
+                 getattr(train_step, "_cache_size", lambda: "?")())
     return {**eval_metrics, "step": max(start_step, num_steps)}

@@ -36,6 +36,7 @@ def test_default_job_and_evaluate_command(tmp_path):
                   "--config.checkpoint.every_steps=3")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 3/3 | loss" in result.stderr and "seq/s | ETA" in result.stderr
+    assert "checkpoint_manager.py" not in result.stderr  # Orbax's INFO chatter is filtered from the log
     assert (workdir / "corpus" / "stdlib_docstrings.txt").stat().st_size > 500_000  # the embedded corpus
     assert (workdir / "tokenizer" / "spm.model").exists()
     assert [m["step"] for m in _metrics(workdir, "train")] == [1, 2, 3]

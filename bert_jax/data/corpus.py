@@ -300,12 +300,27 @@ def build_eval_source(corpus_spec: str, tokenizer: Tokenizer, data_dir: str) -> 
     return _prepare(builder)["train"]
 
 
-def prepare_default_or_given(config_data, workdir: str) -> tuple[Tokenizer, dict[str, Any]]:
+def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer:
+    """`config.data.tokenizer_model` if set, else the workdir's cached model, trained on first use."""
+    if config_data.tokenizer_model:
+        return load_tokenizer(config_data.tokenizer_model)
+    model_path = os.path.join(workdir, "tokenizer", "spm.model")
+    if os.path.isfile(model_path):
+        logging.info("Reusing tokenizer %s.", model_path)
+    else:
+        logging.info("Training a %d-piece tokenizer on %s.", config_data.tokenizer_vocab_size, corpus)
+        train_tokenizer(resolve_text_files(corpus), model_path[: -len(".model")], config_data.tokenizer_vocab_size)
+    return load_tokenizer(model_path)
+
+
+def prepare_default_or_given(config_data, workdir: str,
+                             tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, dict[str, Any]]:
     """The trainer's one call: corpus, tokenizer and tokenized splits, each built once per workdir.
 
     Empty `config.data.corpus`: the stdlib docstring corpus, written to <workdir>/corpus. Empty
     `config.data.tokenizer_model`: a tokenizer trained on the training text, cached in
-    <workdir>/tokenizer. Calling it again (a restart) reuses every cache.
+    <workdir>/tokenizer. Calling it again (a restart) reuses every cache. A given `tokenizer` (the one
+    stored in a checkpoint) takes precedence over both.
     """
     corpus = config_data.corpus
     if not corpus:
@@ -314,17 +329,8 @@ def prepare_default_or_given(config_data, workdir: str) -> tuple[Tokenizer, dict
             logging.info("Reusing the stdlib docstring corpus %s.", corpus)
         else:
             write_stdlib_docstring_corpus(corpus)
-    if config_data.tokenizer_model:
-        tokenizer = load_tokenizer(config_data.tokenizer_model)
-    else:
-        model_path = os.path.join(workdir, "tokenizer", "spm.model")
-        if os.path.isfile(model_path):
-            logging.info("Reusing tokenizer %s.", model_path)
-        else:
-            logging.info("Training a %d-piece tokenizer on %s.", config_data.tokenizer_vocab_size, corpus)
-            train_tokenizer(resolve_text_files(corpus), model_path[: -len(".model")],
-                            config_data.tokenizer_vocab_size)
-        tokenizer = load_tokenizer(model_path)
+    if tokenizer is None:
+        tokenizer = _get_or_train_tokenizer(config_data, workdir, corpus)
     logging.info("Tokenizer %s: %d pieces.", tokenizer.model_path, tokenizer.vocab_size)
     sources = build_corpus(corpus, config_data.eval_corpus, config_data.eval_fraction, tokenizer,
                            os.path.join(workdir, "corpus", "tfds"))
