@@ -126,6 +126,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     mk = config.masking
     _require(mk.kind in _MASKING_KINDS, f"config.masking.kind={mk.kind!r} is not one of {_MASKING_KINDS}.")
+    _require(mk.dynamic, "config.masking.dynamic=False (static, per-example masks) is not available yet; "
+                         "leave it True (new masks from (seed, step) at every step).")
     _require(0.0 < mk.mask_rate < 1.0, f"config.masking.mask_rate must be in (0, 1), got {mk.mask_rate}.")
     _require(
         mk.mask_token_fraction >= 0 and mk.random_token_fraction >= 0

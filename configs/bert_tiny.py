@@ -18,10 +18,10 @@ def get_config():
     config.data.tokenizer_vocab_size = 8192
     config.data.max_seq_length = 128
     config.train.global_batch_size = 32
-    config.train.num_train_steps = 3000
-    config.train.warmup_steps = 300
-    config.train.learning_rate = 1e-3
+    config.train.num_train_steps = 2000
+    config.train.warmup_steps = 200
+    config.train.learning_rate = 2e-3  # tiny encoders tolerate (and need) a high rate
     config.train.log_every_steps = 100
-    config.train.eval_every_steps = 1000
-    config.checkpoint.every_steps = 1000
+    config.train.eval_every_steps = 500
+    config.checkpoint.every_steps = 500
     return config

@@ -126,6 +126,8 @@ def test_bad_config_is_a_one_line_error(tmp_path):
     ({"model.num_attention_heads": 5}, "not divisible by config.model.num_attention_heads"),
     ({"data.max_seq_length": 1024}, "larger than config.model.max_position_embeddings"),
     ({"data.tokenizer_vocab_size": 40_000}, "raise the model's vocab_size or train a smaller tokenizer"),
+    ({"masking.dynamic": False}, "not available yet"),
+    ({"train.warmup_steps": 2_000_000}, "must be within"),
 ])
 def test_invalid_configs_name_the_problem(overrides, message):
     config = config_lib.default_config()
