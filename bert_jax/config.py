@@ -36,8 +36,15 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.initializer_range = 0.02  # stddev of the truncated-normal weight initialiser
     config.model.layer_norm_eps = 1e-12
     config.model.dtype = "float32"  # compute dtype ('float32' | 'bfloat16'); parameters stay float32
+    # ALBERT: factorized embeddings of width `embedding_size` projected to `hidden_size` (0: no
+    # factorization, embeddings are `hidden_size` wide as in BERT), and cross-layer parameter sharing:
+    # the layers are split into `num_hidden_groups` groups that each share one set of weights
+    # (0: no sharing, every layer has its own weights as in BERT; 1: ALBERT's all-shared default).
+    config.model.embedding_size = 0
+    config.model.num_hidden_groups = 0
 
-    # Pretraining objective: 'mlm_nsp' (BERT). Later recipes add 'mlm_sop' and 'mlm'.
+    # Pretraining objective: 'mlm_nsp' (BERT: masked LM + next-sentence prediction), 'mlm_sop' (ALBERT:
+    # masked LM + sentence-order prediction), 'mlm' (RoBERTa: masked LM only, no pair head or pooler).
     config.objective = "mlm_nsp"
 
     # Masked-LM masking, done on the device inside the jitted step.
@@ -46,8 +53,18 @@ def default_config() -> ml_collections.ConfigDict:
     config.masking.mask_token_fraction = 0.8  # of the selected: replaced by [MASK]
     config.masking.random_token_fraction = 0.1  # of the selected: replaced by a random token
     config.masking.max_predictions_per_seq = 20  # cap on selected positions per sequence
+    # 'token' (BERT), 'whole_word' (all pieces of a word together), 'ngram' (ALBERT: spans of 1..max_ngram
+    # words, P(n) proportional to 1/n), 'span' (SpanBERT: span lengths in words ~ Geometric(span_p),
+    # clipped at max_span_length). Word starts come from SentencePiece's word-boundary marker.
     config.masking.kind = "token"
-    config.masking.dynamic = True  # new masks from (seed, step) at every step
+    config.masking.max_ngram = 3
+    config.masking.span_p = 0.2
+    config.masking.max_span_length = 10
+    # True (RoBERTa): new masks from (seed, step) every time an example is seen. False (BERT's
+    # precomputed data): the example and its mask depend only on the example and on
+    # (epoch mod dupe_factor), so each example has `dupe_factor` distinct masks over the run.
+    config.masking.dynamic = True
+    config.masking.dupe_factor = 10
 
     # Input pipeline.
     config.data = ml_collections.ConfigDict()
@@ -60,6 +77,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.eval_num_examples = 256  # size of the fixed evaluation set (instances)
     config.data.eval_seed = 12345  # fixes the evaluation instances and their masks, run after run
     config.data.max_seq_length = 128
+    # 'sentence_pairs' ([CLS] A [SEP] B [SEP], for NSP/SOP) or 'full_sentences' (RoBERTa: contiguous
+    # sentences packed up to max_seq_length across documents, a [SEP] at each document boundary).
+    config.data.instance_format = "sentence_pairs"
     config.data.short_seq_prob = 0.1  # as in google-research/bert: sometimes build shorter instances
     # SentencePiece model to use; empty: train one on the corpus and cache it in the workdir.
     config.data.tokenizer_model = ""
@@ -94,8 +114,9 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
-_OBJECTIVES = ("mlm_nsp",)
-_MASKING_KINDS = ("token",)
+_OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm")
+_MASKING_KINDS = ("token", "whole_word", "ngram", "span")
+_INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 _DTYPES = ("float32", "bfloat16")
 
@@ -121,13 +142,21 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(m.hidden_act in _ACTIVATIONS,
              f"config.model.hidden_act={m.hidden_act!r} is not one of {_ACTIVATIONS}.")
     _require(m.dtype in _DTYPES, f"config.model.dtype={m.dtype!r} is not one of {_DTYPES}.")
+    _require(m.embedding_size >= 0, f"config.model.embedding_size must be 0 (= hidden_size) or positive, "
+                                    f"got {m.embedding_size}.")
+    _require(m.num_hidden_groups >= 0 and (m.num_hidden_groups == 0
+                                           or m.num_hidden_layers % m.num_hidden_groups == 0),
+             f"config.model.num_hidden_groups ({m.num_hidden_groups}) must be 0 (no sharing) or divide "
+             f"config.model.num_hidden_layers ({m.num_hidden_layers}).")
     _require(config.objective in _OBJECTIVES,
              f"config.objective={config.objective!r} is not one of {_OBJECTIVES}.")
 
     mk = config.masking
     _require(mk.kind in _MASKING_KINDS, f"config.masking.kind={mk.kind!r} is not one of {_MASKING_KINDS}.")
-    _require(mk.dynamic, "config.masking.dynamic=False (static, per-example masks) is not available yet; "
-                         "leave it True (new masks from (seed, step) at every step).")
+    _require(mk.dupe_factor >= 1, f"config.masking.dupe_factor must be at least 1, got {mk.dupe_factor}.")
+    _require(mk.max_ngram >= 1, f"config.masking.max_ngram must be at least 1, got {mk.max_ngram}.")
+    _require(0.0 < mk.span_p < 1.0, f"config.masking.span_p must be in (0, 1), got {mk.span_p}.")
+    _require(mk.max_span_length >= 1, f"config.masking.max_span_length must be at least 1, got {mk.max_span_length}.")
     _require(0.0 < mk.mask_rate < 1.0, f"config.masking.mask_rate must be in (0, 1), got {mk.mask_rate}.")
     _require(
         mk.mask_token_fraction >= 0 and mk.random_token_fraction >= 0
@@ -139,6 +168,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"config.masking.max_predictions_per_seq must be positive, got {mk.max_predictions_per_seq}.")
 
     d = config.data
+    _require(d.instance_format in _INSTANCE_FORMATS,
+             f"config.data.instance_format={d.instance_format!r} is not one of {_INSTANCE_FORMATS}.")
+    _require(d.instance_format == "sentence_pairs" or config.objective == "mlm",
+             f"config.data.instance_format='full_sentences' packs text without sentence pairs, so it needs "
+             f"config.objective='mlm' (got {config.objective!r}); use 'sentence_pairs' for NSP/SOP.")
     _require(d.max_seq_length >= 8,
              f"config.data.max_seq_length must be at least 8 tokens, got {d.max_seq_length}.")
     _require(

@@ -1,7 +1,8 @@
 """Held-out MLM/NSP metrics of a checkpoint on any corpus.
 
 python -m bert_jax.evaluate --workdir=RUN [--step=N] [--corpus=TEXT_FILES]
-Prints a readable line and, as the last line, one JSON object with mlm_accuracy, mlm_loss, nsp_accuracy,
+Prints a readable line and, as the last line, one JSON object with mlm_accuracy, mlm_loss, the pair
+task's accuracy (nsp_accuracy for BERT, sop_accuracy for ALBERT; none for RoBERTa's MLM-only objective),
 num_examples and step. Without --corpus it uses the run's own held-out split.
 """
 
@@ -29,9 +30,9 @@ def main(argv):
         metrics = evaluation.evaluate_checkpoint(_WORKDIR.value, step=_STEP.value, corpus=_CORPUS.value)
     except config_lib.InputError as e:
         sys.exit(f"error: {e}")
-    print(f"step {metrics['step']}: mlm_loss {metrics['mlm_loss']:.4f}, mlm_accuracy {metrics['mlm_accuracy']:.4f}, "
-          f"nsp_accuracy {metrics['nsp_accuracy']:.4f} over {metrics['num_examples']} examples")
-    print(json.dumps({k: metrics[k] for k in ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "num_examples", "step")}))
+    print(reporting.eval_log_line(metrics["step"], metrics))
+    keys = ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "sop_accuracy", "num_examples", "step")
+    print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
 
 
 if __name__ == "__main__":

@@ -28,14 +28,16 @@ def eval_batches(source, config, mesh) -> list[dict[str, np.ndarray]]:
     parallel.check_batch_size(batch_size, mesh, "config.train.eval_batch_size")
     batches = pretraining.make_eval_batches(
         source, max_seq_length=config.data.max_seq_length, batch_size=batch_size,
-        num_examples=config.data.eval_num_examples, seed=config.data.eval_seed)
+        num_examples=config.data.eval_num_examples, seed=config.data.eval_seed,
+        short_seq_prob=config.data.short_seq_prob, objective=config.objective,
+        instance_format=config.data.instance_format)
     local = batch_size // jax.process_count()
     first = jax.process_index() * local
     return [{k: v[first:first + local] for k, v in batch.items()} for batch in batches]
 
 
 def run_evaluation(eval_step, params, batches, mesh, eval_seed: int) -> dict[str, float]:
-    """Sums the statistics of every batch, then reports mlm_loss, mlm_accuracy, nsp_accuracy, num_examples."""
+    """Sums the statistics of every batch; reports mlm_loss, mlm_accuracy, nsp_/sop_ metrics, num_examples."""
     base_key = jax.random.key(eval_seed)
     sharding = parallel.batch_sharding(mesh)
     totals = None
@@ -45,7 +47,7 @@ def run_evaluation(eval_step, params, batches, mesh, eval_seed: int) -> dict[str
     if totals is None:
         raise config_lib.InputError("the evaluation set is empty: give more held-out text.")
     metrics = losses.summarize(jax.device_get(totals))
-    metrics["num_examples"] = int(round(float(jax.device_get(totals["nsp_count"]))))
+    metrics["num_examples"] = int(round(float(jax.device_get(totals["num_examples"]))))
     return metrics
 
 
@@ -54,6 +56,13 @@ def masking_spec(config, tokenizer: tokenizer_lib.Tokenizer) -> masking.MaskingS
     return masking.MaskingSpec.from_config(config.masking, mask_id=tokenizer_lib.MASK_ID,
                                            first_random_id=len(tokenizer_lib.SPECIAL_TOKENS),
                                            vocab_size=tokenizer.vocab_size)
+
+
+def make_setup(config, mesh, tokenizer: tokenizer_lib.Tokenizer):
+    """train.make_setup with what the tokenizer decides: special ids, vocabulary, word starts."""
+    return train.make_setup(config, mesh, masking_spec=masking_spec(config, tokenizer),
+                            num_special_tokens=len(tokenizer_lib.SPECIAL_TOKENS),
+                            word_start_table=tokenizer.word_start_table())
 
 
 def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = "") -> dict[str, float]:
@@ -72,8 +81,7 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
             _, sources = corpus_lib.prepare_default_or_given(config.data, workdir, tokenizer=tokenizer)
             source = sources["eval"]
         mesh = parallel.make_mesh(config.mesh)
-        setup, _ = train.make_setup(config, mesh, masking_spec=masking_spec(config, tokenizer),
-                                    num_special_tokens=len(tokenizer_lib.SPECIAL_TOKENS))
+        setup, _ = make_setup(config, mesh, tokenizer)
         state = checkpointer.restore_state(step, setup.abstract_state)
         batches = eval_batches(source, config, mesh)
     metrics = run_evaluation(train.make_eval_step(setup, mesh), state.params, batches, mesh, config.data.eval_seed)

@@ -20,11 +20,15 @@ def gather_positions(sequence_output: jax.Array, positions: jax.Array) -> jax.Ar
 
 
 class MaskedLMHead(nnx.Module):
-    """dense + activation + LayerNorm, then logits against the word embeddings (tied) plus a bias."""
+    """dense + activation + LayerNorm, then logits against the word embeddings (tied) plus a bias.
+
+    The dense layer maps hidden_size to the embedding width, so with ALBERT's factorized embeddings it
+    is the H -> E projection back into the embedding space.
+    """
 
     def __init__(self, config: model_lib.BertConfig, *, rngs: nnx.Rngs):
-        self.dense = model_lib.make_dense(config, config.hidden_size, config.hidden_size, rngs)
-        self.layer_norm = model_lib.make_layer_norm(config, config.hidden_size, rngs)
+        self.dense = model_lib.make_dense(config, config.hidden_size, config.embedding_width, rngs)
+        self.layer_norm = model_lib.make_layer_norm(config, config.embedding_width, rngs)
         self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.float32))
         self.activation = model_lib.get_activation(config.hidden_act)
         self.dtype = config.compute_dtype
@@ -32,14 +36,14 @@ class MaskedLMHead(nnx.Module):
     def __call__(self, sequence_output, masked_positions, word_embeddings: nnx.Embed):
         """Returns MLM logits [batch, num_masked, vocab] in float32."""
         hidden = gather_positions(sequence_output, masked_positions)  # [batch, num_masked, hidden]
-        hidden = self.layer_norm(self.activation(self.dense(hidden))).astype(self.dtype)
-        embedding = word_embeddings.embedding[...].astype(self.dtype)  # [vocab, hidden]
+        hidden = self.layer_norm(self.activation(self.dense(hidden))).astype(self.dtype)  # [.., embedding]
+        embedding = word_embeddings.embedding[...].astype(self.dtype)  # [vocab, embedding]
         logits = jnp.einsum("bph,vh->bpv", hidden, embedding, preferred_element_type=jnp.float32)
         return logits + self.bias[...]
 
 
 class PairClassificationHead(nnx.Module):
-    """Two-way classifier on the pooled [CLS] output: NSP (0 = IsNext, 1 = NotNext)."""
+    """Two-way classifier on the pooled [CLS] output: NSP (0 = IsNext, 1 = NotNext) or SOP (1 = swapped)."""
 
     def __init__(self, config: model_lib.BertConfig, *, rngs: nnx.Rngs):
         self.dense = model_lib.make_dense(config, config.hidden_size, 2, rngs)
@@ -48,18 +52,26 @@ class PairClassificationHead(nnx.Module):
         return self.dense(pooled_output).astype(jnp.float32)  # [batch, 2]
 
 
-class BertForPreTraining(nnx.Module):
-    """Encoder + MLM head + NSP head (HF's BertForPreTraining layout)."""
+OBJECTIVES_WITH_PAIR_HEAD = ("mlm_nsp", "mlm_sop")
 
-    def __init__(self, config: model_lib.BertConfig, *, rngs: nnx.Rngs):
-        self.bert = model_lib.BertModel(config, rngs=rngs)
+
+class BertForPreTraining(nnx.Module):
+    """Encoder + MLM head, plus the pooler and a pair head for NSP/SOP (HF's *ForPreTraining layout).
+
+    objective 'mlm' (RoBERTa) builds neither pooler nor pair head: every parameter gets a gradient.
+    """
+
+    def __init__(self, config: model_lib.BertConfig, *, objective: str = "mlm_nsp", rngs: nnx.Rngs):
+        has_pair_head = objective in OBJECTIVES_WITH_PAIR_HEAD
+        self.bert = model_lib.BertModel(config, add_pooling_layer=has_pair_head, rngs=rngs)
         self.mlm_head = MaskedLMHead(config, rngs=rngs)
-        self.nsp_head = PairClassificationHead(config, rngs=rngs)
+        self.pair_head = PairClassificationHead(config, rngs=rngs) if has_pair_head else None
 
     def __call__(self, input_ids, segment_ids, attention_mask, masked_positions, *,
                  deterministic: bool = True, rngs: nnx.Rngs | None = None):
-        """Returns (mlm_logits [batch, num_masked, vocab], nsp_logits [batch, 2]), both float32."""
+        """Returns (mlm_logits [batch, num_masked, vocab], pair_logits [batch, 2] or None), float32."""
         sequence_output, pooled_output = self.bert(
             input_ids, segment_ids, attention_mask, deterministic=deterministic, rngs=rngs)
         mlm_logits = self.mlm_head(sequence_output, masked_positions, self.bert.embeddings.word_embeddings)
-        return mlm_logits, self.nsp_head(pooled_output)
+        pair_logits = self.pair_head(pooled_output) if self.pair_head is not None else None
+        return mlm_logits, pair_logits

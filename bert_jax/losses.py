@@ -22,34 +22,51 @@ def weighted_correct(logits: jax.Array, labels: jax.Array, weights: jax.Array):
     return jnp.sum((jnp.argmax(logits, axis=-1) == labels) * weights), jnp.sum(weights)
 
 
-def pretraining_sums(mlm_logits, masked_lm_ids, masked_lm_weights, nsp_logits, next_sentence_labels,
-                     example_weights) -> dict[str, jax.Array]:
+def pair_task(objective: str) -> str | None:
+    """'nsp' for mlm_nsp, 'sop' for mlm_sop, None for mlm: the prefix of the pair metrics."""
+    return {"mlm_nsp": "nsp", "mlm_sop": "sop"}.get(objective)
+
+
+def pretraining_sums(mlm_logits, masked_lm_ids, masked_lm_weights, pair_logits, next_sentence_labels,
+                     example_weights, pair: str | None = "nsp") -> dict[str, jax.Array]:
     """The additive statistics behind every pretraining metric of a batch.
 
-    mlm_logits [batch, P, vocab], masked_lm_ids / masked_lm_weights [batch, P], nsp_logits [batch, 2],
-    next_sentence_labels [batch], example_weights [batch] (0 for padding rows of an evaluation batch).
+    mlm_logits [batch, P, vocab], masked_lm_ids / masked_lm_weights [batch, P], pair_logits [batch, 2]
+    (None without a pair task), next_sentence_labels [batch], example_weights [batch] (0 for padding
+    rows of an evaluation batch). `pair` names the pair task ('nsp' / 'sop') in the keys.
     """
     mlm_weights = masked_lm_weights * example_weights[:, None]
     mlm_loss_sum, mlm_count = weighted_cross_entropy(mlm_logits, masked_lm_ids, mlm_weights)
     mlm_correct, _ = weighted_correct(mlm_logits, masked_lm_ids, mlm_weights)
-    nsp_loss_sum, nsp_count = weighted_cross_entropy(nsp_logits, next_sentence_labels, example_weights)
-    nsp_correct, _ = weighted_correct(nsp_logits, next_sentence_labels, example_weights)
-    return {"mlm_loss_sum": mlm_loss_sum, "mlm_correct": mlm_correct, "mlm_count": mlm_count,
-            "nsp_loss_sum": nsp_loss_sum, "nsp_correct": nsp_correct, "nsp_count": nsp_count}
+    sums = {"mlm_loss_sum": mlm_loss_sum, "mlm_correct": mlm_correct, "mlm_count": mlm_count}
+    if pair is not None:
+        pair_loss_sum, pair_count = weighted_cross_entropy(pair_logits, next_sentence_labels, example_weights)
+        pair_correct, _ = weighted_correct(pair_logits, next_sentence_labels, example_weights)
+        sums.update({f"{pair}_loss_sum": pair_loss_sum, f"{pair}_correct": pair_correct, f"{pair}_count": pair_count})
+    return sums
+
+
+def _pair_prefixes(sums) -> list[str]:
+    return [name[: -len("_count")] for name in sums if name.endswith("_count") and name != "mlm_count"]
 
 
 def pretraining_loss(sums: dict[str, jax.Array]) -> jax.Array:
-    """BERT's loss: mean MLM cross-entropy over predicted positions + mean NSP cross-entropy."""
-    mlm_loss = sums["mlm_loss_sum"] / jnp.maximum(sums["mlm_count"], 1.0)
-    nsp_loss = sums["nsp_loss_sum"] / jnp.maximum(sums["nsp_count"], 1.0)
-    return mlm_loss + nsp_loss
+    """BERT's loss: mean MLM cross-entropy over predicted positions + mean pair (NSP/SOP) cross-entropy."""
+    loss = sums["mlm_loss_sum"] / jnp.maximum(sums["mlm_count"], 1.0)
+    for prefix in _pair_prefixes(sums):
+        loss = loss + sums[f"{prefix}_loss_sum"] / jnp.maximum(sums[f"{prefix}_count"], 1.0)
+    return loss
 
 
 def summarize(sums: dict) -> dict[str, float]:
-    """Turns accumulated sums (host floats) into the reported metrics."""
+    """Turns accumulated sums (host floats) into the reported metrics (loss, mlm_*, and nsp_*/sop_*)."""
     mlm_count = max(float(sums["mlm_count"]), 1.0)
-    nsp_count = max(float(sums["nsp_count"]), 1.0)
-    mlm_loss = float(sums["mlm_loss_sum"]) / mlm_count
-    nsp_loss = float(sums["nsp_loss_sum"]) / nsp_count
-    return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "mlm_accuracy": float(sums["mlm_correct"]) / mlm_count,
-            "nsp_loss": nsp_loss, "nsp_accuracy": float(sums["nsp_correct"]) / nsp_count}
+    metrics = {"mlm_loss": float(sums["mlm_loss_sum"]) / mlm_count,
+               "mlm_accuracy": float(sums["mlm_correct"]) / mlm_count}
+    loss = metrics["mlm_loss"]
+    for prefix in _pair_prefixes(sums):
+        count = max(float(sums[f"{prefix}_count"]), 1.0)
+        metrics[f"{prefix}_loss"] = float(sums[f"{prefix}_loss_sum"]) / count
+        metrics[f"{prefix}_accuracy"] = float(sums[f"{prefix}_correct"]) / count
+        loss += metrics[f"{prefix}_loss"]
+    return {"loss": loss, **metrics}

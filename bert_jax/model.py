@@ -34,6 +34,8 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     dtype: str = "float32"
+    embedding_size: int = 0  # ALBERT's factorized embeddings; 0 = hidden_size (no factorization)
+    num_hidden_groups: int = 0  # ALBERT's cross-layer sharing; 0 = every layer has its own weights
 
     @classmethod
     def from_config(cls, model_config) -> "BertConfig":
@@ -44,6 +46,15 @@ class BertConfig:
     @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the embedding tables: `embedding_size` when factorized, else `hidden_size`."""
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def factorized(self) -> bool:
+        return self.embedding_width != self.hidden_size
 
 
 def get_activation(name: str):
@@ -67,27 +78,34 @@ def make_layer_norm(config: BertConfig, features: int, rngs: nnx.Rngs) -> nnx.La
 
 
 class BertEmbeddings(nnx.Module):
-    """Word + learned position + segment (token type) embeddings, then LayerNorm and dropout."""
+    """Word + learned position + segment (token type) embeddings, then LayerNorm and dropout.
+
+    With ALBERT's factorization the tables are `embedding_size` (E) wide and a dense layer projects
+    them to `hidden_size` (H): V*E + E*H parameters instead of V*H.
+    """
 
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
         init = nnx.initializers.truncated_normal(config.initializer_range)
-        self.word_embeddings = nnx.Embed(config.vocab_size, config.hidden_size, embedding_init=init, rngs=rngs)
-        self.position_embeddings = nnx.Embed(
-            config.max_position_embeddings, config.hidden_size, embedding_init=init, rngs=rngs)
-        self.token_type_embeddings = nnx.Embed(
-            config.type_vocab_size, config.hidden_size, embedding_init=init, rngs=rngs)
-        self.layer_norm = make_layer_norm(config, config.hidden_size, rngs)
+        width = config.embedding_width
+        self.word_embeddings = nnx.Embed(config.vocab_size, width, embedding_init=init, rngs=rngs)
+        self.position_embeddings = nnx.Embed(config.max_position_embeddings, width, embedding_init=init, rngs=rngs)
+        self.token_type_embeddings = nnx.Embed(config.type_vocab_size, width, embedding_init=init, rngs=rngs)
+        self.layer_norm = make_layer_norm(config, width, rngs)
         self.dropout = nnx.Dropout(config.hidden_dropout_prob)
+        self.projection = make_dense(config, width, config.hidden_size, rngs) if config.factorized else None
         self.dtype = config.compute_dtype
 
     def __call__(self, input_ids, segment_ids, *, deterministic: bool, rngs: nnx.Rngs | None):
         seq_length = input_ids.shape[1]
-        # [batch, seq, hidden]
+        # [batch, seq, embedding_width]
         embeddings = (self.word_embeddings(input_ids)
                       + self.position_embeddings(jnp.arange(seq_length))[None]
                       + self.token_type_embeddings(segment_ids))
         embeddings = self.layer_norm(embeddings)
-        return self.dropout(embeddings, deterministic=deterministic, rngs=rngs).astype(self.dtype)
+        embeddings = self.dropout(embeddings, deterministic=deterministic, rngs=rngs).astype(self.dtype)
+        if self.projection is not None:
+            embeddings = self.projection(embeddings)  # [batch, seq, hidden]
+        return embeddings
 
 
 class BertSelfAttention(nnx.Module):
@@ -154,23 +172,62 @@ def attention_bias_from_mask(attention_mask: jax.Array) -> jax.Array:
     return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, _NEG_INF).astype(jnp.float32)
 
 
-class BertModel(nnx.Module):
-    """The encoder: embeddings, `num_hidden_layers` transformer layers and the pooler (HF's BertModel)."""
+class SharedLayerGroup(nnx.Module):
+    """ALBERT's cross-layer sharing: one layer's weights applied `num_repeats` times in a row.
 
-    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+    The repeats run in `jax.lax.scan`, so XLA compiles the layer once whatever the depth: compile time
+    does not grow with `num_hidden_layers` when weights are shared.
+    """
+
+    def __init__(self, config: BertConfig, num_repeats: int, *, rngs: nnx.Rngs):
+        self.layer = BertLayer(config, rngs=rngs)
+        self.num_repeats = num_repeats
+
+    def __call__(self, hidden_states, attention_bias, *, deterministic: bool, rngs: nnx.Rngs | None):
+        graphdef, state = nnx.split(self.layer)
+        # One dropout key per repeat, so repeated applications do not reuse the same dropout masks.
+        keys = (jnp.zeros((self.num_repeats,), jnp.uint32) if deterministic
+                else jax.random.split(rngs.dropout(), self.num_repeats))
+
+        def body(carry, key):
+            layer = nnx.merge(graphdef, state)
+            layer_rngs = None if deterministic else nnx.Rngs(dropout=key)
+            return layer(carry, attention_bias, deterministic=deterministic, rngs=layer_rngs), None
+
+        hidden_states, _ = jax.lax.scan(body, hidden_states, keys)
+        return hidden_states
+
+
+class BertModel(nnx.Module):
+    """The encoder: embeddings, `num_hidden_layers` transformer layers and the pooler (HF's BertModel).
+
+    Without sharing the layers are `layers.0 .. layers.{L-1}`. With ALBERT sharing
+    (`num_hidden_groups` = G > 0) they are `layer_groups.0 .. layer_groups.{G-1}`, each applied L/G
+    times in a row (HF's `int(i / (L / G))` assignment). `add_pooling_layer=False` drops the pooler for
+    objectives without a pair head (RoBERTa's MLM), so no parameter goes unused.
+    """
+
+    def __init__(self, config: BertConfig, *, add_pooling_layer: bool = True, rngs: nnx.Rngs):
         self.config = config
         self.embeddings = BertEmbeddings(config, rngs=rngs)
-        self.layers = nnx.List([BertLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
-        self.pooler = BertPooler(config, rngs=rngs)
+        if config.num_hidden_groups:
+            repeats = config.num_hidden_layers // config.num_hidden_groups
+            self.layer_groups = nnx.List([SharedLayerGroup(config, repeats, rngs=rngs)
+                                          for _ in range(config.num_hidden_groups)])
+        else:
+            self.layers = nnx.List([BertLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+        self.pooler = BertPooler(config, rngs=rngs) if add_pooling_layer else None
 
     def __call__(self, input_ids, segment_ids, attention_mask, *, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None):
         """input_ids, segment_ids, attention_mask: [batch, seq] ints.
 
-        Returns (sequence_output [batch, seq, hidden], pooled_output [batch, hidden]).
+        Returns (sequence_output [batch, seq, hidden], pooled_output [batch, hidden] or None).
         """
         hidden_states = self.embeddings(input_ids, segment_ids, deterministic=deterministic, rngs=rngs)
         attention_bias = attention_bias_from_mask(attention_mask)
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_bias, deterministic=deterministic, rngs=rngs)
-        return hidden_states, self.pooler(hidden_states)
+        blocks = self.layer_groups if self.config.num_hidden_groups else self.layers
+        for block in blocks:
+            hidden_states = block(hidden_states, attention_bias, deterministic=deterministic, rngs=rngs)
+        pooled_output = self.pooler(hidden_states) if self.pooler is not None else None
+        return hidden_states, pooled_output

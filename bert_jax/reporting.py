@@ -79,13 +79,17 @@ def _truncate_after(path: str, step: int) -> None:
         f.writelines(kept)
 
 
+def _pair_part(metrics: dict[str, float]) -> str:
+    return "".join(f" | {task}_acc {metrics[f'{task}_accuracy']:.4f}" for task in ("nsp", "sop")
+                   if f"{task}_accuracy" in metrics)
+
+
 def train_log_line(step: int, num_steps: int, metrics: dict[str, float], seconds_left: float) -> str:
-    return (f"step {step}/{num_steps} | loss {metrics['loss']:.4f} | mlm_acc {metrics['mlm_accuracy']:.4f} | "
-            f"nsp_acc {metrics['nsp_accuracy']:.4f} | lr {metrics['learning_rate']:.3g} | "
-            f"grad_norm {metrics['grad_norm']:.3f} | {metrics['sequences_per_second']:.1f} seq/s | "
-            f"ETA {format_duration(seconds_left)}")
+    return (f"step {step}/{num_steps} | loss {metrics['loss']:.4f} | mlm_acc {metrics['mlm_accuracy']:.4f}"
+            f"{_pair_part(metrics)} | lr {metrics['learning_rate']:.3g} | grad_norm {metrics['grad_norm']:.3f} | "
+            f"{metrics['sequences_per_second']:.1f} seq/s | ETA {format_duration(seconds_left)}")
 
 
 def eval_log_line(step: int, metrics: dict[str, float]) -> str:
-    return (f"eval @ step {step} | mlm_loss {metrics['mlm_loss']:.4f} | mlm_acc {metrics['mlm_accuracy']:.4f} | "
-            f"nsp_acc {metrics['nsp_accuracy']:.4f} | examples {metrics['num_examples']}")
+    return (f"eval @ step {step} | mlm_loss {metrics['mlm_loss']:.4f} | mlm_acc {metrics['mlm_accuracy']:.4f}"
+            f"{_pair_part(metrics)} | examples {metrics['num_examples']}")

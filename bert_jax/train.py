@@ -39,53 +39,72 @@ class Setup:
     optimizer: optax.GradientTransformation
     masking_spec: masking.MaskingSpec
     num_special_tokens: int
+    pair_task: str | None  # 'nsp', 'sop' or None (objective 'mlm')
+    dynamic_masking: bool  # False: one key per example from its `mask_seeds` (static masks)
+    word_start_table: Any  # np.ndarray bool [tokenizer vocab]: pieces that begin a word, or None
     state_sharding: Any  # pytree of NamedSharding matching TrainState
     abstract_state: Any  # pytree of ShapeDtypeStruct matching TrainState (a restore target)
 
 
-def build_model(model_config, seed: int) -> heads.BertForPreTraining:
-    """A freshly initialised BertForPreTraining (parameters from `seed`)."""
-    return heads.BertForPreTraining(model_lib.BertConfig.from_config(model_config),
+def build_model(config, seed: int) -> heads.BertForPreTraining:
+    """A freshly initialised BertForPreTraining for `config.model` and `config.objective`."""
+    return heads.BertForPreTraining(model_lib.BertConfig.from_config(config.model), objective=config.objective,
                                     rngs=nnx.Rngs(params=jax.random.key(seed)))
 
 
-def make_setup(config, mesh, *, masking_spec: masking.MaskingSpec, num_special_tokens: int) -> tuple[Setup, Callable]:
+def make_setup(config, mesh, *, masking_spec: masking.MaskingSpec, num_special_tokens: int,
+               word_start_table=None) -> tuple[Setup, Callable]:
     """Returns the Setup and a function that creates the initial TrainState on the mesh."""
     optimizer = optim.make_optimizer(config.train)
     seed = config.train.seed
 
     def init_state() -> TrainState:
-        graph, params = nnx.split(build_model(config.model, seed), nnx.Param)
+        graph, params = nnx.split(build_model(config, seed), nnx.Param)
         del graph
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                           rng=jax.random.key_data(jax.random.key(seed)))
 
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config.model, seed)), nnx.Param)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config, seed)), nnx.Param)
     abstract = jax.eval_shape(init_state)
     state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
     abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract, state_sharding)
     setup = Setup(graphdef=graphdef, optimizer=optimizer, masking_spec=masking_spec,
-                  num_special_tokens=num_special_tokens, state_sharding=state_sharding,
-                  abstract_state=abstract_state)
+                  num_special_tokens=num_special_tokens, pair_task=losses.pair_task(config.objective),
+                  dynamic_masking=config.masking.dynamic, word_start_table=word_start_table,
+                  state_sharding=state_sharding, abstract_state=abstract_state)
     create = jax.jit(init_state, out_shardings=state_sharding)
     return setup, create
 
 
-def forward_sums(graphdef, params, batch, masked: masking.MaskedBatch, example_weights, *,
+def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, example_weights, *,
                  deterministic: bool, dropout_key=None) -> dict[str, jax.Array]:
     """Runs the pretraining model on a masked batch and returns the loss/accuracy sums."""
-    model = nnx.merge(graphdef, params)
+    model = nnx.merge(setup.graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
-    mlm_logits, nsp_logits = model(masked.input_ids, batch["segment_ids"], batch["attention_mask"],
-                                   masked.masked_positions, deterministic=deterministic, rngs=rngs)
-    return losses.pretraining_sums(mlm_logits, masked.masked_lm_ids, masked.masked_lm_weights, nsp_logits,
-                                   batch["next_sentence_labels"], example_weights)
+    mlm_logits, pair_logits = model(masked.input_ids, batch["segment_ids"], batch["attention_mask"],
+                                    masked.masked_positions, deterministic=deterministic, rngs=rngs)
+    return losses.pretraining_sums(mlm_logits, masked.masked_lm_ids, masked.masked_lm_weights, pair_logits,
+                                   batch["next_sentence_labels"], example_weights, pair=setup.pair_task)
 
 
 def mask_batch(setup: Setup, batch, key) -> masking.MaskedBatch:
-    maskable = masking.maskable_positions(batch["input_ids"], batch["attention_mask"], setup.num_special_tokens)
-    return masking.mask_tokens(key, batch["input_ids"], maskable, setup.masking_spec)
+    """Masks a batch with `key`: one key for the batch, or [batch] keys (static masking)."""
+    input_ids = batch["input_ids"]
+    maskable = masking.maskable_positions(input_ids, batch["attention_mask"], setup.num_special_tokens)
+    word_starts = None
+    if setup.masking_spec.kind != "token":
+        word_starts = jnp.asarray(setup.word_start_table)[input_ids]  # [batch, seq]
+    return masking.mask_tokens(key, input_ids, maskable, setup.masking_spec, word_starts=word_starts)
+
+
+def static_mask_keys(state: TrainState, mask_seeds: jax.Array) -> jax.Array:
+    """[batch] keys that depend only on the run's seed and each example's `mask_seeds` (not the step)."""
+    base = jax.random.fold_in(jax.random.wrap_key_data(state.rng), _STATIC_MASK_STREAM)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, mask_seeds)
+
+
+_STATIC_MASK_STREAM = 2**31 - 1  # a fold-in constant that no step number reaches
 
 
 def step_key(state: TrainState) -> jax.Array:
@@ -99,11 +118,13 @@ def make_train_step(setup: Setup, mesh, train_config):
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         mask_key, dropout_key = jax.random.split(step_key(state))
+        if not setup.dynamic_masking:
+            mask_key = static_mask_keys(state, batch["mask_seeds"])
         masked = mask_batch(setup, batch, mask_key)
         example_weights = jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
 
         def loss_fn(params):
-            sums = forward_sums(setup.graphdef, params, batch, masked, example_weights,
+            sums = forward_sums(setup, params, batch, masked, example_weights,
                                 deterministic=False, dropout_key=dropout_key)
             return losses.pretraining_loss(sums), sums
 
@@ -123,7 +144,8 @@ def make_eval_step(setup: Setup, mesh):
 
     def eval_step(params, batch, key):
         masked = mask_batch(setup, batch, key)
-        return forward_sums(setup.graphdef, params, batch, masked, batch["example_weights"], deterministic=True)
+        sums = forward_sums(setup, params, batch, masked, batch["example_weights"], deterministic=True)
+        return dict(sums, num_examples=batch["example_weights"].sum())
 
     return jax.jit(eval_step, in_shardings=(setup.state_sharding.params, parallel.batch_sharding(mesh),
                                             parallel.replicated(mesh)),

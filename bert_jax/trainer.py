@@ -21,13 +21,14 @@ from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pretraining
 from bert_jax.data import tokenizer as tokenizer_lib
 
-_TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels")
-_SUMMED = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count")
+_TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels", "mask_seeds")
+_SUMMED_SUFFIXES = ("_loss_sum", "_correct", "_count")
 
 
 def _summarize_train(step_metrics: list[dict], seconds: float, timed_steps: int, global_batch_size: int) -> dict:
     """Pools the per-step sums of a logging interval into the reported train metrics."""
-    totals = {name: sum(float(m[name]) for m in step_metrics) for name in _SUMMED}
+    summed = [name for name in step_metrics[0] if name.endswith(_SUMMED_SUFFIXES)]
+    totals = {name: sum(float(m[name]) for m in step_metrics) for name in summed}
     metrics = losses.summarize(totals)
     metrics["loss"] = float(np.mean([m["loss"] for m in step_metrics]))
     metrics["grad_norm"] = float(np.mean([m["grad_norm"] for m in step_metrics]))
@@ -66,8 +67,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     mesh = parallel.make_mesh(config.mesh)
     local_batch_size = parallel.check_batch_size(config.train.global_batch_size, mesh)
-    setup, create_state = train.make_setup(config, mesh, masking_spec=evaluation.masking_spec(config, tokenizer),
-                                           num_special_tokens=len(tokenizer_lib.SPECIAL_TOKENS))
+    setup, create_state = evaluation.make_setup(config, mesh, tokenizer)
     checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                                async_save=config.checkpoint.async_save)
     latest = checkpointer.latest_step()
@@ -84,7 +84,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     train_iter = pretraining.make_pretraining_iterator(
         sources["train"], max_seq_length=config.data.max_seq_length, short_seq_prob=config.data.short_seq_prob,
         batch_size=local_batch_size, seed=config.train.seed, process_index=jax.process_index(),
-        process_count=jax.process_count(), num_workers=config.data.num_workers)
+        process_count=jax.process_count(), num_workers=config.data.num_workers, objective=config.objective,
+        instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
+        dupe_factor=config.masking.dupe_factor)
     if data_state is not None:
         train_iter.set_state(data_state)
     eval_set = evaluation.eval_batches(sources["eval"], config, mesh)

@@ -126,7 +126,9 @@ def test_bad_config_is_a_one_line_error(tmp_path):
     ({"model.num_attention_heads": 5}, "not divisible by config.model.num_attention_heads"),
     ({"data.max_seq_length": 1024}, "larger than config.model.max_position_embeddings"),
     ({"data.tokenizer_vocab_size": 40_000}, "raise the model's vocab_size or train a smaller tokenizer"),
-    ({"masking.dynamic": False}, "not available yet"),
+    ({"data.instance_format": "full_sentences"}, "needs config.objective='mlm'"),
+    ({"model.num_hidden_groups": 5}, "must be 0 \\(no sharing\\) or divide"),
+    ({"masking.kind": "words"}, "is not one of"),
     ({"train.warmup_steps": 2_000_000}, "must be within"),
 ])
 def test_invalid_configs_name_the_problem(overrides, message):
@@ -144,3 +146,25 @@ def test_tokenizer_larger_than_model_vocab_is_refused(tmp_path, corpus_file, sma
     config.data.tokenizer_vocab_size = 200
     with pytest.raises(config_lib.InputError, match=r"has \d+ pieces but config.model.vocab_size is 200"):
         trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("recipe", ["albert", "roberta"])
+def test_recipes_train_and_evaluate(tmp_path, corpus_file, small_tokenizer, recipe):
+    """ALBERT (SOP, n-gram static masks, factorized + shared) and RoBERTa (MLM, packed) end to end."""
+    config = _small_config(corpus_file, "", small_tokenizer.model_path, num_steps=3)
+    config.data.eval_fraction = 0.2
+    if recipe == "albert":
+        config.model.update({"embedding_size": 16, "num_hidden_groups": 1})
+        config.objective = "mlm_sop"
+        config.masking.update({"kind": "ngram", "dynamic": False, "dupe_factor": 3})
+    else:
+        config.objective = "mlm"
+        config.data.instance_format = "full_sentences"
+        config.masking.kind = "whole_word"
+    workdir = str(tmp_path / recipe)
+    final = trainer.train_and_evaluate(config, workdir)
+    assert final["step"] == 3 and final["num_examples"] > 0
+    assert ("sop_accuracy" in final) == (recipe == "albert")
+    assert "nsp_accuracy" not in final
+    offline = evaluation.evaluate_checkpoint(workdir, step=3)
+    assert offline["mlm_loss"] == pytest.approx(final["mlm_loss"], rel=1e-6)

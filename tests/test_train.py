@@ -83,3 +83,49 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
         assert "not divisible by the 8 devices" in str(e)
     else:
         raise AssertionError("expected an InputError")
+
+
+def test_mlm_objective_leaves_no_parameter_without_gradient():
+    """RoBERTa's objective: no pooler or pair head, so every parameter is trained."""
+    config = tiny_config(warmup_steps=0)  # a non-zero learning rate at step 0
+    config.objective = "mlm"
+    mesh, state, step = build(config, 1)
+    before = jax.device_get(state.params)
+    state, _ = step(state, parallel.to_global_batch(synthetic_batch(np.random.default_rng(3)),
+                                                    parallel.batch_sharding(mesh)))
+    after = jax.device_get(state.params)
+    flat_before = jax.tree_util.tree_leaves_with_path(before)
+    for (path, old), new in zip(flat_before, jax.tree.leaves(after)):
+        assert not np.array_equal(old, new), f"{jax.tree_util.keystr(path)} was not updated"
+
+
+def _masked_inputs(config, batch, steps):
+    """The masked input_ids the train step builds at each step, via the same functions it uses."""
+    mesh, state, _ = build(config, 1)
+    spec = masking.MaskingSpec.from_config(config.masking, mask_id=4, first_random_id=5, vocab_size=VOCAB)
+    setup, _ = train.make_setup(config, mesh, masking_spec=spec, num_special_tokens=5,
+                                word_start_table=np.arange(VOCAB) % 2 == 0)
+    outputs = []
+    for step in range(steps):
+        state = state.replace(step=jax.numpy.asarray(step, jax.numpy.int32))
+        key = (train.step_key(state) if config.masking.dynamic
+               else train.static_mask_keys(state, jax.numpy.asarray(batch["mask_seeds"])))
+        outputs.append(np.asarray(train.mask_batch(setup, batch, key).input_ids))
+    return outputs
+
+
+def test_static_masks_repeat_and_dynamic_masks_do_not():
+    batch = synthetic_batch(np.random.default_rng(4))
+    batch["mask_seeds"] = np.arange(8, dtype=np.int32)
+    batch = {name: jax.numpy.asarray(value) for name, value in batch.items()}
+    for kind in ("token", "whole_word"):
+        config = tiny_config()
+        config.masking.kind = kind
+        config.masking.dynamic = False
+        first, second = _masked_inputs(config, batch, steps=2)
+        np.testing.assert_array_equal(first, second)  # same example, same seed: the same mask at any step
+        other = dict(batch, mask_seeds=batch["mask_seeds"] + 100)
+        assert not np.array_equal(first, _masked_inputs(config, other, steps=1)[0])
+        config.masking.dynamic = True
+        first, second = _masked_inputs(config, batch, steps=2)
+        assert not np.array_equal(first, second)  # dynamic: a new mask at every step

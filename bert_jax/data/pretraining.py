@@ -1,10 +1,19 @@
-"""BERT pretraining examples: next-sentence-prediction pairs built on the fly by a Grain pipeline.
+"""BERT, ALBERT and RoBERTa pretraining examples, built on the fly by one Grain pipeline.
 
 Follows google-research/bert `create_pretraining_data.py`, split in two so that nothing is written to
 disk per epoch: `index_instances` chunks each document into runs of consecutive sentences once (it
 reads only sentence lengths), and `make_sentence_pair` turns a chunk into `[CLS] A [SEP] B [SEP]` with
-a fresh random split and NotNext partner every time Grain visits it. Masking happens later, on the
-device, so batches here carry no MLM labels.
+a fresh random split and partner every time Grain visits it. Masking happens later, on the device, so
+batches here carry no MLM labels, only `mask_seeds` for static masking.
+
+Options, as in the papers:
+  objective 'mlm_nsp' (BERT): B is the chunk's rest (IsNext) or text of another document (NotNext).
+  objective 'mlm_sop' (ALBERT): A and B are the chunk's two halves, swapped half of the time.
+  objective 'mlm' (RoBERTa): no pair task; a chunk is one segment `[CLS] chunk [SEP]`, or with
+    instance_format 'full_sentences' a pack of whole sentences across documents (`packing.py`).
+  dynamic_masking=False (BERT's precomputed data): an example depends only on (seed, instance,
+    epoch mod dupe_factor), never on where the stream visits it, so the data repeat every
+    `dupe_factor` epochs and `mask_seeds` tells the device to repeat the masks with them.
 
 Differences from the original, on purpose: each chunk draws its own target length (the original
 draws one per document), and a NotNext B never puts the chunk's unused sentences back, because the
@@ -13,20 +22,25 @@ chunking is fixed before any pair is made.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grain
 import numpy as np
 
 from bert_jax.config import InputError
+from bert_jax.data.packing import full_sentence_pieces, index_packs
 from bert_jax.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 
 # Columns of the instance index.
 DOC, FIRST_SENTENCE, END_SENTENCE, TARGET_LENGTH = range(4)
-IS_NEXT, NOT_NEXT = 0, 1  # next_sentence_labels, as in BERT and HF
+IS_NEXT, NOT_NEXT = 0, 1  # next_sentence_labels for NSP, as in BERT and HF
+IN_ORDER, SWAPPED = 0, 1  # next_sentence_labels for SOP, as in ALBERT
+OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm")
+INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
 
 _FEATURE_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels")
+_MASK_SEED_DOMAIN = 0x6D61736B  # "mask": keeps mask seeds apart from other hashes of the same numbers
 
 
 def load_sentence_lengths(source, chunk_size: int = 1024) -> list[np.ndarray]:
@@ -40,17 +54,17 @@ def load_sentence_lengths(source, chunk_size: int = 1024) -> list[np.ndarray]:
 
 
 def index_instances(sentence_lengths_per_doc: Sequence[np.ndarray], max_seq_length: int,
-                    short_seq_prob: float, seed: int) -> np.ndarray:
+                    short_seq_prob: float, seed: int, num_special_tokens: int = 3) -> np.ndarray:
     """Chunks every document into runs of consecutive sentences, as google-research/bert does.
 
-    A chunk grows until its tokens reach a target length: `max_seq_length - 3` (room for [CLS] and two
-    [SEP]), or with probability `short_seq_prob` a random length in [2, max_seq_length - 3], so the
-    model also sees short sequences. A document's last chunk may be shorter.
+    A chunk grows until its tokens reach a target length: `max_seq_length - num_special_tokens` (3 for
+    [CLS] A [SEP] B [SEP], 2 for one segment), or with probability `short_seq_prob` a random length in
+    [2, that], so the model also sees short sequences. A document's last chunk may be shorter.
 
     Returns: int64 [num_instances, 4], rows (doc, first_sentence, end_sentence, target_length) with
     `end_sentence` exclusive. `target_length` tells a NotNext B how much text to take.
     """
-    max_num_tokens = max_seq_length - 3
+    max_num_tokens = max_seq_length - num_special_tokens
     rng = np.random.default_rng(seed)
 
     def draw_target() -> int:
@@ -89,23 +103,31 @@ def truncate_seq_pair(num_a: int, num_b: int, max_num_tokens: int,
 
 
 def make_sentence_pair(source, chunk: np.ndarray, rng: np.random.Generator, num_docs: int,
-                       max_seq_length: int) -> dict[str, Any]:
-    """Builds one NSP example `[CLS] A [SEP] B [SEP]` + padding from a chunk of `index_instances`.
+                       max_seq_length: int, objective: str = "mlm_nsp") -> dict[str, Any]:
+    """Builds one pair example `[CLS] A [SEP] B [SEP]` + padding from a chunk of `index_instances`.
 
-    A is the chunk's first 1..n-1 sentences. B is, with probability 0.5 or always for a one-sentence
-    chunk, text from a random other document starting at a random sentence (label NotNext = 1), else
-    the rest of the chunk (label IsNext = 0). Needs `num_docs >= 2`.
+    A is the chunk's first 1..n-1 sentences. 'mlm_nsp': B is, with probability 0.5 or always for a
+    one-sentence chunk, text from a random other document starting at a random sentence (label
+    NotNext = 1; needs `num_docs >= 2`), else the rest of the chunk (label IsNext = 0). 'mlm_sop': B
+    is always the rest of the chunk (a one-sentence chunk is cut inside its sentence), and after
+    truncation A and B trade places with probability 0.5 (label Swapped = 1), so a negative holds
+    exactly the tokens of its positive. A one-token chunk has an empty B and is never swapped.
 
     Returns int32 arrays `input_ids`, `segment_ids`, `attention_mask` [max_seq_length], scalars
     `next_sentence_labels`, and `a_doc`, `b_doc` (the documents A and B came from).
     """
+    if objective not in ("mlm_nsp", "mlm_sop"):
+        raise ValueError(f"make_sentence_pair builds NSP or SOP pairs, not objective={objective!r}.")
     doc, first, end, target = (int(x) for x in chunk[:4])
     document = source[doc]
     tokens, offsets = document["tokens"], _offsets(document["sentence_lengths"])
     num_sentences = end - first
     a_end = first + (int(rng.integers(1, num_sentences)) if num_sentences >= 2 else 1)
-    tokens_a = tokens[offsets[first]:offsets[a_end]]
-    if num_sentences == 1 or rng.random() < 0.5:
+    split = offsets[a_end]
+    if objective == "mlm_sop" and num_sentences == 1 and offsets[end] - offsets[first] >= 2:
+        split = offsets[first] + int(rng.integers(1, offsets[end] - offsets[first]))
+    tokens_a, b_doc = tokens[offsets[first]:split], doc
+    if objective == "mlm_nsp" and (num_sentences == 1 or rng.random() < 0.5):
         label = NOT_NEXT
         b_doc = int(rng.integers(0, num_docs - 1))
         b_doc += b_doc >= doc  # any document but this one, uniformly
@@ -117,26 +139,45 @@ def make_sentence_pair(source, chunk: np.ndarray, rng: np.random.Generator, num_
         count = min(int(np.searchsorted(filled, target - len(tokens_a))) + 1, len(filled))
         tokens_b = other["tokens"][other_offsets[start]:other_offsets[start + count]]
     else:
-        label, b_doc = IS_NEXT, doc
-        tokens_b = tokens[offsets[a_end]:offsets[end]]
+        label = IS_NEXT  # == IN_ORDER
+        tokens_b = tokens[split:offsets[end]]
     keep_a, keep_b = truncate_seq_pair(len(tokens_a), len(tokens_b), max_seq_length - 3, rng)
     tokens_a, tokens_b = tokens_a[keep_a], tokens_b[keep_b]
+    if objective == "mlm_sop" and len(tokens_b) and rng.random() < 0.5:
+        label, tokens_a, tokens_b = SWAPPED, tokens_b, tokens_a
+    return _layout([tokens_a, tokens_b], [0, 1], max_seq_length) | {
+        "next_sentence_labels": np.int32(label), "a_doc": np.int32(doc), "b_doc": np.int32(b_doc)}
 
-    num_a, num_b = len(tokens_a) + 2, len(tokens_b) + 1  # with [CLS] A [SEP], and B [SEP]
+
+def make_single_segment(source, chunk: np.ndarray, rng: np.random.Generator,
+                        max_seq_length: int) -> dict[str, Any]:
+    """Builds `[CLS] chunk [SEP]` + padding for MLM alone; a long chunk loses tokens at random ends.
+
+    Returns the features of `make_sentence_pair`, with `next_sentence_labels` 0 and no segment 1.
+    """
+    doc, first, end = (int(x) for x in chunk[:3])
+    document = source[doc]
+    offsets = _offsets(document["sentence_lengths"])
+    tokens = document["tokens"][offsets[first]:offsets[end]]
+    keep, _ = truncate_seq_pair(len(tokens), 0, max_seq_length - 2, rng)
+    return _layout([tokens[keep]], [0], max_seq_length) | {
+        "next_sentence_labels": np.int32(0), "a_doc": np.int32(doc), "b_doc": np.int32(doc)}
+
+
+def _layout(pieces: Sequence[np.ndarray], segments: Sequence[int], max_seq_length: int) -> dict[str, np.ndarray]:
+    """`[CLS] piece [SEP] piece [SEP] ...` + padding; each piece and its [SEP] get that piece's segment id."""
+    ids, segment_ids = [np.asarray([CLS_ID])], [np.zeros(1, np.int64)]
+    for piece, segment in zip(pieces, segments):
+        ids += [piece, np.asarray([SEP_ID])]
+        segment_ids.append(np.full(len(piece) + 1, segment))
+    length = sum(map(len, ids))
     input_ids = np.full(max_seq_length, PAD_ID, np.int32)  # [max_seq_length]
-    input_ids[:num_a + num_b] = np.concatenate([[CLS_ID], tokens_a, [SEP_ID], tokens_b, [SEP_ID]])
-    segment_ids = np.zeros(max_seq_length, np.int32)  # [max_seq_length]
-    segment_ids[num_a:num_a + num_b] = 1
+    input_ids[:length] = np.concatenate(ids)
+    segment_row = np.zeros(max_seq_length, np.int32)  # [max_seq_length]
+    segment_row[:length] = np.concatenate(segment_ids)
     attention_mask = np.zeros(max_seq_length, np.int32)  # [max_seq_length]
-    attention_mask[:num_a + num_b] = 1
-    return {
-        "input_ids": input_ids,
-        "segment_ids": segment_ids,
-        "attention_mask": attention_mask,
-        "next_sentence_labels": np.int32(label),
-        "a_doc": np.int32(doc),
-        "b_doc": np.int32(b_doc),
-    }
+    attention_mask[:length] = 1
+    return {"input_ids": input_ids, "segment_ids": segment_row, "attention_mask": attention_mask}
 
 
 def _offsets(sentence_lengths: np.ndarray) -> np.ndarray:
@@ -144,42 +185,130 @@ def _offsets(sentence_lengths: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sentence_lengths)])
 
 
-class _SentencePairs(grain.transforms.RandomMap):
-    """Grain transform: chunk -> training features; a class so worker processes can pickle it."""
+def mask_seed(seed: int, instance: int, copy: int) -> np.int32:
+    """A 31-bit hash of (seed, instance, copy): the same example copy gets the same masks on any host."""
+    state = np.random.SeedSequence([_MASK_SEED_DOMAIN, seed, instance, copy]).generate_state(1)
+    return np.int32(state[0] >> 1)
 
-    def __init__(self, source, num_docs: int, max_seq_length: int):
-        self._source, self._num_docs, self._max_seq_length = source, num_docs, max_seq_length
 
-    def random_map(self, chunk: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        example = make_sentence_pair(self._source, chunk, rng, self._num_docs, self._max_seq_length)
+class _InstanceBuilder:
+    """Instance index + rng -> features, for every objective and format; picklable for Grain workers.
+
+    The index (chunks or packs) is computed once here, from sentence lengths only.
+    """
+
+    def __init__(self, source, *, max_seq_length: int, short_seq_prob: float, seed: int, objective: str,
+                 instance_format: str):
+        self._source, self._max_seq_length, self._objective = source, max_seq_length, objective
+        self._packed = instance_format == "full_sentences"
+        lengths = load_sentence_lengths(source)
+        if self._packed:
+            self.index = index_packs(lengths, max_seq_length)  # [num_instances, 4]
+        else:
+            num_special_tokens = 2 if objective == "mlm" else 3
+            self.index = index_instances(lengths, max_seq_length, short_seq_prob, seed, num_special_tokens)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __call__(self, instance: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        row = self.index[instance]
+        if self._packed:
+            pieces = full_sentence_pieces(self._source, row)
+            example = _layout(pieces, [0] * len(pieces), self._max_seq_length)
+            example["next_sentence_labels"] = np.int32(0)
+        elif self._objective == "mlm":
+            example = make_single_segment(self._source, row, rng, self._max_seq_length)
+        else:
+            example = make_sentence_pair(self._source, row, rng, len(self._source), self._max_seq_length,
+                                         self._objective)
         return {key: example[key] for key in _FEATURE_KEYS}
 
 
-def _check_source(source) -> None:
-    if len(source) < 2:
+class _DynamicInstances(grain.transforms.RandomMap):
+    """Dynamic masking: a new example from the stream position's rng; keeps the instance for its mask seed."""
+
+    def __init__(self, build: _InstanceBuilder):
+        self._build = build
+
+    def random_map(self, instance: np.int64, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return self._build(int(instance), rng) | {"instance": instance}
+
+
+class _DynamicMaskSeeds(grain.transforms.MapWithIndex):
+    """Adds `mask_seeds` hashed from (seed, instance, epoch); the trainer ignores them when dynamic."""
+
+    def __init__(self, seed: int, num_instances: int):
+        self._seed, self._num_instances = seed, num_instances
+
+    def map_with_index(self, index: int, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        example = dict(example)
+        instance = int(example.pop("instance"))
+        example["mask_seeds"] = mask_seed(self._seed, instance, index // self._num_instances)
+        return example
+
+
+class _StaticInstances(grain.transforms.MapWithIndex):
+    """Static masking: example and mask seed from (seed, instance, epoch mod dupe_factor) alone.
+
+    `index` is the position in the repeated stream (this map runs after `repeat`, before sharding), so
+    `index // num_instances` is the epoch however the epoch was shuffled.
+    """
+
+    def __init__(self, build: _InstanceBuilder, seed: int, dupe_factor: int):
+        self._build, self._seed, self._dupe_factor = build, seed, dupe_factor
+
+    def map_with_index(self, index: int, instance: np.int64) -> dict[str, np.ndarray]:
+        instance, copy = int(instance), index // len(self._build) % self._dupe_factor
+        example = self._build(instance, np.random.default_rng([self._seed, instance, copy]))
+        example["mask_seeds"] = mask_seed(self._seed, instance, copy)
+        return example
+
+
+def _check_options(source, objective: str, instance_format: str) -> None:
+    if objective not in OBJECTIVES:
+        raise InputError(f"config.objective={objective!r} is not one of {OBJECTIVES}.")
+    if instance_format not in INSTANCE_FORMATS:
+        raise InputError(f"config.data.instance_format={instance_format!r} is not one of {INSTANCE_FORMATS}.")
+    if instance_format == "full_sentences" and objective != "mlm":
+        raise InputError(f"config.data.instance_format='full_sentences' packs sentences across documents, so it "
+                         f"has no sentence pairs for config.objective={objective!r}; use config.objective='mlm' "
+                         "with it, or config.data.instance_format='sentence_pairs' for NSP or SOP.")
+    if objective == "mlm_nsp" and len(source) < 2:
         raise InputError(f"next-sentence prediction needs at least 2 documents, the split has {len(source)}; "
                          "give more text with blank lines between documents.")
 
 
 def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: float, batch_size: int,
                               seed: int, shuffle: bool = True, num_epochs: int | None = None,
-                              process_index: int = 0, process_count: int = 1,
-                              num_workers: int = 0) -> grain.DatasetIterator:
-    """Endless (or `num_epochs`) NSP batches for this process, resumable with get_state/set_state.
+                              process_index: int = 0, process_count: int = 1, num_workers: int = 0,
+                              objective: str = "mlm_nsp", instance_format: str = "sentence_pairs",
+                              dynamic_masking: bool = True, dupe_factor: int = 10) -> grain.DatasetIterator:
+    """Endless (or `num_epochs`) batches for this process, resumable with get_state/set_state.
 
-    Each epoch visits every chunk once in a new order with a new A/B split; the example at a position
-    depends only on `seed` and that position, and process `i` takes positions `i::process_count`, so
+    Instances are chunks of `index_instances` ('sentence_pairs') or packs of `index_packs`
+    ('full_sentences', which ignores `short_seq_prob`: RoBERTa fills every sequence). Each epoch
+    visits every instance once in a new order. With `dynamic_masking` the example at a
+    position depends only on `seed` and that position (a new A/B split every epoch); without it, only
+    on (seed, instance, epoch mod dupe_factor). Process `i` takes positions `i::process_count`, so
     processes never overlap and any process count sees the same global stream. `batch_size` is per
     process. Yields {'input_ids', 'segment_ids', 'attention_mask': int32 [batch, seq],
-    'next_sentence_labels': int32 [batch]}.
+    'next_sentence_labels', 'mask_seeds': int32 [batch]}.
     """
-    _check_source(source)
-    instances = index_instances(load_sentence_lengths(source), max_seq_length, short_seq_prob, seed)
-    dataset = grain.MapDataset.source(instances).seed(seed)
+    _check_options(source, objective, instance_format)
+    if not dynamic_masking and dupe_factor < 1:
+        raise InputError(f"config.masking.dupe_factor must be at least 1 for static masking, got {dupe_factor}.")
+    build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
+                             objective=objective, instance_format=instance_format)
+    dataset = grain.MapDataset.source(np.arange(len(build))).seed(seed)
     if shuffle:
         dataset = dataset.shuffle()  # before repeat: each epoch reshuffles, epochs never mix
     dataset = dataset.repeat(num_epochs)
-    dataset = dataset.random_map(_SentencePairs(source, len(source), max_seq_length))
+    if dynamic_masking:
+        dataset = dataset.random_map(_DynamicInstances(build))
+        dataset = dataset.map_with_index(_DynamicMaskSeeds(seed, len(build)))
+    else:
+        dataset = dataset.map_with_index(_StaticInstances(build, seed, dupe_factor))
     dataset = dataset[process_index::process_count]
     dataset = dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
     if num_workers > 0:
@@ -188,30 +317,41 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
 
 
 def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examples: int, seed: int = 0,
-                      short_seq_prob: float = 0.1) -> list[dict[str, np.ndarray]]:
-    """A fixed evaluation set: the same `num_examples` NSP examples on every call, in batches.
+                      short_seq_prob: float = 0.1, objective: str = "mlm_nsp",
+                      instance_format: str = "sentence_pairs") -> list[dict[str, np.ndarray]]:
+    """A fixed evaluation set: the same `num_examples` examples on every call, in batches.
 
-    The examples are the first `num_examples` chunks of a seeded shuffle (spread over the whole
-    split), each built with its own fixed rng; fewer if the split has fewer chunks. The last batch is
-    filled with all-padding rows; `example_weights` float32 [batch] is 1 for real rows and 0 for
-    those, so each real example counts exactly once in the metrics.
+    The examples are the first `num_examples` instances of a seeded shuffle (spread over the whole
+    split), each built with its own fixed rng and `mask_seeds` (so its masks are fixed too); fewer if
+    the split has fewer instances. The last batch is filled with all-padding rows; `example_weights`
+    float32 [batch] is 1 for real rows and 0 for those, so each real example counts exactly once.
     """
-    _check_source(source)
-    instances = index_instances(load_sentence_lengths(source), max_seq_length, short_seq_prob, seed)
-    chosen = np.random.default_rng(seed).permutation(len(instances))[:num_examples]
-    examples = [make_sentence_pair(source, instances[i], np.random.default_rng([seed, int(i)]), len(source),
-                                   max_seq_length) for i in chosen]
+    _check_options(source, objective, instance_format)
+    build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
+                             objective=objective, instance_format=instance_format)
+    chosen = np.random.default_rng(seed).permutation(len(build))[:num_examples]
+    examples = [build(int(i), np.random.default_rng([seed, int(i)])) | {"mask_seeds": mask_seed(seed, int(i), 0)}
+                for i in chosen]
     padding = {"input_ids": np.full(max_seq_length, PAD_ID, np.int32),
                "segment_ids": np.zeros(max_seq_length, np.int32),
                "attention_mask": np.zeros(max_seq_length, np.int32),
-               "next_sentence_labels": np.int32(0)}
+               "next_sentence_labels": np.int32(0), "mask_seeds": np.int32(0)}
     batches = []
     for start in range(0, len(examples), batch_size):
         rows = examples[start:start + batch_size]
         weights = np.zeros(batch_size, np.float32)  # [batch]
         weights[:len(rows)] = 1.0
         rows = rows + [padding] * (batch_size - len(rows))
-        batch = {key: np.stack([row[key] for row in rows]) for key in _FEATURE_KEYS}
+        batch = {key: np.stack([row[key] for row in rows]) for key in padding}
         batch["example_weights"] = weights
         batches.append(batch)
     return batches
+
+
+def padding_fraction(batches: Iterable[dict[str, np.ndarray]]) -> float:
+    """Fraction of all positions that are padding (`attention_mask` 0): compute spent on nothing."""
+    padded = total = 0
+    for batch in batches:
+        mask = np.asarray(batch["attention_mask"])  # [batch, seq]
+        padded, total = padded + int((mask == 0).sum()), total + mask.size
+    return padded / max(total, 1)
