@@ -114,6 +114,39 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
+def albert_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """ALBERT's settings (Lan et al. 2020) on top of `config`; the albert_* files add the sizes.
+
+    Sentence-order prediction, n-gram masking (n <= 3) with static masks (dupe factor 40 as in ALBERT's
+    data script), 128-wide factorized embeddings, all layers sharing one set of weights, tanh GELU, no
+    dropout (ALBERT v2), a 30,000-piece vocabulary, sequences of 512 and batch 4096 (LAMB in the paper).
+    """
+    config.model.update({"vocab_size": 30000, "embedding_size": 128, "num_hidden_groups": 1,
+                         "hidden_act": "gelu_tanh", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    config.objective = "mlm_sop"
+    config.masking.update({"kind": "ngram", "max_ngram": 3, "dynamic": False, "dupe_factor": 40,
+                           "max_predictions_per_seq": 20})
+    config.data.update({"tokenizer_vocab_size": 30000, "max_seq_length": 512})
+    config.train.update({"global_batch_size": 4096, "num_train_steps": 125_000, "learning_rate": 1.76e-3,
+                         "warmup_steps": 3125})
+    return config
+
+
+def roberta_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """RoBERTa's settings (Liu et al. 2019) on top of `config`; the roberta_* files add the sizes.
+
+    MLM only (no NSP, no pooler or pair head), dynamic masking, FULL-SENTENCES packing to 512 tokens,
+    a 50,265-piece vocabulary, 514 positions, one segment type, batch 8k, Adam beta2 0.98 and eps 1e-6.
+    """
+    config.model.update({"vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1,
+                         "layer_norm_eps": 1e-5})
+    config.objective = "mlm"
+    config.masking.update({"dynamic": True, "max_predictions_per_seq": 80})  # 15% of 512, rounded up
+    config.data.update({"instance_format": "full_sentences", "max_seq_length": 512, "tokenizer_vocab_size": 50265})
+    config.train.update({"global_batch_size": 8192, "num_train_steps": 500_000, "adam_b2": 0.98, "adam_eps": 1e-6})
+    return config
+
+
 _OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm")
 _MASKING_KINDS = ("token", "whole_word", "ngram", "span")
 _INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")

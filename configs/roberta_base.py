@@ -1,27 +1,19 @@
-"""RoBERTa-Base (Liu et al. 2019): BERT-Base's encoder trained with MLM only, dynamic masking and
-FULL-SENTENCES packing (no NSP, no pooler or pair head), a 50,265-piece vocabulary, 514 positions, one
-segment type, large batches (8k sequences of 512) and Adam beta2 0.98 with eps 1e-6.
+"""RoBERTa-Base: BERT-Base's encoder (125M parameters) trained the RoBERTa way.
+
+The RoBERTa recipe (MLM only, dynamic masking, FULL-SENTENCES packing, 50k vocabulary, 514 positions,
+one segment type, Adam beta2 0.98) is `bert_jax.config.roberta_recipe`; this file sets the sizes and
+the paper's peak learning rate and warmup for this size.
 """
 
 from bert_jax import config as config_lib
 
 
 def get_config():
-    config = config_lib.default_config()
-    config.model.vocab_size = 50265
-    config.model.max_position_embeddings = 514
-    config.model.type_vocab_size = 1
-    config.model.layer_norm_eps = 1e-5
-    config.objective = "mlm"
-    config.masking.dynamic = True
-    config.masking.max_predictions_per_seq = 80  # 15% of 512 tokens, rounded up
-    config.data.instance_format = "full_sentences"
-    config.data.max_seq_length = 512
-    config.data.tokenizer_vocab_size = 50265
-    config.train.global_batch_size = 8192
-    config.train.num_train_steps = 500_000
-    config.train.learning_rate = 6e-4
+    config = config_lib.roberta_recipe(config_lib.default_config())
+    config.model.hidden_size = 768
+    config.model.num_hidden_layers = 12
+    config.model.num_attention_heads = 12
+    config.model.intermediate_size = 3072
+    config.train.learning_rate = 0.0006
     config.train.warmup_steps = 24_000
-    config.train.adam_b2 = 0.98
-    config.train.adam_eps = 1e-6
     return config
