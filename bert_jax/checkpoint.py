@@ -41,10 +41,10 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state, *, config, tokenizer_model: bytes, data_state=None) -> None:
+    def save(self, step: int, state, *, config, tokenizer, data_state=None) -> None:
         """Saves asynchronously (when enabled); `wait()` before relying on it being on disk."""
-        meta = {"config": json.loads(config.to_json()),
-                "tokenizer_model": base64.b64encode(tokenizer_model).decode("ascii"),
+        meta = {"config": json.loads(config.to_json()), "tokenizer_kind": tokenizer.kind,
+                "tokenizer_model": base64.b64encode(tokenizer.serialized_model()).decode("ascii"),
                 "data_state": data_state}
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)), force=True)
@@ -60,11 +60,12 @@ class Checkpointer:
         return step
 
     def restore_meta(self, step: int | None = None) -> tuple[int, dict]:
-        """(step, meta) where meta has 'config' (a dict), 'tokenizer_model' (bytes) and 'data_state'."""
+        """(step, meta): 'config' (a dict), 'tokenizer_kind', 'tokenizer_model' (bytes), 'data_state'."""
         step = self._resolve_step(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         meta = dict(restored["meta"])
         meta["tokenizer_model"] = base64.b64decode(meta["tokenizer_model"])
+        meta.setdefault("tokenizer_kind", "sentencepiece")
         return step, meta
 
     def restore_state(self, step: int, abstract_state):

@@ -22,7 +22,7 @@ from bert_jax.data import pretraining
 from bert_jax.data import tokenizer as tokenizer_lib
 
 
-def eval_batches(source, config, mesh) -> list[dict[str, np.ndarray]]:
+def eval_batches(source, config, mesh, special_ids: tokenizer_lib.SpecialIds) -> list[dict[str, np.ndarray]]:
     """The fixed evaluation set as this process's rows of each global batch."""
     batch_size = config.train.eval_batch_size
     parallel.check_batch_size(batch_size, mesh, "config.train.eval_batch_size")
@@ -30,7 +30,7 @@ def eval_batches(source, config, mesh) -> list[dict[str, np.ndarray]]:
         source, max_seq_length=config.data.max_seq_length, batch_size=batch_size,
         num_examples=config.data.eval_num_examples, seed=config.data.eval_seed,
         short_seq_prob=config.data.short_seq_prob, objective=config.objective,
-        instance_format=config.data.instance_format)
+        instance_format=config.data.instance_format, special_ids=special_ids)
     local = batch_size // jax.process_count()
     first = jax.process_index() * local
     return [{k: v[first:first + local] for k, v in batch.items()} for batch in batches]
@@ -53,15 +53,19 @@ def run_evaluation(eval_step, params, batches, mesh, eval_seed: int) -> dict[str
 
 def masking_spec(config, tokenizer: tokenizer_lib.Tokenizer) -> masking.MaskingSpec:
     """The masking parameters of a config with the special ids and vocabulary of its tokenizer."""
-    return masking.MaskingSpec.from_config(config.masking, mask_id=tokenizer_lib.MASK_ID,
-                                           first_random_id=len(tokenizer_lib.SPECIAL_TOKENS),
-                                           vocab_size=tokenizer.vocab_size)
+    if tokenizer.kind == "sentencepiece":  # specials are ids 0..4: draw random tokens from the rest
+        return masking.MaskingSpec.from_config(config.masking, mask_id=tokenizer.special_ids.mask,
+                                               first_random_id=len(tokenizer_lib.SPECIAL_TOKENS),
+                                               vocab_size=tokenizer.vocab_size)
+    candidates = tuple(int(i) for i in np.flatnonzero(~tokenizer.special_table()))
+    return masking.MaskingSpec.from_config(config.masking, mask_id=tokenizer.special_ids.mask,
+                                           vocab_size=tokenizer.vocab_size, random_token_ids=candidates)
 
 
 def make_setup(config, mesh, tokenizer: tokenizer_lib.Tokenizer):
     """train.make_setup with what the tokenizer decides: special ids, vocabulary, word starts."""
     return train.make_setup(config, mesh, masking_spec=masking_spec(config, tokenizer),
-                            num_special_tokens=len(tokenizer_lib.SPECIAL_TOKENS),
+                            special_tokens=tokenizer.special_table(),
                             word_start_table=tokenizer.word_start_table())
 
 
@@ -70,11 +74,8 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
     checkpointer = checkpoint_lib.Checkpointer(workdir, create=False, async_save=False)
     step, meta = checkpointer.restore_meta(step)
     config = config_lib.validate(ml_collections.ConfigDict(meta["config"]))
+    tokenizer = tokenizer_lib.tokenizer_from_serialized(meta["tokenizer_kind"], meta["tokenizer_model"])
     with tempfile.TemporaryDirectory() as scratch:
-        model_path = os.path.join(scratch, "spm.model")
-        with open(model_path, "wb") as f:
-            f.write(meta["tokenizer_model"])
-        tokenizer = tokenizer_lib.load_tokenizer(model_path)
         if corpus:
             source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"))
         else:
@@ -83,7 +84,7 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
         mesh = parallel.make_mesh(config.mesh)
         setup, _ = make_setup(config, mesh, tokenizer)
         state = checkpointer.restore_state(step, setup.abstract_state)
-        batches = eval_batches(source, config, mesh)
+        batches = eval_batches(source, config, mesh, tokenizer.special_ids)
     metrics = run_evaluation(train.make_eval_step(setup, mesh), state.params, batches, mesh, config.data.eval_seed)
     checkpointer.close()
     return {**metrics, "step": step}

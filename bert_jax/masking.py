@@ -39,6 +39,9 @@ class MaskingSpec:
     # pieces, never a special token nor an unused row of a padded embedding table.
     first_random_id: int = 5
     vocab_size: int = 30522
+    # Or, for vocabularies whose special/unused tokens are scattered (an imported WordPiece vocabulary
+    # with [unused*] slots and [CLS]=101), the explicit ids to draw from.
+    random_token_ids: tuple[int, ...] | None = None
     kind: str = "token"  # one of KINDS
     max_ngram: int = 3  # 'ngram': longest n-gram, in words
     span_p: float = 0.2  # 'span': parameter of the geometric span length (mean 1/p words before clipping)
@@ -55,13 +58,14 @@ class MaskingSpec:
             raise ValueError(f"span_p must be in (0, 1], got {self.span_p}.")
 
     @classmethod
-    def from_config(cls, masking_config, *, mask_id: int, first_random_id: int, vocab_size: int):
+    def from_config(cls, masking_config, *, mask_id: int, first_random_id: int = 5, vocab_size: int,
+                    random_token_ids: tuple[int, ...] | None = None):
         return cls(mask_rate=masking_config.mask_rate,
                    mask_token_fraction=masking_config.mask_token_fraction,
                    random_token_fraction=masking_config.random_token_fraction,
                    max_predictions_per_seq=masking_config.max_predictions_per_seq,
                    mask_id=mask_id, first_random_id=first_random_id, vocab_size=vocab_size,
-                   kind=masking_config.kind, max_ngram=masking_config.max_ngram,
+                   random_token_ids=random_token_ids, kind=masking_config.kind, max_ngram=masking_config.max_ngram,
                    span_p=masking_config.span_p, max_span_length=masking_config.max_span_length)
 
 
@@ -106,12 +110,17 @@ def mask_tokens(key: jax.Array, input_ids: jax.Array, maskable: jax.Array, spec:
     return jax.vmap(mask_one_row)(key, input_ids, maskable, word_starts)
 
 
-def maskable_positions(input_ids: jax.Array, attention_mask: jax.Array, num_special_tokens: int) -> jax.Array:
+def maskable_positions(input_ids: jax.Array, attention_mask: jax.Array, special_tokens) -> jax.Array:
     """[batch, seq] bool: real (non-padding) tokens that are not special ([CLS], [SEP], [MASK], ...).
 
-    Special tokens occupy ids [0, num_special_tokens), as the bert_jax tokenizer guarantees.
+    `special_tokens` is a bool [vocab] table of never-masked ids (the tokenizer's `special_table()`), or
+    an int n: ids [0, n) are special, as in bert_jax's own SentencePiece vocabularies.
     """
-    return (attention_mask > 0) & (input_ids >= num_special_tokens)
+    if isinstance(special_tokens, int):
+        is_special = input_ids < special_tokens
+    else:
+        is_special = jnp.asarray(special_tokens)[input_ids]
+    return (attention_mask > 0) & ~is_special
 
 
 def _is_key_batch(key: jax.Array) -> bool:
@@ -152,8 +161,12 @@ def _mask_batch(key, input_ids, maskable, spec: MaskingSpec, word_starts) -> Mas
     original = jnp.take_along_axis(input_ids, positions, axis=1)
 
     action = jax.random.uniform(action_key, (batch, num_slots))
-    random_tokens = jax.random.randint(random_key, (batch, num_slots), spec.first_random_id, spec.vocab_size,
-                                       dtype=input_ids.dtype)
+    if spec.random_token_ids is None:
+        random_tokens = jax.random.randint(random_key, (batch, num_slots), spec.first_random_id, spec.vocab_size,
+                                           dtype=input_ids.dtype)
+    else:
+        candidates = jnp.asarray(spec.random_token_ids, input_ids.dtype)  # [num_candidates]
+        random_tokens = candidates[jax.random.randint(random_key, (batch, num_slots), 0, len(candidates))]
     replacement = jnp.where(action < spec.mask_token_fraction, jnp.asarray(spec.mask_id, input_ids.dtype),
                             jnp.where(action < spec.mask_token_fraction + spec.random_token_fraction,
                                       random_tokens, original))

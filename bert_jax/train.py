@@ -38,7 +38,7 @@ class Setup:
     graphdef: Any  # nnx.GraphDef of BertForPreTraining
     optimizer: optax.GradientTransformation
     masking_spec: masking.MaskingSpec
-    num_special_tokens: int
+    special_tokens: Any  # bool [tokenizer vocab] table of never-masked ids, or n for ids [0, n)
     pair_task: str | None  # 'nsp', 'sop' or None (objective 'mlm')
     dynamic_masking: bool  # False: one key per example from its `mask_seeds` (static masks)
     word_start_table: Any  # np.ndarray bool [tokenizer vocab]: pieces that begin a word, or None
@@ -52,7 +52,7 @@ def build_model(config, seed: int) -> heads.BertForPreTraining:
                                     rngs=nnx.Rngs(params=jax.random.key(seed)))
 
 
-def make_setup(config, mesh, *, masking_spec: masking.MaskingSpec, num_special_tokens: int,
+def make_setup(config, mesh, *, masking_spec: masking.MaskingSpec, special_tokens,
                word_start_table=None) -> tuple[Setup, Callable]:
     """Returns the Setup and a function that creates the initial TrainState on the mesh."""
     optimizer = optim.make_optimizer(config.train)
@@ -70,7 +70,7 @@ def make_setup(config, mesh, *, masking_spec: masking.MaskingSpec, num_special_t
     abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract, state_sharding)
     setup = Setup(graphdef=graphdef, optimizer=optimizer, masking_spec=masking_spec,
-                  num_special_tokens=num_special_tokens, pair_task=losses.pair_task(config.objective),
+                  special_tokens=special_tokens, pair_task=losses.pair_task(config.objective),
                   dynamic_masking=config.masking.dynamic, word_start_table=word_start_table,
                   state_sharding=state_sharding, abstract_state=abstract_state)
     create = jax.jit(init_state, out_shardings=state_sharding)
@@ -91,7 +91,7 @@ def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, examp
 def mask_batch(setup: Setup, batch, key) -> masking.MaskedBatch:
     """Masks a batch with `key`: one key for the batch, or [batch] keys (static masking)."""
     input_ids = batch["input_ids"]
-    maskable = masking.maskable_positions(input_ids, batch["attention_mask"], setup.num_special_tokens)
+    maskable = masking.maskable_positions(input_ids, batch["attention_mask"], setup.special_tokens)
     word_starts = None
     if setup.masking_spec.kind != "token":
         word_starts = jnp.asarray(setup.word_start_table)[input_ids]  # [batch, seq]

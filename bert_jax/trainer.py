@@ -86,17 +86,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         batch_size=local_batch_size, seed=config.train.seed, process_index=jax.process_index(),
         process_count=jax.process_count(), num_workers=config.data.num_workers, objective=config.objective,
         instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
-        dupe_factor=config.masking.dupe_factor)
+        dupe_factor=config.masking.dupe_factor, special_ids=tokenizer.special_ids)
     if data_state is not None:
         train_iter.set_state(data_state)
-    eval_set = evaluation.eval_batches(sources["eval"], config, mesh)
+    eval_set = evaluation.eval_batches(sources["eval"], config, mesh, tokenizer.special_ids)
     train_step = train.make_train_step(setup, mesh, config.train)
     eval_step = train.make_eval_step(setup, mesh)
     batch_sharding = parallel.batch_sharding(mesh)
 
     start_step, num_steps = int(jax.device_get(state.step)), config.train.num_train_steps
     writer = reporting.MetricsWriter(workdir, resume_step=start_step)
-    tokenizer_model = tokenizer.serialized_model()
 
     def evaluate(step: int) -> dict[str, float]:
         metrics = evaluation.run_evaluation(eval_step, state.params, eval_set, mesh, config.data.eval_seed)
@@ -129,8 +128,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         if done % config.train.eval_every_steps == 0 or done == num_steps:
             eval_metrics = evaluate(done)
         if done % config.checkpoint.every_steps == 0 or done == num_steps:
-            checkpointer.save(done, state, config=config, tokenizer_model=tokenizer_model,
-                              data_state=train_iter.get_state())
+            checkpointer.save(done, state, config=config, tokenizer=tokenizer, data_state=train_iter.get_state())
     if start_step >= num_steps:
         logging.info("the run in %s is already at step %d of %d; evaluating it", workdir, start_step, num_steps)
         eval_metrics = evaluate(start_step)

@@ -100,7 +100,7 @@ def _restore_params(workdir, step, config):
     from bert_jax.data import tokenizer as tokenizer_lib
     mesh = parallel.make_mesh(config.mesh)
     spec = evaluation.masking_spec(config, tokenizer_lib.load_tokenizer(config.data.tokenizer_model))
-    setup, _ = train.make_setup(config, mesh, masking_spec=spec, num_special_tokens=5)
+    setup, _ = train.make_setup(config, mesh, masking_spec=spec, special_tokens=5)
     checkpointer = checkpoint_lib.Checkpointer(workdir, create=False)
     state = checkpointer.restore_state(step, setup.abstract_state)
     checkpointer.close()

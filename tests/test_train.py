@@ -38,7 +38,7 @@ def build(config, num_devices):
     config.mesh.data = num_devices
     mesh = parallel.make_mesh(config.mesh)
     spec = masking.MaskingSpec.from_config(config.masking, mask_id=4, first_random_id=5, vocab_size=VOCAB)
-    setup, create = train.make_setup(config, mesh, masking_spec=spec, num_special_tokens=5)
+    setup, create = train.make_setup(config, mesh, masking_spec=spec, special_tokens=5)
     step = train.make_train_step(setup, mesh, config.train)
     return mesh, create(), step
 
@@ -103,7 +103,7 @@ def _masked_inputs(config, batch, steps):
     """The masked input_ids the train step builds at each step, via the same functions it uses."""
     mesh, state, _ = build(config, 1)
     spec = masking.MaskingSpec.from_config(config.masking, mask_id=4, first_random_id=5, vocab_size=VOCAB)
-    setup, _ = train.make_setup(config, mesh, masking_spec=spec, num_special_tokens=5,
+    setup, _ = train.make_setup(config, mesh, masking_spec=spec, special_tokens=5,
                                 word_start_table=np.arange(VOCAB) % 2 == 0)
     outputs = []
     for step in range(steps):

@@ -30,7 +30,7 @@ import numpy as np
 
 from bert_jax.config import InputError
 from bert_jax.data.packing import full_sentence_pieces, index_packs
-from bert_jax.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
+from bert_jax.data.tokenizer import DEFAULT_SPECIAL_IDS, SpecialIds
 
 # Columns of the instance index.
 DOC, FIRST_SENTENCE, END_SENTENCE, TARGET_LENGTH = range(4)
@@ -103,7 +103,8 @@ def truncate_seq_pair(num_a: int, num_b: int, max_num_tokens: int,
 
 
 def make_sentence_pair(source, chunk: np.ndarray, rng: np.random.Generator, num_docs: int,
-                       max_seq_length: int, objective: str = "mlm_nsp") -> dict[str, Any]:
+                       max_seq_length: int, objective: str = "mlm_nsp",
+                       special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> dict[str, Any]:
     """Builds one pair example `[CLS] A [SEP] B [SEP]` + padding from a chunk of `index_instances`.
 
     A is the chunk's first 1..n-1 sentences. 'mlm_nsp': B is, with probability 0.5 or always for a
@@ -145,12 +146,12 @@ def make_sentence_pair(source, chunk: np.ndarray, rng: np.random.Generator, num_
     tokens_a, tokens_b = tokens_a[keep_a], tokens_b[keep_b]
     if objective == "mlm_sop" and len(tokens_b) and rng.random() < 0.5:
         label, tokens_a, tokens_b = SWAPPED, tokens_b, tokens_a
-    return _layout([tokens_a, tokens_b], [0, 1], max_seq_length) | {
+    return _layout([tokens_a, tokens_b], [0, 1], max_seq_length, special_ids) | {
         "next_sentence_labels": np.int32(label), "a_doc": np.int32(doc), "b_doc": np.int32(b_doc)}
 
 
-def make_single_segment(source, chunk: np.ndarray, rng: np.random.Generator,
-                        max_seq_length: int) -> dict[str, Any]:
+def make_single_segment(source, chunk: np.ndarray, rng: np.random.Generator, max_seq_length: int,
+                        special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> dict[str, Any]:
     """Builds `[CLS] chunk [SEP]` + padding for MLM alone; a long chunk loses tokens at random ends.
 
     Returns the features of `make_sentence_pair`, with `next_sentence_labels` 0 and no segment 1.
@@ -160,18 +161,19 @@ def make_single_segment(source, chunk: np.ndarray, rng: np.random.Generator,
     offsets = _offsets(document["sentence_lengths"])
     tokens = document["tokens"][offsets[first]:offsets[end]]
     keep, _ = truncate_seq_pair(len(tokens), 0, max_seq_length - 2, rng)
-    return _layout([tokens[keep]], [0], max_seq_length) | {
+    return _layout([tokens[keep]], [0], max_seq_length, special_ids) | {
         "next_sentence_labels": np.int32(0), "a_doc": np.int32(doc), "b_doc": np.int32(doc)}
 
 
-def _layout(pieces: Sequence[np.ndarray], segments: Sequence[int], max_seq_length: int) -> dict[str, np.ndarray]:
+def _layout(pieces: Sequence[np.ndarray], segments: Sequence[int], max_seq_length: int,
+            special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> dict[str, np.ndarray]:
     """`[CLS] piece [SEP] piece [SEP] ...` + padding; each piece and its [SEP] get that piece's segment id."""
-    ids, segment_ids = [np.asarray([CLS_ID])], [np.zeros(1, np.int64)]
+    ids, segment_ids = [np.asarray([special_ids.cls])], [np.zeros(1, np.int64)]
     for piece, segment in zip(pieces, segments):
-        ids += [piece, np.asarray([SEP_ID])]
+        ids += [piece, np.asarray([special_ids.sep])]
         segment_ids.append(np.full(len(piece) + 1, segment))
     length = sum(map(len, ids))
-    input_ids = np.full(max_seq_length, PAD_ID, np.int32)  # [max_seq_length]
+    input_ids = np.full(max_seq_length, special_ids.pad, np.int32)  # [max_seq_length]
     input_ids[:length] = np.concatenate(ids)
     segment_row = np.zeros(max_seq_length, np.int32)  # [max_seq_length]
     segment_row[:length] = np.concatenate(segment_ids)
@@ -198,8 +200,9 @@ class _InstanceBuilder:
     """
 
     def __init__(self, source, *, max_seq_length: int, short_seq_prob: float, seed: int, objective: str,
-                 instance_format: str):
+                 instance_format: str, special_ids: SpecialIds):
         self._source, self._max_seq_length, self._objective = source, max_seq_length, objective
+        self._special_ids = special_ids
         self._packed = instance_format == "full_sentences"
         lengths = load_sentence_lengths(source)
         if self._packed:
@@ -215,13 +218,13 @@ class _InstanceBuilder:
         row = self.index[instance]
         if self._packed:
             pieces = full_sentence_pieces(self._source, row)
-            example = _layout(pieces, [0] * len(pieces), self._max_seq_length)
+            example = _layout(pieces, [0] * len(pieces), self._max_seq_length, self._special_ids)
             example["next_sentence_labels"] = np.int32(0)
         elif self._objective == "mlm":
-            example = make_single_segment(self._source, row, rng, self._max_seq_length)
+            example = make_single_segment(self._source, row, rng, self._max_seq_length, self._special_ids)
         else:
             example = make_sentence_pair(self._source, row, rng, len(self._source), self._max_seq_length,
-                                         self._objective)
+                                         self._objective, self._special_ids)
         return {key: example[key] for key in _FEATURE_KEYS}
 
 
@@ -283,7 +286,8 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
                               seed: int, shuffle: bool = True, num_epochs: int | None = None,
                               process_index: int = 0, process_count: int = 1, num_workers: int = 0,
                               objective: str = "mlm_nsp", instance_format: str = "sentence_pairs",
-                              dynamic_masking: bool = True, dupe_factor: int = 10) -> grain.DatasetIterator:
+                              dynamic_masking: bool = True, dupe_factor: int = 10,
+                              special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> grain.DatasetIterator:
     """Endless (or `num_epochs`) batches for this process, resumable with get_state/set_state.
 
     Instances are chunks of `index_instances` ('sentence_pairs') or packs of `index_packs`
@@ -292,14 +296,15 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
     position depends only on `seed` and that position (a new A/B split every epoch); without it, only
     on (seed, instance, epoch mod dupe_factor). Process `i` takes positions `i::process_count`, so
     processes never overlap and any process count sees the same global stream. `batch_size` is per
-    process. Yields {'input_ids', 'segment_ids', 'attention_mask': int32 [batch, seq],
+    process. `special_ids` are the tokenizer's [CLS]/[SEP]/[PAD]. Yields {'input_ids', 'segment_ids',
+    'attention_mask': int32 [batch, seq],
     'next_sentence_labels', 'mask_seeds': int32 [batch]}.
     """
     _check_options(source, objective, instance_format)
     if not dynamic_masking and dupe_factor < 1:
         raise InputError(f"config.masking.dupe_factor must be at least 1 for static masking, got {dupe_factor}.")
     build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
-                             objective=objective, instance_format=instance_format)
+                             objective=objective, instance_format=instance_format, special_ids=special_ids)
     dataset = grain.MapDataset.source(np.arange(len(build))).seed(seed)
     if shuffle:
         dataset = dataset.shuffle()  # before repeat: each epoch reshuffles, epochs never mix
@@ -318,7 +323,8 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
 
 def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examples: int, seed: int = 0,
                       short_seq_prob: float = 0.1, objective: str = "mlm_nsp",
-                      instance_format: str = "sentence_pairs") -> list[dict[str, np.ndarray]]:
+                      instance_format: str = "sentence_pairs",
+                      special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> list[dict[str, np.ndarray]]:
     """A fixed evaluation set: the same `num_examples` examples on every call, in batches.
 
     The examples are the first `num_examples` instances of a seeded shuffle (spread over the whole
@@ -328,11 +334,11 @@ def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examp
     """
     _check_options(source, objective, instance_format)
     build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
-                             objective=objective, instance_format=instance_format)
+                             objective=objective, instance_format=instance_format, special_ids=special_ids)
     chosen = np.random.default_rng(seed).permutation(len(build))[:num_examples]
     examples = [build(int(i), np.random.default_rng([seed, int(i)])) | {"mask_seeds": mask_seed(seed, int(i), 0)}
                 for i in chosen]
-    padding = {"input_ids": np.full(max_seq_length, PAD_ID, np.int32),
+    padding = {"input_ids": np.full(max_seq_length, special_ids.pad, np.int32),
                "segment_ids": np.zeros(max_seq_length, np.int32),
                "attention_mask": np.zeros(max_seq_length, np.int32),
                "next_sentence_labels": np.int32(0), "mask_seeds": np.int32(0)}

@@ -10,7 +10,9 @@ Train one from the command line:
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +28,21 @@ CLS_ID, CLS = 2, "[CLS]"
 SEP_ID, SEP = 3, "[SEP]"
 MASK_ID, MASK = 4, "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # piece at index i has id i
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+    """Ids of BERT's special tokens in one vocabulary (0..4 for bert_jax SentencePiece models; an
+    imported WordPiece vocabulary has its own, e.g. [CLS]=101)."""
+
+    pad: int = PAD_ID
+    unk: int = UNK_ID
+    cls: int = CLS_ID
+    sep: int = SEP_ID
+    mask: int = MASK_ID
+
+
+DEFAULT_SPECIAL_IDS = SpecialIds()
 
 # SentencePiece marks the start of a word by prefixing the piece with this character (U+2581).
 WORD_BOUNDARY = "\u2581"
@@ -87,6 +104,9 @@ def _has_text(path: str) -> bool:
 class Tokenizer:
     """A loaded SentencePiece model plus what BERT needs from it (special ids, word starts)."""
 
+    kind = "sentencepiece"
+    special_ids = DEFAULT_SPECIAL_IDS
+
     def __init__(self, processor: spm.SentencePieceProcessor, model_path: str):
         self._sp = processor
         self.model_path = model_path
@@ -120,6 +140,10 @@ class Tokenizer:
         """The model file's bytes; fingerprints caches and travels inside checkpoints."""
         return self._sp.serialized_model_proto()
 
+    def special_table(self) -> np.ndarray:
+        """bool [vocab_size]: tokens that are never masked nor drawn as random replacements."""
+        return np.arange(self.vocab_size) < len(SPECIAL_TOKENS)
+
     def word_start_table(self) -> np.ndarray:
         """Returns bool [vocab_size]: True where a piece starts a word (whole-word masking groups the rest).
 
@@ -132,8 +156,98 @@ class Tokenizer:
         return table
 
 
-def load_tokenizer(path: str) -> Tokenizer:
-    """Loads a SentencePiece model trained by `train_tokenizer` and checks its special ids."""
+class WordPieceTokenizer:
+    """A BERT WordPiece vocabulary (e.g. of an imported HF checkpoint), run by HF's `tokenizers` library.
+
+    Built from `vocab.txt` with BERT's normalisation (cleaning, optional lower-casing and accent
+    stripping, CJK spacing) and pre-tokenisation, so ids match transformers' BertTokenizer. Serialized
+    as the `tokenizers` JSON, which is what checkpoints carry.
+    """
+
+    kind = "wordpiece"
+    _BRACKETED = re.compile(r"^\[[^\]]+\]$")  # [PAD], [CLS], [unused12], ...
+
+    def __init__(self, backend, model_path: str = ""):
+        self._tok = backend
+        self.model_path = model_path
+        vocab = backend.get_vocab()
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise InputError(f"the WordPiece vocabulary {model_path or ''} lacks {missing}; BERT needs "
+                             f"{list(SPECIAL_TOKENS)}.")
+        self.special_ids = SpecialIds(*(vocab[t] for t in SPECIAL_TOKENS))
+
+    @classmethod
+    def from_vocab(cls, vocab_path: str, *, lowercase: bool = True, strip_accents: bool | None = None):
+        from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers
+        if not os.path.isfile(vocab_path):
+            raise InputError(f"WordPiece vocabulary not found: {vocab_path}.")
+        backend = Backend(models.WordPiece.from_file(vocab_path, unk_token=UNK, max_input_chars_per_word=100))
+        backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                        strip_accents=strip_accents, lowercase=lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        return cls(backend, vocab_path)
+
+    @classmethod
+    def from_serialized(cls, data: bytes, model_path: str = ""):
+        from tokenizers import Tokenizer as Backend
+        return cls(Backend.from_str(data.decode("utf-8")), model_path)
+
+    def __getstate__(self):
+        return {"model_path": self.model_path, "model_proto": self.serialized_model()}
+
+    def __setstate__(self, state):
+        self.__dict__.update(WordPieceTokenizer.from_serialized(state["model_proto"], state["model_path"]).__dict__)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode([int(i) for i in ids])
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self._tok.id_to_token(int(token_id))
+
+    def serialized_model(self) -> bytes:
+        return self._tok.to_str().encode("utf-8")
+
+    def save(self, path: str) -> None:
+        self._tok.save(path)
+
+    def _table(self, predicate) -> np.ndarray:
+        return np.asarray([predicate(self._tok.id_to_token(i)) for i in range(self.vocab_size)], dtype=bool)
+
+    def special_table(self) -> np.ndarray:
+        """bool [vocab_size]: [PAD] [UNK] [CLS] [SEP] [MASK] and the [unusedN] slots."""
+        return self._table(lambda token: bool(self._BRACKETED.match(token)))
+
+    def word_start_table(self) -> np.ndarray:
+        """bool [vocab_size]: pieces that do not continue a word (no '##' prefix)."""
+        return self._table(lambda token: not token.startswith("##"))
+
+
+def tokenizer_from_serialized(kind: str, data: bytes, model_path: str = ""):
+    """Rebuilds the tokenizer stored in a checkpoint (SentencePiece model or WordPiece JSON)."""
+    if kind == WordPieceTokenizer.kind:
+        return WordPieceTokenizer.from_serialized(data, model_path)
+    processor = spm.SentencePieceProcessor(model_proto=data)
+    return Tokenizer(processor, model_path)
+
+
+def load_tokenizer(path: str):
+    """Loads a SentencePiece model trained by `train_tokenizer` (checking its special ids), or a WordPiece
+    tokenizer saved as `tokenizers` JSON (a `.json` file)."""
+    if path.endswith(".json") and os.path.isfile(path):
+        with open(path, "rb") as f:
+            return WordPieceTokenizer.from_serialized(f.read(), path)
     if not os.path.isfile(path):
         raise InputError(f"tokenizer model not found: {path}; set config.data.tokenizer_model to a "
                          "SentencePiece .model file or leave it empty to train one.")
