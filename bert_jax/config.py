@@ -101,6 +101,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.log_every_steps = 100
     config.train.eval_every_steps = 10_000
     config.train.eval_batch_size = 64
+    # A params-only export (`bert_jax.export --format=params` or `bert_jax.import_hf`) to start from
+    # instead of random weights (continued pretraining). Its model config, objective and tokenizer are
+    # used; only a run with no checkpoint of its own starts from it.
+    config.train.init_checkpoint = ""
 
     # Orbax checkpointing in <workdir>/checkpoints.
     config.checkpoint = ml_collections.ConfigDict()
@@ -111,6 +115,25 @@ def default_config() -> ml_collections.ConfigDict:
     # Device mesh: size of the 'data' axis (-1: all devices).
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1
+    return config
+
+
+def from_stored(stored: dict) -> ml_collections.ConfigDict:
+    """A config saved with a checkpoint or export, on top of today's defaults.
+
+    Fields added since the checkpoint was written take their default values (which reproduce the old
+    behaviour), so older runs stay loadable.
+    """
+    config = default_config()
+
+    def merge(target, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and key in target and isinstance(target[key], ml_collections.ConfigDict):
+                merge(target[key], value)
+            else:
+                target[key] = value
+
+    merge(config, stored)
     return config
 
 

@@ -11,7 +11,6 @@ import os
 import tempfile
 
 import jax
-import ml_collections
 import numpy as np
 
 from bert_jax import checkpoint as checkpoint_lib
@@ -73,7 +72,7 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
     """Evaluates a run's checkpoint on `corpus` (text files), or on the run's own held-out split if empty."""
     checkpointer = checkpoint_lib.Checkpointer(workdir, create=False, async_save=False)
     step, meta = checkpointer.restore_meta(step)
-    config = config_lib.validate(ml_collections.ConfigDict(meta["config"]))
+    config = config_lib.validate(config_lib.from_stored(meta["config"]))
     tokenizer = tokenizer_lib.tokenizer_from_serialized(meta["tokenizer_kind"], meta["tokenizer_model"])
     with tempfile.TemporaryDirectory() as scratch:
         if corpus:

@@ -16,7 +16,7 @@ from absl import logging
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import config as config_lib
-from bert_jax import evaluation, losses, parallel, reporting, train
+from bert_jax import evaluation, exporting, losses, parallel, reporting, train
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pretraining
 from bert_jax.data import tokenizer as tokenizer_lib
@@ -46,17 +46,30 @@ def _check_tokenizer(tokenizer: tokenizer_lib.Tokenizer, config) -> None:
 
 def _restore(checkpointer, step: int, setup) -> tuple[train.TrainState, dict]:
     _, meta = checkpointer.restore_meta(step)
-    try:
-        state = checkpointer.restore_state(step, setup.abstract_state)
-    except (ValueError, KeyError) as e:
-        raise config_lib.InputError(
-            f"the checkpoint at step {step} in {checkpointer.directory} does not fit this config ({e}); "
-            "use the config it was written with or a new --workdir.") from e
-    return state, meta
+    return checkpointer.restore_state(step, setup.abstract_state), meta
+
+
+def _adopt_init_checkpoint(config):
+    """With `train.init_checkpoint`, the run takes that export's model, objective and tokenizer."""
+    export_config, _, _ = checkpoint_lib.read_export_info(config.train.init_checkpoint)
+    config = config_lib.from_stored(config.to_dict())
+    config.model = export_config.model
+    config.objective = export_config.objective
+    if not config.data.tokenizer_model:
+        config.data.tokenizer_model = checkpoint_lib.exported_tokenizer_path(config.train.init_checkpoint)
+    config.data.tokenizer_vocab_size = min(config.data.tokenizer_vocab_size, config.model.vocab_size)
+    if config.data.max_seq_length > config.model.max_position_embeddings:
+        config.data.max_seq_length = config.model.max_position_embeddings
+    logging.info("starting from %s: %s model, objective %s, tokenizer %s", config.train.init_checkpoint,
+                 f"{config.model.num_hidden_layers}x{config.model.hidden_size}", config.objective,
+                 config.data.tokenizer_model)
+    return config
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """Pretrains as `config` says, in `workdir`; returns the final held-out metrics."""
+    if config.train.init_checkpoint:
+        config = _adopt_init_checkpoint(config)
     config = config_lib.validate(config)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:  # for people; the checkpoints carry their own copy
@@ -74,6 +87,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     data_state = None
     if latest is None:
         state = create_state()
+        if config.train.init_checkpoint:
+            _, _, params = exporting.load_params_only(config.train.init_checkpoint)
+            state = state.replace(params=jax.device_put(params, setup.state_sharding.params))
         logging.info("initialised %s parameters (no checkpoint in %s)",
                      f"{train.parameter_count(state.params):,}", checkpointer.directory)
     else:

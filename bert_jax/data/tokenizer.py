@@ -11,6 +11,7 @@ Train one from the command line:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -176,6 +177,9 @@ class WordPieceTokenizer:
             raise InputError(f"the WordPiece vocabulary {model_path or ''} lacks {missing}; BERT needs "
                              f"{list(SPECIAL_TOKENS)}.")
         self.special_ids = SpecialIds(*(vocab[t] for t in SPECIAL_TOKENS))
+        normalizer = json.loads(backend.to_str()).get("normalizer") or {}
+        self.lowercase = bool(normalizer.get("lowercase", False))
+        self.strip_accents = normalizer.get("strip_accents")
 
     @classmethod
     def from_vocab(cls, vocab_path: str, *, lowercase: bool = True, strip_accents: bool | None = None):
