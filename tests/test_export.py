@@ -117,7 +117,7 @@ def test_hf_export_loads_in_transformers_with_the_same_outputs(trained_run, tmp_
     exporting.import_hf_directory(hf_dir, str(tmp_path / "back"))
     _, back_tokenizer, back = exporting.load_params_only(str(tmp_path / "back"))
     assert back_tokenizer.serialized_model() == tokenizer.serialized_model()
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

@@ -87,11 +87,11 @@ def test_restart_resumes_exactly_and_evaluate_matches(tmp_path, corpus_file, sma
 
     trainer.train_and_evaluate(_small_config(corpus_file, eval_file, small_tokenizer.model_path, 6), workdir)
     resumed = _restore_params(workdir, 6, config)
-    for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
+    for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)  # bitwise: same batches, masks and dropout after the restart
     second_run = _metrics(workdir, "train")
     assert [m["step"] for m in second_run] == [1, 2, 3, 4, 5, 6]  # every step once, none duplicated
-    for before, after in zip(first_run, second_run):
+    for before, after in zip(first_run, second_run, strict=True):
         assert before["loss"] == after["loss"] and before["mlm_accuracy"] == after["mlm_accuracy"]
 
 

@@ -70,7 +70,7 @@ def test_one_and_eight_devices_agree():
             losses.append(float(metrics["loss"]))
         results[devices] = (losses, jax.device_get(state.params))
     np.testing.assert_allclose(results[1][0], results[8][0], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(results[1][1]), jax.tree.leaves(results[8][1])):
+    for a, b in zip(jax.tree.leaves(results[1][1]), jax.tree.leaves(results[8][1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -95,7 +95,7 @@ def test_mlm_objective_leaves_no_parameter_without_gradient():
                                                     parallel.batch_sharding(mesh)))
     after = jax.device_get(state.params)
     flat_before = jax.tree_util.tree_leaves_with_path(before)
-    for (path, old), new in zip(flat_before, jax.tree.leaves(after)):
+    for (path, old), new in zip(flat_before, jax.tree.leaves(after), strict=True):
         assert not np.array_equal(old, new), f"{jax.tree_util.keystr(path)} was not updated"
 
 
