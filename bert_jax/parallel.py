@@ -6,6 +6,8 @@ pod slice, and each process hands over only its own rows of the global batch.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -13,6 +15,27 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bert_jax.config import InputError
 
 DATA_AXIS = "data"
+
+
+def initialize_distributed(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
+    """Starts JAX's multi-controller runtime when the launch asks for it; a no-op for one process.
+
+    In order: explicit arguments (the entrypoint's --coordinator_address/--num_processes/--process_id),
+    then the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables, then
+    a multi-host Cloud TPU VM (TPU_WORKER_HOSTNAMES lists several hosts), where JAX finds everything
+    itself. Must run before anything touches the devices.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+    num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
+    process_id = process_id if process_id >= 0 else int(os.environ.get("JAX_PROCESS_ID", "-1"))
+    if coordinator_address or num_processes > 1:
+        if not (coordinator_address and num_processes > 1 and 0 <= process_id < num_processes):
+            raise InputError(f"a multi-process launch needs a coordinator address, a process count > 1 and a "
+                             f"process id in [0, count); got {coordinator_address!r}, {num_processes}, {process_id}.")
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id)
+    elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+        jax.distributed.initialize()
 
 
 def make_mesh(mesh_config) -> Mesh:

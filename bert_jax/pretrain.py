@@ -11,12 +11,16 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bert_jax import config as config_lib
-from bert_jax import reporting
+from bert_jax import parallel, reporting
 from bert_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, tokenizer, corpus cache.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs "
+                                   "(default: $JAX_COORDINATOR_ADDRESS; TPU pods find it themselves).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes (default: $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (default: $JAX_PROCESS_ID).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,6 +30,7 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     reporting.quiet_library_logs()
     try:
+        parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except config_lib.InputError as e:
         sys.exit(f"error: {e}")

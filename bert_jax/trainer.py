@@ -13,6 +13,7 @@ import time
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import config as config_lib
@@ -49,6 +50,18 @@ def _restore(checkpointer, step: int, setup) -> tuple[train.TrainState, dict]:
     return checkpointer.restore_state(step, setup.abstract_state), meta
 
 
+def _prepare_data(config, workdir: str):
+    """Corpus, tokenizer and tokenized splits; with several processes, process 0 builds them first."""
+    if jax.process_count() == 1:
+        return corpus_lib.prepare_default_or_given(config.data, workdir)
+    if jax.process_index() == 0:
+        prepared = corpus_lib.prepare_default_or_given(config.data, workdir)
+        multihost_utils.sync_global_devices("bert_jax: corpus and tokenizer ready")
+        return prepared
+    multihost_utils.sync_global_devices("bert_jax: corpus and tokenizer ready")
+    return corpus_lib.prepare_default_or_given(config.data, workdir)  # now only reads the caches
+
+
 def _adopt_init_checkpoint(config):
     """With `train.init_checkpoint`, the run takes that export's model, objective and tokenizer."""
     export_config, _, _ = checkpoint_lib.read_export_info(config.train.init_checkpoint)
@@ -75,10 +88,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if jax.process_index() == 0:  # for people; the checkpoints carry their own copy
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(config.to_json(indent=2))
-    tokenizer, sources = corpus_lib.prepare_default_or_given(config.data, workdir)
+    tokenizer, sources = _prepare_data(config, workdir)
     _check_tokenizer(tokenizer, config)
 
     mesh = parallel.make_mesh(config.mesh)
+    logging.info("process %d of %d: %d local devices of %d in the mesh", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), mesh.devices.size)
     local_batch_size = parallel.check_batch_size(config.train.global_batch_size, mesh)
     setup, create_state = evaluation.make_setup(config, mesh, tokenizer)
     checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,

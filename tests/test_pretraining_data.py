@@ -197,6 +197,18 @@ def test_process_shards_are_disjoint_and_complete(sources):
         assert shard == everything[i::3]
 
 
+def test_processes_assemble_the_single_process_batches(sources):
+    """With 2 processes x 3 rows, the processes' parts, in process order, are the 1-process batch of 6."""
+    kwargs = dict(max_seq_length=MAX_SEQ_LENGTH, short_seq_prob=0.1, seed=0, num_epochs=1)
+    single = pretraining.make_pretraining_iterator(sources["train"], batch_size=6, **kwargs)
+    parts = [pretraining.make_pretraining_iterator(sources["train"], batch_size=3, process_index=i, process_count=2,
+                                                   **kwargs) for i in range(2)]
+    for _ in range(4):
+        whole, first, second = next(single), next(parts[0]), next(parts[1])
+        for key in whole:
+            np.testing.assert_array_equal(whole[key], np.concatenate([first[key], second[key]]))
+
+
 def test_epochs_are_reshuffled(sources):
     kwargs = dict(max_seq_length=MAX_SEQ_LENGTH, short_seq_prob=0.1, batch_size=1, seed=0)
     rows = _rows(pretraining.make_pretraining_iterator(sources["train"], num_epochs=2, **kwargs))

@@ -268,6 +268,34 @@ class _StaticInstances(grain.transforms.MapWithIndex):
         return example
 
 
+class _ProcessRows(grain.MapDataset):
+    """This process's rows of every global batch: process i of P takes rows [i*L, (i+1)*L) of each
+    block of P*L consecutive examples (L = the per-process batch size).
+
+    So the global batch, assembled from the processes' parts in process order, holds the same examples
+    in the same order whatever the process count, and a run on 2 hosts computes what a run on 1 does.
+    """
+
+    def __init__(self, parent: grain.MapDataset, process_index: int, process_count: int, rows: int):
+        super().__init__(parent)
+        self._index, self._count, self._rows = process_index, process_count, rows
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._count
+
+    def _global_index(self, index: int) -> int:
+        block, row = divmod(index, self._rows)
+        return block * self._rows * self._count + self._index * self._rows + row
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self._global_index(index)]
+
+    def __str__(self) -> str:
+        return f"_ProcessRows(process {self._index} of {self._count}, {self._rows} rows)"
+
+
 def _check_options(source, objective: str, instance_format: str) -> None:
     if objective not in OBJECTIVES:
         raise InputError(f"config.objective={objective!r} is not one of {OBJECTIVES}.")
@@ -314,7 +342,7 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
         dataset = dataset.map_with_index(_DynamicMaskSeeds(seed, len(build)))
     else:
         dataset = dataset.map_with_index(_StaticInstances(build, seed, dupe_factor))
-    dataset = dataset[process_index::process_count]
+    dataset = _ProcessRows(dataset, process_index, process_count, batch_size)
     dataset = dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
     if num_workers > 0:
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
