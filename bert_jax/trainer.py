@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import config as config_lib
-from bert_jax import evaluation, exporting, losses, parallel, reporting, train
+from bert_jax import evaluation, exporting, losses, parallel, preemption, reporting, train
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pretraining
 from bert_jax.data import tokenizer as tokenizer_lib
@@ -134,32 +134,45 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         writer.write(step, "eval", metrics)
         return metrics
 
-    eval_metrics, pending = {}, []
+    eval_metrics, pending, preempted = {}, [], False
+    watcher = preemption.PreemptionWatcher()
     run_start = interval_start = time.perf_counter()
     timed_steps = 0
-    for step in range(start_step, num_steps):
-        host_batch = {k: v for k, v in next(train_iter).items() if k in _TRAIN_KEYS}
-        state, metrics = train_step(state, parallel.to_global_batch(host_batch, batch_sharding))
-        pending.append(metrics)
-        done = step + 1
-        if step == start_step:  # the first step pays for compilation: keep it out of the throughput
-            jax.block_until_ready(metrics)
-            logging.info("compiled and ran the first train step in %.1fs", time.perf_counter() - run_start)
-            interval_start = time.perf_counter()
-        else:
-            timed_steps += 1
-        if done % config.train.log_every_steps == 0 or done == num_steps:
-            host_metrics = jax.device_get(pending)
-            seconds = time.perf_counter() - interval_start
-            summary = _summarize_train(host_metrics, seconds, timed_steps, config.train.global_batch_size)
-            seconds_left = (num_steps - done) * seconds / max(timed_steps, 1)
-            logging.info(reporting.train_log_line(done, num_steps, summary, seconds_left))
-            writer.write(done, "train", summary)
-            pending, timed_steps, interval_start = [], 0, time.perf_counter()
-        if done % config.train.eval_every_steps == 0 or done == num_steps:
-            eval_metrics = evaluate(done)
-        if done % config.checkpoint.every_steps == 0 or done == num_steps:
-            checkpointer.save(done, state, config=config, tokenizer=tokenizer, data_state=train_iter.get_state())
+    try:
+        for step in range(start_step, num_steps):
+            host_batch = {k: v for k, v in next(train_iter).items() if k in _TRAIN_KEYS}
+            state, metrics = train_step(state, parallel.to_global_batch(host_batch, batch_sharding))
+            pending.append(metrics)
+            done = step + 1
+            if step == start_step:  # the first step pays for compilation: keep it out of the throughput
+                jax.block_until_ready(metrics)
+                logging.info("compiled and ran the first train step in %.1fs", time.perf_counter() - run_start)
+                interval_start = time.perf_counter()
+            else:
+                timed_steps += 1
+            preempted = watcher.should_stop(done)
+            if done % config.train.log_every_steps == 0 or done == num_steps or preempted:
+                host_metrics = jax.device_get(pending)
+                seconds = time.perf_counter() - interval_start
+                summary = _summarize_train(host_metrics, seconds, timed_steps, config.train.global_batch_size)
+                seconds_left = (num_steps - done) * seconds / max(timed_steps, 1)
+                logging.info(reporting.train_log_line(done, num_steps, summary, seconds_left))
+                writer.write(done, "train", summary)
+                pending, timed_steps, interval_start = [], 0, time.perf_counter()
+            if done % config.train.eval_every_steps == 0 or done == num_steps:
+                eval_metrics = evaluate(done)
+            if done % config.checkpoint.every_steps == 0 or done == num_steps or preempted:
+                checkpointer.save(done, state, config=config, tokenizer=tokenizer, data_state=train_iter.get_state())
+            if preempted:
+                break
+    finally:
+        watcher.close()
+    if preempted:
+        checkpointer.close()  # returns once the checkpoint is on disk
+        writer.close()
+        logging.warning("preempted: stopped at step %d with its checkpoint saved; run the same command to resume",
+                        done)
+        return {**eval_metrics, "step": done, "preempted": True}
     if start_step >= num_steps:
         logging.info("the run in %s is already at step %d of %d; evaluating it", workdir, start_step, num_steps)
         eval_metrics = evaluate(start_step)
