@@ -45,9 +45,33 @@ def _check_tokenizer(tokenizer: tokenizer_lib.Tokenizer, config) -> None:
             f"{config.model.vocab_size}; raise config.model.vocab_size or use a smaller tokenizer.")
 
 
-def _restore(checkpointer, step: int, setup) -> tuple[train.TrainState, dict]:
-    _, meta = checkpointer.restore_meta(step)
-    return checkpointer.restore_state(step, setup.abstract_state), meta
+def _initial_state(config, setup, create_state, checkpointer) -> tuple[train.TrainState, dict | None]:
+    """(state, data-iterator state): the newest checkpoint's, else fresh (or from `train.init_checkpoint`)."""
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        _, meta = checkpointer.restore_meta(latest)
+        logging.info("resumed from step %d of %s", latest, checkpointer.directory)
+        return checkpointer.restore_state(latest, setup.abstract_state), meta.get("data_state")
+    state = create_state()
+    if config.train.init_checkpoint:
+        _, _, params = exporting.load_params_only(config.train.init_checkpoint)
+        state = state.replace(params=jax.device_put(params, setup.state_sharding.params))
+    logging.info("initialised %s parameters (no checkpoint in %s)", f"{train.parameter_count(state.params):,}",
+                 checkpointer.directory)
+    return state, None
+
+
+def _train_iterator(config, source, tokenizer, local_batch_size: int, data_state):
+    """This process's training batches, positioned where the restored run stopped."""
+    train_iter = pretraining.make_pretraining_iterator(
+        source, max_seq_length=config.data.max_seq_length, short_seq_prob=config.data.short_seq_prob,
+        batch_size=local_batch_size, seed=config.train.seed, process_index=jax.process_index(),
+        process_count=jax.process_count(), num_workers=config.data.num_workers, objective=config.objective,
+        instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
+        dupe_factor=config.masking.dupe_factor, special_ids=tokenizer.special_ids)
+    if data_state is not None:
+        train_iter.set_state(data_state)
+    return train_iter
 
 
 def _prepare_data(config, workdir: str):
@@ -98,28 +122,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     setup, create_state = evaluation.make_setup(config, mesh, tokenizer)
     checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                                async_save=config.checkpoint.async_save)
-    latest = checkpointer.latest_step()
-    data_state = None
-    if latest is None:
-        state = create_state()
-        if config.train.init_checkpoint:
-            _, _, params = exporting.load_params_only(config.train.init_checkpoint)
-            state = state.replace(params=jax.device_put(params, setup.state_sharding.params))
-        logging.info("initialised %s parameters (no checkpoint in %s)",
-                     f"{train.parameter_count(state.params):,}", checkpointer.directory)
-    else:
-        state, meta = _restore(checkpointer, latest, setup)
-        data_state = meta.get("data_state")
-        logging.info("resumed from step %d of %s", latest, checkpointer.directory)
-
-    train_iter = pretraining.make_pretraining_iterator(
-        sources["train"], max_seq_length=config.data.max_seq_length, short_seq_prob=config.data.short_seq_prob,
-        batch_size=local_batch_size, seed=config.train.seed, process_index=jax.process_index(),
-        process_count=jax.process_count(), num_workers=config.data.num_workers, objective=config.objective,
-        instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
-        dupe_factor=config.masking.dupe_factor, special_ids=tokenizer.special_ids)
-    if data_state is not None:
-        train_iter.set_state(data_state)
+    state, data_state = _initial_state(config, setup, create_state, checkpointer)
+    train_iter = _train_iterator(config, sources["train"], tokenizer, local_batch_size, data_state)
     eval_set = evaluation.eval_batches(sources["eval"], config, mesh, tokenizer.special_ids)
     train_step = train.make_train_step(setup, mesh, config.train)
     eval_step = train.make_eval_step(setup, mesh)
