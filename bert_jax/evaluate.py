@@ -7,13 +7,10 @@ num_examples and step. Without --corpus it uses the run's own held-out split.
 """
 
 import json
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from bert_jax import config as config_lib
-from bert_jax import reporting
-from bert_jax import evaluation
+from bert_jax import cli, evaluation, reporting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining run directory (holds checkpoints/).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
@@ -22,14 +19,8 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
-    reporting.quiet_library_logs()
-    try:
-        metrics = evaluation.evaluate_checkpoint(_WORKDIR.value, step=_STEP.value, corpus=_CORPUS.value)
-    except config_lib.InputError as e:
-        sys.exit(f"error: {e}")
+    metrics = cli.run(argv, lambda: evaluation.evaluate_checkpoint(_WORKDIR.value, step=_STEP.value,
+                                                                   corpus=_CORPUS.value))
     print(reporting.eval_log_line(metrics["step"], metrics))
     keys = ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "sop_accuracy", "num_examples", "step")
     print(json.dumps({k: metrics[k] for k in keys if k in metrics}))

@@ -5,12 +5,9 @@ The result is what fine-tuning and continued pretraining start from; heads the c
 bare encoder has no MLM or NSP head) are initialised fresh and listed, and so are unused HF tensors.
 """
 
-import sys
+from absl import app, flags
 
-from absl import app, flags, logging
-
-from bert_jax import config as config_lib
-from bert_jax import exporting, reporting
+from bert_jax import cli, exporting
 
 _INPUT = flags.DEFINE_string("input", None, "HF model directory (config.json, model.safetensors or "
                              "pytorch_model.bin, vocab.txt).")
@@ -19,15 +16,7 @@ flags.mark_flags_as_required(["input", "output"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
-    reporting.quiet_library_logs()
-    try:
-        summary = exporting.import_hf_directory(_INPUT.value, _OUTPUT.value)
-    except config_lib.InputError as e:
-        sys.exit(f"error: {e}")
-    print(summary)
+    print(cli.run(argv, lambda: exporting.import_hf_directory(_INPUT.value, _OUTPUT.value)))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,11 @@ command resumes from the newest checkpoint in the workdir.
 """
 
 import json
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from bert_jax import config as config_lib
-from bert_jax import parallel, reporting
-from bert_jax import trainer
+from bert_jax import cli, parallel, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                           lock_config=True)
@@ -24,17 +21,13 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (defa
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _pretrain():
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    return trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
-    reporting.quiet_library_logs()
-    try:
-        parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-        metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except config_lib.InputError as e:
-        sys.exit(f"error: {e}")
-    print(json.dumps(metrics))
+    print(json.dumps(cli.run(argv, _pretrain)))
 
 
 if __name__ == "__main__":
