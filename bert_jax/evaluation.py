@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -68,22 +69,41 @@ def make_setup(config, mesh, tokenizer: tokenizer_lib.Tokenizer):
                             word_start_table=tokenizer.word_start_table())
 
 
-def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = "") -> dict[str, float]:
-    """Evaluates a run's checkpoint on `corpus` (text files), or on the run's own held-out split if empty."""
+class RunCheckpoint(NamedTuple):
+    """One checkpoint of a pretraining run, restored with everything needed to use it."""
+
+    step: int
+    config: Any
+    tokenizer: Any
+    mesh: Any
+    setup: train.Setup
+    state: train.TrainState
+
+
+def restore_run_checkpoint(workdir: str, step: int | None = None) -> RunCheckpoint:
+    """Checkpoint `step` (default: the latest) of the run in `workdir`, with its own config and tokenizer."""
     checkpointer = checkpoint_lib.Checkpointer(workdir, create=False, async_save=False)
     step, meta = checkpointer.restore_meta(step)
     config = config_lib.validate(config_lib.from_stored(meta["config"]))
     tokenizer = tokenizer_lib.tokenizer_from_serialized(meta["tokenizer_kind"], meta["tokenizer_model"])
+    mesh = parallel.make_mesh(config.mesh)
+    setup, _ = make_setup(config, mesh, tokenizer)
+    state = checkpointer.restore_state(step, setup.abstract_state)
+    checkpointer.close()
+    return RunCheckpoint(step, config, tokenizer, mesh, setup, state)
+
+
+def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = "") -> dict[str, float]:
+    """Evaluates a run's checkpoint on `corpus` (text files), or on the run's own held-out split if empty."""
+    run = restore_run_checkpoint(workdir, step)
+    config, tokenizer = run.config, run.tokenizer
     with tempfile.TemporaryDirectory() as scratch:
         if corpus:
             source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"))
         else:
             _, sources = corpus_lib.prepare_default_or_given(config.data, workdir, tokenizer=tokenizer)
             source = sources["eval"]
-        mesh = parallel.make_mesh(config.mesh)
-        setup, _ = make_setup(config, mesh, tokenizer)
-        state = checkpointer.restore_state(step, setup.abstract_state)
-        batches = eval_batches(source, config, mesh, tokenizer.special_ids)
-    metrics = run_evaluation(train.make_eval_step(setup, mesh), state.params, batches, mesh, config.data.eval_seed)
-    checkpointer.close()
-    return {**metrics, "step": step}
+        batches = eval_batches(source, config, run.mesh, tokenizer.special_ids)
+    metrics = run_evaluation(train.make_eval_step(run.setup, run.mesh), run.state.params, batches, run.mesh,
+                             config.data.eval_seed)
+    return {**metrics, "step": run.step}

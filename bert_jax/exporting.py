@@ -14,7 +14,7 @@ from flax import nnx
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import config as config_lib
-from bert_jax import evaluation, hf_io, interop, parallel, train
+from bert_jax import evaluation, hf_io, interop, train
 from bert_jax.data import tokenizer as tokenizer_lib
 
 
@@ -38,20 +38,14 @@ def load_params_only(export_dir: str):
 
 def export_checkpoint(workdir: str, output: str, *, step: int | None = None, fmt: str = "params") -> str:
     """Writes checkpoint `step` (default latest) of a pretraining run as `fmt`; returns a summary line."""
-    checkpointer = checkpoint_lib.Checkpointer(workdir, create=False, async_save=False)
-    step, meta = checkpointer.restore_meta(step)
-    config = config_lib.validate(config_lib.from_stored(meta["config"]))
-    tokenizer = tokenizer_lib.tokenizer_from_serialized(meta["tokenizer_kind"], meta["tokenizer_model"])
-    mesh = parallel.make_mesh(config.mesh)
-    setup, _ = evaluation.make_setup(config, mesh, tokenizer)
-    params = checkpointer.restore_state(step, setup.abstract_state).params
-    checkpointer.close()
+    run = evaluation.restore_run_checkpoint(workdir, step)
+    step, config, tokenizer, params = run.step, run.config, run.tokenizer, run.state.params
     if fmt == "hf":
         architecture = hf_io.write_hf_directory(output, nnx.to_pure_dict(jax.device_get(params)), config, tokenizer)
         return f"wrote step {step} of {workdir} as {architecture} to {output}"
     checkpoint_lib.save_params_only(output, params, config, tokenizer,
                                     {"source": os.path.abspath(workdir), "step": step, "format": "params"})
-    training_bytes = _directory_bytes(os.path.join(checkpointer.directory, str(step)))
+    training_bytes = _directory_bytes(os.path.join(checkpoint_lib.checkpoint_dir(workdir), str(step)))
     return (f"wrote the params of step {step} to {output}: {_directory_bytes(output) / 2**20:.1f} MiB "
             f"(the training checkpoint with optimizer state: {training_bytes / 2**20:.1f} MiB)")
 
@@ -66,9 +60,7 @@ def import_hf_directory(input_dir: str, output: str) -> str:
     config.data.tokenizer_vocab_size = tokenizer.vocab_size
     config.data.max_seq_length = min(config.data.max_seq_length, config.model.max_position_embeddings)
     config_lib.validate(config)
-    if tokenizer.vocab_size > config.model.vocab_size:
-        raise config_lib.InputError(f"the tokenizer of {input_dir} has {tokenizer.vocab_size} tokens but the model's "
-                                    f"vocab_size is {config.model.vocab_size}.")
+    tokenizer_lib.check_fits_model(tokenizer, config.model.vocab_size)
     fresh = nnx.to_pure_dict(nnx.state(train.build_model(config, seed=config.train.seed), nnx.Param))
     params = nnx.state(nnx.eval_shape(lambda: train.build_model(config, seed=0)), nnx.Param)
     nnx.replace_by_pure_dict(params, interop.with_fresh_heads(imported.params, fresh))

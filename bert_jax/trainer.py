@@ -38,13 +38,6 @@ def _summarize_train(step_metrics: list[dict], seconds: float, timed_steps: int,
     return metrics
 
 
-def _check_tokenizer(tokenizer: tokenizer_lib.Tokenizer, config) -> None:
-    if tokenizer.vocab_size > config.model.vocab_size:
-        raise config_lib.InputError(
-            f"the tokenizer {tokenizer.model_path} has {tokenizer.vocab_size} pieces but config.model.vocab_size is "
-            f"{config.model.vocab_size}; raise config.model.vocab_size or use a smaller tokenizer.")
-
-
 def _initial_state(config, setup, create_state, checkpointer) -> tuple[train.TrainState, dict | None]:
     """(state, data-iterator state): the newest checkpoint's, else fresh (or from `train.init_checkpoint`)."""
     latest = checkpointer.latest_step()
@@ -113,7 +106,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(config.to_json(indent=2))
     tokenizer, sources = _prepare_data(config, workdir)
-    _check_tokenizer(tokenizer, config)
+    tokenizer_lib.check_fits_model(tokenizer, config.model.vocab_size)
 
     mesh = parallel.make_mesh(config.mesh)
     logging.info("process %d of %d: %d local devices of %d in the mesh", jax.process_index(), jax.process_count(),

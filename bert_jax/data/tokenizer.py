@@ -238,6 +238,14 @@ class WordPieceTokenizer:
         return self._table(lambda token: not token.startswith("##"))
 
 
+def check_fits_model(tokenizer, vocab_size: int) -> None:
+    """A tokenizer whose ids would index past the model's embedding table is a user error, said plainly."""
+    if tokenizer.vocab_size > vocab_size:
+        raise InputError(f"the tokenizer {tokenizer.model_path} has {tokenizer.vocab_size} pieces but "
+                         f"config.model.vocab_size is {vocab_size}; raise config.model.vocab_size or use a "
+                         "smaller tokenizer.")
+
+
 def tokenizer_from_serialized(kind: str, data: bytes, model_path: str = ""):
     """Rebuilds the tokenizer stored in a checkpoint (SentencePiece model or WordPiece JSON)."""
     if kind == WordPieceTokenizer.kind:
