@@ -1,0 +1,1 @@
+"""Fine-tuning BERT on downstream tasks: GLUE, SQuAD, CoNLL NER, multiple choice."""
