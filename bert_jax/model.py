@@ -183,7 +183,9 @@ class SharedLayerGroup(nnx.Module):
         self.layer = BertLayer(config, rngs=rngs)
         self.num_repeats = num_repeats
 
-    def __call__(self, hidden_states, attention_bias, *, deterministic: bool, rngs: nnx.Rngs | None):
+    def __call__(self, hidden_states, attention_bias, *, deterministic: bool, rngs: nnx.Rngs | None,
+                 collect: bool = False):
+        """The group's output; with `collect`, also each repeat's output [num_repeats, batch, seq, hidden]."""
         graphdef, state = nnx.split(self.layer)
         # One dropout key per repeat, so repeated applications do not reuse the same dropout masks.
         keys = (jnp.zeros((self.num_repeats,), jnp.uint32) if deterministic
@@ -192,10 +194,11 @@ class SharedLayerGroup(nnx.Module):
         def body(carry, key):
             layer = nnx.merge(graphdef, state)
             layer_rngs = None if deterministic else nnx.Rngs(dropout=key)
-            return layer(carry, attention_bias, deterministic=deterministic, rngs=layer_rngs), None
+            output = layer(carry, attention_bias, deterministic=deterministic, rngs=layer_rngs)
+            return output, (output if collect else None)
 
-        hidden_states, _ = jax.lax.scan(body, hidden_states, keys)
-        return hidden_states
+        hidden_states, per_repeat = jax.lax.scan(body, hidden_states, keys)
+        return (hidden_states, per_repeat) if collect else hidden_states
 
 
 class BertModel(nnx.Module):
@@ -231,3 +234,22 @@ class BertModel(nnx.Module):
             hidden_states = block(hidden_states, attention_bias, deterministic=deterministic, rngs=rngs)
         pooled_output = self.pooler(hidden_states) if self.pooler is not None else None
         return hidden_states, pooled_output
+
+    def all_hidden_states(self, input_ids, segment_ids, attention_mask) -> list[jax.Array]:
+        """[embedding output, layer 1 output, ..., layer L output], each [batch, seq, hidden] (no dropout).
+
+        For feature extraction (the BERT paper's feature-based NER concatenates the last four).
+        """
+        hidden_states = self.embeddings(input_ids, segment_ids, deterministic=True, rngs=None)
+        attention_bias = attention_bias_from_mask(attention_mask)
+        outputs = [hidden_states]
+        if self.config.num_hidden_groups:
+            for group in self.layer_groups:
+                hidden_states, per_repeat = group(hidden_states, attention_bias, deterministic=True, rngs=None,
+                                                  collect=True)
+                outputs.extend(per_repeat[i] for i in range(per_repeat.shape[0]))
+        else:
+            for layer in self.layers:
+                hidden_states = layer(hidden_states, attention_bias, deterministic=True, rngs=None)
+                outputs.append(hidden_states)
+        return outputs

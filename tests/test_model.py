@@ -190,3 +190,21 @@ def test_mlm_objective_has_no_pair_head_or_pooler():
     ids = jnp.asarray([[2, 10, 11, 3]])
     logits, pair = model(ids, jnp.zeros_like(ids), jnp.ones_like(ids), jnp.asarray([[1, 2]]))
     assert pair is None and logits.shape == (1, 2, 40)
+
+
+@pytest.mark.parametrize("groups", [0, 1, 2])
+def test_all_hidden_states_are_each_layers_output(groups):
+    """Layer i's state equals running i layers; shared groups yield one state per repeat."""
+    model = model_lib.BertModel(_shared_config(4, groups=groups), rngs=nnx.Rngs(0))
+    ids = jnp.asarray([[2, 10, 11, 12, 3, 20, 21, 3, 0, 0]])
+    mask = (ids > 0).astype(jnp.int32)
+    states = model.all_hidden_states(ids, jnp.zeros_like(ids), mask)
+    assert len(states) == 5
+    out, _ = model(ids, jnp.zeros_like(ids), mask)
+    np.testing.assert_allclose(np.asarray(states[-1]), np.asarray(out), atol=1e-6)
+    layers = ([model.layer_groups[i * len(model.layer_groups) // 4].layer for i in range(4)] if groups
+              else list(model.layers))
+    hidden = states[0]
+    for i, layer in enumerate(layers):
+        hidden = layer(hidden, model_lib.attention_bias_from_mask(mask), deterministic=True, rngs=None)
+        np.testing.assert_allclose(np.asarray(states[i + 1]), np.asarray(hidden), atol=1e-5)

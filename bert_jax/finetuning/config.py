@@ -1,0 +1,93 @@
+"""The fine-tuning config: one ConfigDict shape for every task, with the BERT paper's defaults.
+
+Files under configs/finetune/ set `task` (a name from `bert_jax.data.tasks.TASKS`) and the few values
+that differ per task; everything can be overridden on the command line, e.g.
+`--config.init_checkpoint=/tmp/export --config.train.learning_rate=3e-5`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from bert_jax.config import InputError
+
+# Encoder fields a fine-tuning run may override; the rest of the encoder comes from the checkpoint.
+# Dropout and compute dtype are the usual ones; a shape field that differs from the checkpoint is refused.
+_MODEL_FIELDS = {"hidden_dropout_prob": float, "attention_probs_dropout_prob": float, "dtype": str,
+                 "vocab_size": int, "hidden_size": int, "num_hidden_layers": int, "num_attention_heads": int,
+                 "intermediate_size": int, "max_position_embeddings": int, "embedding_size": int,
+                 "num_hidden_groups": int}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The fields every fine-tuning config has; task files override `task` and a few others."""
+    config = ml_collections.ConfigDict()
+    config.task = "sst2"  # a name from bert_jax.data.tasks.TASKS (glue tasks, conll2003, squad_v1/v2, swag)
+    # A params-only export (bert_jax.export --format=params, bert_jax.import_hf) or a pretraining workdir.
+    config.init_checkpoint = ""
+
+    # Encoder overrides (empty: the checkpoint's value).
+    config.model = ml_collections.ConfigDict({name: config_dict.placeholder(kind)
+                                              for name, kind in _MODEL_FIELDS.items()})
+
+    config.data = ml_collections.ConfigDict()
+    # Local files in the task's standard format (GLUE TSV, CoNLL columns, SQuAD JSON, SWAG CSV); empty:
+    # read the task's TFDS dataset from `tfds_data_dir` (it must already be prepared there).
+    config.data.data_dir = ""
+    config.data.tfds_data_dir = ""
+    config.data.max_seq_length = 128
+    config.data.max_train_examples = 0  # > 0: use only the first N training examples (quick runs)
+    config.data.max_eval_examples = 0
+    # SQuAD: question tokens kept, and the step between the overlapping context windows.
+    config.data.max_query_length = 64
+    config.data.doc_stride = 128
+
+    config.train = ml_collections.ConfigDict()
+    config.train.global_batch_size = 32
+    config.train.eval_batch_size = 64
+    config.train.num_train_epochs = 3.0
+    config.train.learning_rate = 2e-5
+    config.train.warmup_proportion = 0.1  # of the training steps, linear warmup; then linear decay to 0
+    config.train.weight_decay = 0.01
+    config.train.adam_b1 = 0.9
+    config.train.adam_b2 = 0.999
+    config.train.adam_eps = 1e-6
+    config.train.max_grad_norm = 1.0
+    config.train.seed = 0
+    config.train.num_seeds = 1  # > 1: repeat with seeds seed, seed+1, ... and report mean and spread
+    config.train.log_every_steps = 50
+    config.train.evals_per_epoch = 1  # dev evaluations per epoch; the best one is kept
+
+    # SQuAD span decoding, as in google-research/bert's run_squad.py.
+    config.qa = ml_collections.ConfigDict()
+    config.qa.n_best_size = 20
+    config.qa.max_answer_length = 30
+    config.qa.null_score_diff_threshold = 0.0  # v2.0: predict no answer when null - best span > this
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
+    return config
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InputError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks values that would otherwise fail deep inside JAX or silently train nothing."""
+    train = config.train
+    _require(train.global_batch_size > 0 and train.eval_batch_size > 0,
+             "config.train.global_batch_size and eval_batch_size must be positive.")
+    _require(train.num_train_epochs > 0, f"config.train.num_train_epochs must be > 0, got {train.num_train_epochs}.")
+    _require(train.learning_rate > 0, f"config.train.learning_rate must be > 0, got {train.learning_rate}.")
+    _require(0 <= train.warmup_proportion < 1,
+             f"config.train.warmup_proportion must be in [0, 1), got {train.warmup_proportion}.")
+    _require(train.num_seeds >= 1, f"config.train.num_seeds must be >= 1, got {train.num_seeds}.")
+    _require(train.evals_per_epoch >= 1, f"config.train.evals_per_epoch must be >= 1, got {train.evals_per_epoch}.")
+    _require(config.data.max_seq_length >= 8, f"config.data.max_seq_length={config.data.max_seq_length} is too short.")
+    _require(0 < config.data.doc_stride, f"config.data.doc_stride must be > 0, got {config.data.doc_stride}.")
+    _require(config.qa.max_answer_length > 0 and config.qa.n_best_size > 0,
+             "config.qa.max_answer_length and n_best_size must be > 0.")
+    return config

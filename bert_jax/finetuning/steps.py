@@ -1,0 +1,133 @@
+"""The fine-tuning model, its losses, and the jitted train / predict steps (pure, compiled once).
+
+One code path for every task kind: the task model (heads.TASK_MODELS) maps the batch's
+input_ids / segment_ids / attention_mask to logits, and `task_loss` turns logits and labels into a
+weighted sum. Rows with `example_weights` 0 pad the last batch to full size, so no example is dropped
+and the shapes (hence the compiled program) never change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from bert_jax import heads, model as model_lib, optim, parallel
+from bert_jax.train import TrainState
+
+MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")
+
+
+def build_task_model(model_config, kind: str, num_labels: int, seed: int) -> nnx.Module:
+    """The task model of `kind` (heads.TASK_MODELS) with freshly initialised weights."""
+    config = model_lib.BertConfig.from_config(model_config)
+    return heads.TASK_MODELS[kind](config, num_labels, rngs=nnx.Rngs(params=seed))
+
+
+def _cross_entropy_sums(logits, labels, weights):
+    """(sum of weighted cross-entropy, sum of weights); labels < 0 carry no weight."""
+    weights = weights * (labels >= 0)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    return (loss * weights).sum(), weights.sum()
+
+
+def task_loss(kind: str, logits: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """(weighted loss sum, weight sum) of one batch; the mean is their ratio.
+
+    classification / multiple_choice: softmax cross-entropy; regression: squared error on logit 0;
+    token_classification: cross-entropy on scored positions; qa: mean of start and end cross-entropy.
+    """
+    weights = batch["example_weights"]  # [batch]
+    if kind in ("classification", "multiple_choice"):
+        return _cross_entropy_sums(logits, batch["labels"], weights)
+    if kind == "regression":
+        return (jnp.square(logits[:, 0] - batch["labels"]) * weights).sum(), weights.sum()
+    if kind == "token_classification":
+        return _cross_entropy_sums(logits, batch["labels"], jnp.broadcast_to(weights[:, None], batch["labels"].shape))
+    if kind == "qa":
+        start_sum, count = _cross_entropy_sums(logits[..., 0], batch["start_positions"], weights)
+        end_sum, _ = _cross_entropy_sums(logits[..., 1], batch["end_positions"], weights)
+        return (start_sum + end_sum) / 2, count
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def optimizer_config(train_config, num_train_steps: int) -> ml_collections.ConfigDict:
+    """The pretraining optimizer's fields for a fine-tuning run of `num_train_steps` steps."""
+    return ml_collections.ConfigDict({
+        "learning_rate": train_config.learning_rate, "num_train_steps": num_train_steps,
+        "warmup_steps": int(train_config.warmup_proportion * num_train_steps),
+        "weight_decay": train_config.weight_decay, "adam_b1": train_config.adam_b1,
+        "adam_b2": train_config.adam_b2, "adam_eps": train_config.adam_eps,
+        "max_grad_norm": train_config.max_grad_norm})
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSetup:
+    """What the steps need: the model's graph, the optimizer, the task kind and the shardings."""
+
+    graphdef: Any
+    optimizer: optax.GradientTransformation
+    kind: str
+    schedule: optax.Schedule
+    state_sharding: Any
+
+
+def make_setup(model_config, kind: str, num_labels: int, opt_config, mesh, params, seed: int):
+    """(TaskSetup, initial TrainState on the mesh) starting from `params` (a pure dict of the task model)."""
+    model = build_task_model(model_config, kind, num_labels, seed)
+    graphdef, state = nnx.split(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    optimizer = optim.make_optimizer(opt_config)
+    replicated = parallel.replicated(mesh)
+
+    def init(params_state):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params_state, opt_state=optimizer.init(params_state),
+                          rng=jax.random.key_data(jax.random.key(seed)))
+
+    state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init, state))
+    train_state = jax.jit(init, out_shardings=state_sharding)(jax.device_put(state, replicated))
+    setup = TaskSetup(graphdef=graphdef, optimizer=optimizer, kind=kind,
+                      schedule=optim.learning_rate_schedule(opt_config), state_sharding=state_sharding)
+    return setup, train_state
+
+
+def _logits(setup: TaskSetup, params, batch, *, deterministic: bool, dropout_key=None):
+    model = nnx.merge(setup.graphdef, params)
+    rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
+    return model(*(batch[name] for name in MODEL_INPUTS), deterministic=deterministic, rngs=rngs)
+
+
+def make_train_step(setup: TaskSetup, mesh):
+    """The jitted `train_step(state, batch) -> (state, metrics)`; dropout keys from (seed, step)."""
+
+    def train_step(state: TrainState, batch):
+        dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+        def loss_fn(params):
+            logits = _logits(setup, params, batch, deterministic=False, dropout_key=dropout_key)
+            loss_sum, count = task_loss(setup.kind, logits, batch)
+            return loss_sum / jnp.maximum(count, 1.0)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": setup.schedule(state.step)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return jax.jit(train_step, in_shardings=(setup.state_sharding, parallel.batch_sharding(mesh)),
+                   out_shardings=(setup.state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
+
+
+def make_predict_step(setup: TaskSetup, mesh):
+    """The jitted `predict_step(params, batch) -> logits` (no dropout), gathered on every process."""
+
+    def predict_step(params, batch):
+        return _logits(setup, params, batch, deterministic=True)
+
+    return jax.jit(predict_step, in_shardings=(setup.state_sharding.params, parallel.batch_sharding(mesh)),
+                   out_shardings=parallel.replicated(mesh))
