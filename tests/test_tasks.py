@@ -52,8 +52,9 @@ def test_sst2_keeps_quote_characters(tmp_path):
 
 
 def test_mrpc_columns_by_header(tmp_path):
+    # The GLUE script copies msr_paraphrase_train.txt's header, UTF-8 byte order mark included.
     _write(tmp_path, "train.tsv", _tsv(
-        ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
+        ("\ufeffQuality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
         ("1", "702876", "702977", 'Amrozi accused his brother , whom he called " the witness " .',
          'Referring to him as only " the witness " , Amrozi accused his brother .'),
         ("0", "2108705", "2108831", "Yucaipa owned Dominick 's before selling the chain .",

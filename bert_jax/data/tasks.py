@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,10 +34,9 @@ class TaskSpec:
     """Where a task's data lives and what its labels are.
 
     `label_names` are in TFDS's order, so label ids agree between local files and TFDS (empty for
-    regression and QA; SWAG's are the ending numbers). `local_files`
-    maps each split to its file name in `data_dir`; its keys are the task's splits. `text_features` are
-    the TFDS feature names of text_a (and text_b); `tsv_text_columns`/`tsv_label_column` the GLUE TSV
-    header names of the same fields.
+    regression and QA; SWAG's are the ending numbers). `local_files` maps each split to its file name
+    in `data_dir`; its keys are the task's splits. `text_features` are the TFDS feature names of text_a
+    (and text_b); `tsv_text_columns`/`tsv_label_column` the GLUE TSV header names of the same fields.
     """
 
     name: str
@@ -50,8 +50,13 @@ class TaskSpec:
     tsv_label_column: str = ""
     train_split: str = "train"
 
+    def __post_init__(self):
+        # Read-only, so that no caller can change the registry's file names for everyone.
+        object.__setattr__(self, "local_files", types.MappingProxyType(dict(self.local_files)))
+
     @property
     def splits(self) -> tuple[str, ...]:
+        """Every split the task has, train first."""
         return tuple(self.local_files)
 
 
