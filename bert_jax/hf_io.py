@@ -1,10 +1,11 @@
 """Hugging Face directories on disk: write what transformers' `from_pretrained` loads, and read one back.
 
 The tensor names and conversions live in `interop.py`; this module only does the files: `config.json`,
-`model.safetensors` (or a legacy `pytorch_model.bin` when reading) and the tokenizer files. A bert_jax
-SentencePiece vocabulary is written as `spiece.model` for transformers' `AlbertTokenizer` (the same
-[CLS]/[SEP]/[PAD]/[UNK]/[MASK] pieces, no lower-casing); an imported WordPiece vocabulary as
-`vocab.txt` + `tokenizer.json` for `BertTokenizer`.
+`model.safetensors` (or a legacy `pytorch_model.bin` when reading) and the tokenizer files. A SentencePiece
+vocabulary is written as `spiece.model` for transformers' `AlbertTokenizer` (its own lower-casing and
+accent options: none for one trained here, ALBERT's for an imported one); a WordPiece vocabulary as
+`vocab.txt` + `tokenizer.json` for `BertTokenizer`; a byte-level BPE one as `vocab.json` + `merges.txt`
+for `RobertaTokenizer`. Reading accepts the same three.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ from bert_jax import interop
 from bert_jax.config import InputError
 from bert_jax.data import tokenizer as tokenizer_lib
 
-_SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                       "mask_token": "[MASK]"}
-
-
 def _write_json(path: str, content: dict) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(content, f, indent=2)
+
+
+def _special_tokens_map(tokenizer) -> dict[str, str]:
+    """transformers' names of the special tokens, spelled as this vocabulary spells them."""
+    ids = tokenizer.special_ids
+    tokens = {"unk_token": ids.unk, "sep_token": ids.sep, "pad_token": ids.pad, "cls_token": ids.cls,
+              "mask_token": ids.mask}
+    if tokenizer.kind != "wordpiece":  # AlbertTokenizer and RobertaTokenizer also name bos and eos
+        tokens.update(bos_token=ids.cls, eos_token=ids.sep)
+    return {name: tokenizer.id_to_piece(token_id) for name, token_id in tokens.items()}
 
 
 def _write_tokenizer(output_dir: str, tokenizer) -> None:
@@ -34,13 +41,18 @@ def _write_tokenizer(output_dir: str, tokenizer) -> None:
         tokenizer.save(os.path.join(output_dir, "tokenizer.json"))
         tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase,
                             "strip_accents": tokenizer.strip_accents}
+    elif tokenizer.kind == "bpe":
+        # No tokenizer.json: from vocab.json + merges.txt RobertaTokenizer adds its <s> ... </s> template.
+        tokenizer.save_vocab(output_dir)
+        tokenizer_config = {"tokenizer_class": "RobertaTokenizer", "add_prefix_space": False, "trim_offsets": True}
     else:
         with open(os.path.join(output_dir, "spiece.model"), "wb") as f:
             f.write(tokenizer.serialized_model())
-        tokenizer_config = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": False, "keep_accents": True,
-                            "remove_space": True, "bos_token": "[CLS]", "eos_token": "[SEP]"}
-    _write_json(os.path.join(output_dir, "tokenizer_config.json"), {**tokenizer_config, **_SPECIAL_TOKENS_MAP})
-    _write_json(os.path.join(output_dir, "special_tokens_map.json"), _SPECIAL_TOKENS_MAP)
+        tokenizer_config = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": tokenizer.lowercase,
+                            "keep_accents": not tokenizer.strip_accents, "remove_space": True}
+    special_tokens = _special_tokens_map(tokenizer)
+    _write_json(os.path.join(output_dir, "tokenizer_config.json"), {**tokenizer_config, **special_tokens})
+    _write_json(os.path.join(output_dir, "special_tokens_map.json"), special_tokens)
 
 
 def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
@@ -83,11 +95,16 @@ def _read_tokenizer(input_dir: str):
         return tokenizer_lib.WordPieceTokenizer.from_vocab(
             vocab, lowercase=tokenizer_config.get("do_lower_case", True),
             strip_accents=tokenizer_config.get("strip_accents"))
+    bpe_vocab, merges = os.path.join(input_dir, "vocab.json"), os.path.join(input_dir, "merges.txt")
+    if os.path.isfile(bpe_vocab) and os.path.isfile(merges):
+        return tokenizer_lib.ByteLevelBPETokenizer.from_files(
+            bpe_vocab, merges, add_prefix_space=tokenizer_config.get("add_prefix_space", False))
     spiece = os.path.join(input_dir, "spiece.model")
-    if os.path.isfile(spiece):
-        return tokenizer_lib.load_tokenizer(spiece)
-    raise InputError(f"{input_dir} has no tokenizer bert_jax can read (a WordPiece vocab.txt or a bert_jax "
-                     "spiece.model); byte-level BPE vocabularies (RoBERTa's vocab.json) are not supported yet.")
+    if os.path.isfile(spiece):  # AlbertTokenizer's defaults: lower-case, strip accents
+        return tokenizer_lib.load_tokenizer(spiece, lowercase=tokenizer_config.get("do_lower_case", True),
+                                            strip_accents=not tokenizer_config.get("keep_accents", False))
+    raise InputError(f"{input_dir} has no tokenizer bert_jax can read: give BERT's vocab.txt, RoBERTa's "
+                     "vocab.json + merges.txt, or ALBERT's spiece.model.")
 
 
 def read_hf_directory(input_dir: str) -> tuple[dict[str, np.ndarray], dict, object]:

@@ -1,7 +1,8 @@
-"""SentencePiece tokenizer with BERT's special tokens at fixed ids.
+"""Tokenizers: SentencePiece (trained here, or ALBERT's), WordPiece (BERT's) and byte-level BPE (RoBERTa's).
 
-The model code, the masking and the data pipeline all rely on the five special ids below, so every
-model trained here puts them at ids 0..4 and `load_tokenizer` refuses a model that does not.
+The model code, the masking and the data pipeline rely on five special ids. Every SentencePiece model
+trained here puts them at ids 0..4; `load_tokenizer` also accepts ALBERT's spiece.model (`<pad>` and
+`<unk>` spelled its way, same ids) and refuses a model that has them elsewhere or not at all.
 
 Train one from the command line:
 
@@ -11,10 +12,12 @@ Train one from the command line:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,6 +50,13 @@ DEFAULT_SPECIAL_IDS = SpecialIds()
 
 # SentencePiece marks the start of a word by prefixing the piece with this character (U+2581).
 WORD_BOUNDARY = "\u2581"
+# Accepted spellings of SPECIAL_TOKENS in a SentencePiece model (ALBERT's spiece.model: <pad> and <unk>).
+_SPM_SPECIAL_NAMES = (("[PAD]", "<pad>"), ("[UNK]", "<unk>"), ("[CLS]",), ("[SEP]",), ("[MASK]",))
+# RoBERTa's pieces that play the parts of [PAD] [UNK] [CLS] [SEP] [MASK].
+BPE_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
+# SentencePiece's ModelProto reserves field numbers >= 200 for extensions; this one holds the text
+# preparation AlbertTokenizer does before SentencePiece (JSON), so checkpoints and pickles keep it.
+_PREPARATION_FIELD = 1000
 
 
 def train_tokenizer(
@@ -116,6 +126,81 @@ def _char_index_of_bytes(text: str) -> np.ndarray:
     return np.concatenate([np.repeat(np.arange(len(text)), lengths), [len(text)]]).astype(np.int64)
 
 
+def _spm_special_ids(processor: spm.SentencePieceProcessor) -> tuple[SpecialIds | None, list[str]]:
+    """(SpecialIds found by piece name, or None; the names of those missing)."""
+    ids, missing = [], []
+    for names in _SPM_SPECIAL_NAMES:
+        found = [processor.piece_to_id(n) for n in names if processor.id_to_piece(processor.piece_to_id(n)) == n]
+        ids.append(found[0] if found else -1)
+        missing += [] if found else ["/".join(names)]
+    return (None if missing else SpecialIds(*ids)), missing
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _prepare_char(char: str, lowercase: bool, strip_accents: bool) -> str:
+    """One character as tokenizers' NFKD + StripAccents + Lowercase leave it (character by character)."""
+    if strip_accents:
+        char = "".join(c for c in unicodedata.normalize("NFKD", char) if unicodedata.category(c) != "Mn")
+    return char.lower() if lowercase else char
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at `position`."""
+    value, shift = 0, 0
+    while True:
+        value |= (data[position] & 0x7F) << shift
+        shift, position = shift + 7, position + 1
+        if data[position - 1] < 0x80:
+            return value, position
+
+
+def _proto_fields(data: bytes):
+    """Yields (field number, start, end, payload of a length-delimited field or None) of each top-level
+    field of a serialized protobuf message."""
+    position = 0
+    while position < len(data):
+        start = position
+        key, position = _read_varint(data, position)  # field number << 3 | wire type
+        payload = None
+        if key & 7 == 0:
+            position = _read_varint(data, position)[1]
+        elif key & 7 == 2:
+            length, position = _read_varint(data, position)
+            payload, position = data[position:position + length], position + length
+        else:  # 1: 64-bit, 5: 32-bit; ModelProto has no groups
+            position += 8 if key & 7 == 1 else 4
+        yield key >> 3, start, position, payload
+
+
+def _read_preparation(model_proto: bytes) -> dict:
+    """The text-preparation options stored by `with_text_preparation` ({} for a plain model)."""
+    for number, _, _, payload in _proto_fields(model_proto):
+        if number == _PREPARATION_FIELD:
+            return json.loads(payload.decode("utf-8"))
+    return {}
+
+
+def with_text_preparation(model_proto: bytes, *, lowercase: bool, strip_accents: bool) -> bytes:
+    """A SentencePiece model's bytes that also ask `Tokenizer` for AlbertTokenizer's text preparation.
+
+    Stored as a protobuf extension field, so SentencePiece itself (and transformers) still load the file.
+    """
+    kept = b"".join(model_proto[s:e] for n, s, e, _ in _proto_fields(model_proto) if n != _PREPARATION_FIELD)
+    if not (lowercase or strip_accents):
+        return kept
+    payload = json.dumps({"do_lower_case": lowercase, "keep_accents": not strip_accents}).encode("utf-8")
+    return kept + _varint(_PREPARATION_FIELD << 3 | 2) + _varint(len(payload)) + payload
+
+
 def _strip_leading_space(text: str, spans) -> list[tuple[int, int]]:
     """Drops the whitespace a token absorbed from the front of its span: spans never cover whitespace."""
     stripped = []
@@ -127,45 +212,75 @@ def _strip_leading_space(text: str, spans) -> list[tuple[int, int]]:
 
 
 class Tokenizer:
-    """A loaded SentencePiece model plus what BERT needs from it (special ids, word starts)."""
+    """A loaded SentencePiece model plus what BERT needs from it (special ids, word starts).
+
+    An imported ALBERT model also lower-cases and strips accents before SentencePiece, as
+    AlbertTokenizer does; those options travel inside the model bytes (see `with_text_preparation`).
+    """
 
     kind = "sentencepiece"
-    special_ids = DEFAULT_SPECIAL_IDS
 
     def __init__(self, processor: spm.SentencePieceProcessor, model_path: str):
         self._sp = processor
         self.model_path = model_path
+        self.special_ids = _spm_special_ids(processor)[0] or DEFAULT_SPECIAL_IDS
+        options = _read_preparation(processor.serialized_model_proto())
+        self.lowercase = bool(options.get("do_lower_case", False))
+        self.strip_accents = not options.get("keep_accents", True)
 
     def __getstate__(self) -> dict[str, object]:
         # Grain worker processes receive the tokenizer by pickling; SentencePiece objects do not pickle.
         return {"model_path": self.model_path, "model_proto": self.serialized_model()}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self._sp = spm.SentencePieceProcessor(model_proto=state["model_proto"])
-        self.model_path = state["model_path"]
+        self.__init__(spm.SentencePieceProcessor(model_proto=state["model_proto"]), state["model_path"])
 
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
 
+    def _prepare(self, text: str) -> tuple[str, list[tuple[int, int]] | None]:
+        """AlbertTokenizer's text preparation (`` and '' -> ", NFKD minus accents, lower case), with the
+        span of `text` each prepared character comes from; (text, None) when there is nothing to do."""
+        if not (self.lowercase or self.strip_accents):
+            return text, None
+        chars, origins, i = [], [], 0
+        while i < len(text):
+            if text[i:i + 2] in ("``", "''"):
+                chars.append('"')
+                origins.append((i, i + 2))
+                i += 2
+                continue
+            prepared = _prepare_char(text[i], self.lowercase, self.strip_accents)
+            chars.extend(prepared)
+            origins.extend([(i, i + 1)] * len(prepared))
+            i += 1
+        return "".join(chars), origins
+
     def encode(self, text: str) -> list[int]:
-        return self._sp.encode(text, out_type=int)
+        return self._sp.encode(self._prepare(text)[0], out_type=int)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Encodes many texts in one call (SentencePiece splits the work over threads)."""
-        return self._sp.encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
+        prepared = [self._prepare(t)[0] for t in texts] if self.lowercase or self.strip_accents else list(texts)
+        return self._sp.encode(prepared, out_type=int, num_threads=os.cpu_count() or 1)
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids of `encode(text)` and, per id, the (start, end) str span of `text` it covers (SQuAD answers).
 
         SentencePiece reports UTF-8 byte spans that include the whitespace a '▁' absorbed; these are
         character spans without it, so `text[start:end]` is the piece's own text ("▁café" -> "café") and
-        a bare '▁' piece gets the empty span at the start of the word after it.
+        a bare '▁' piece gets the empty span at the start of the word after it. With ALBERT's text
+        preparation, spans point into the original text (pieces of one expanded character share its span).
         """
-        pieces = _spm_pieces(self._sp, text)
-        char_at = _char_index_of_bytes(text)  # [num_bytes + 1]
-        spans = [(int(char_at[p.begin]), int(char_at[p.end])) for p in pieces]
-        return [p.id for p in pieces], _strip_leading_space(text, spans)
+        prepared, origins = self._prepare(text)
+        pieces = _spm_pieces(self._sp, prepared)
+        char_at = _char_index_of_bytes(prepared)  # [num_bytes + 1]
+        spans = _strip_leading_space(prepared, [(int(char_at[p.begin]), int(char_at[p.end])) for p in pieces])
+        if origins is not None:
+            origins = origins + [(len(text), len(text))]  # [len(prepared) + 1]: empty spans at the end
+            spans = [(origins[s][0], origins[s][0] if s == e else origins[e - 1][1]) for s, e in spans]
+        return [p.id for p in pieces], spans
 
     def encode_words(self, words: Sequence[str]) -> list[list[int]]:
         """Ids of each word of a pre-split sentence (CoNLL), as `encode(" ".join(words))` splits them: every
@@ -183,7 +298,8 @@ class Tokenizer:
         return self._sp.serialized_model_proto()
 
     def special_table(self) -> np.ndarray:
-        """bool [vocab_size]: tokens that are never masked nor drawn as random replacements."""
+        """bool [vocab_size]: tokens that are never masked nor drawn as random replacements (ids 0..4,
+        which `load_tokenizer` checks)."""
         return np.arange(self.vocab_size) < len(SPECIAL_TOKENS)
 
     def word_start_table(self) -> np.ndarray:
@@ -312,6 +428,61 @@ class WordPieceTokenizer(_TokenizersBackend):
         return self._table(lambda token: not token.startswith("##"))
 
 
+class ByteLevelBPETokenizer(_TokenizersBackend):
+    """RoBERTa's byte-level BPE (`vocab.json` + `merges.txt`), run by HF's `tokenizers` library.
+
+    Ids match transformers' RobertaTokenizer (no prefix space: a text's first word is 'Hello', later ones
+    'ĠHello'). <pad> <unk> <s> </s> <mask> play [PAD] [UNK] [CLS] [SEP] [MASK]; the pretraining data
+    lays a pair out BERT's way, `<s> A </s> B </s>`, not RoBERTa's `<s> A </s></s> B </s>` (harmless
+    for continued pretraining; fine-tuning code that wants RoBERTa's layout builds it from `special_ids`).
+    """
+
+    kind = "bpe"
+
+    def __init__(self, backend, model_path: str = ""):
+        super().__init__(backend, model_path)
+        vocab = backend.get_vocab()
+        missing = [t for t in BPE_SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise InputError(f"the byte-level BPE vocabulary {model_path or ''} lacks {missing}; bert_jax needs "
+                             f"RoBERTa's {list(BPE_SPECIAL_TOKENS)}.")
+        self.special_ids = SpecialIds(*(vocab[t] for t in BPE_SPECIAL_TOKENS))
+
+    @classmethod
+    def from_files(cls, vocab_path: str, merges_path: str, *, add_prefix_space: bool = False):
+        """From RoBERTa's vocab.json and merges.txt, with RobertaTokenizer's pre-tokeniser and decoder."""
+        from tokenizers import Tokenizer as Backend, decoders, models, pre_tokenizers
+        try:
+            model = models.BPE.from_file(vocab_path, merges_path, fuse_unk=False)
+        except Exception as e:  # tokenizers raises its own Exception type for unreadable files
+            raise InputError(f"cannot read the BPE vocabulary {vocab_path} + {merges_path} ({e}); give "
+                             "RoBERTa's vocab.json and merges.txt.") from e
+        backend = Backend(model)
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+        backend.decoder = decoders.ByteLevel()
+        return cls(backend, vocab_path)
+
+    def encode_words(self, words: Sequence[str]) -> list[list[int]]:
+        """Ids of each word of a pre-split sentence (CoNLL), every word with a leading space ('ĠEU'), as
+        RobertaTokenizer does for pre-split words (add_prefix_space=True); `encode(" ".join(words))` differs
+        only in the first word. Every word gets a token (an empty word its space, 'Ġ')."""
+        return self.encode_batch([" " + w for w in words])
+
+    def save_vocab(self, output_dir: str) -> None:
+        """Writes vocab.json and merges.txt (what RobertaTokenizer loads)."""
+        self._tok.model.save(output_dir)
+
+    def special_table(self) -> np.ndarray:
+        """bool [vocab_size]: <pad> <unk> <s> </s> <mask>."""
+        table = np.zeros(self.vocab_size, dtype=bool)  # [vocab_size]
+        table[list(dataclasses.astuple(self.special_ids))] = True
+        return table
+
+    def word_start_table(self) -> np.ndarray:
+        """bool [vocab_size]: tokens that begin with a space ('Ġ'), and the special tokens."""
+        return self._table(lambda token: token.startswith("\u0120")) | self.special_table()
+
+
 def check_fits_model(tokenizer, vocab_size: int) -> None:
     """A tokenizer whose ids would index past the model's embedding table is a user error, said plainly."""
     if tokenizer.vocab_size > vocab_size:
@@ -321,19 +492,26 @@ def check_fits_model(tokenizer, vocab_size: int) -> None:
 
 
 def tokenizer_from_serialized(kind: str, data: bytes, model_path: str = ""):
-    """Rebuilds the tokenizer stored in a checkpoint (SentencePiece model or WordPiece JSON)."""
-    if kind == WordPieceTokenizer.kind:
-        return WordPieceTokenizer.from_serialized(data, model_path)
+    """Rebuilds the tokenizer stored in a checkpoint (SentencePiece model, or WordPiece / BPE JSON)."""
+    for cls in (WordPieceTokenizer, ByteLevelBPETokenizer):
+        if kind == cls.kind:
+            return cls.from_serialized(data, model_path)
     processor = spm.SentencePieceProcessor(model_proto=data)
     return Tokenizer(processor, model_path)
 
 
-def load_tokenizer(path: str):
-    """Loads a SentencePiece model trained by `train_tokenizer` (checking its special ids), or a WordPiece
-    tokenizer saved as `tokenizers` JSON (a `.json` file)."""
+def load_tokenizer(path: str, *, lowercase: bool | None = None, strip_accents: bool | None = None):
+    """Loads a SentencePiece model (trained by `train_tokenizer`, or ALBERT's spiece.model), or a WordPiece
+    or byte-level BPE tokenizer saved as `tokenizers` JSON (a `.json` file).
+
+    `lowercase` / `strip_accents` (AlbertTokenizer's do_lower_case / not keep_accents) set a SentencePiece
+    model's text preparation; None keeps what the file says (nothing, for a model trained here).
+    """
     if path.endswith(".json") and os.path.isfile(path):
         with open(path, "rb") as f:
-            return WordPieceTokenizer.from_serialized(f.read(), path)
+            data = f.read()
+        is_bpe = (json.loads(data).get("model") or {}).get("type") == "BPE"
+        return (ByteLevelBPETokenizer if is_bpe else WordPieceTokenizer).from_serialized(data, path)
     if not os.path.isfile(path):
         raise InputError(f"tokenizer model not found: {path}; set config.data.tokenizer_model to a "
                          "SentencePiece .model file or leave it empty to train one.")
@@ -343,10 +521,17 @@ def load_tokenizer(path: str):
     except (OSError, RuntimeError) as e:
         raise InputError(f"{path} is not a SentencePiece model ({e}); give a .model file "
                          "written by bert_jax.data.tokenizer.") from e
-    found = tuple(processor.id_to_piece(i) for i in range(min(len(SPECIAL_TOKENS), processor.get_piece_size())))
-    if found != SPECIAL_TOKENS:
-        raise InputError(f"tokenizer {path} has {found} at ids 0-4, not {SPECIAL_TOKENS}: it was not trained "
-                         "by bert_jax; train one with `python -m bert_jax.data.tokenizer`.")
+    special_ids, missing = _spm_special_ids(processor)
+    if missing or set(dataclasses.astuple(special_ids)) != set(range(len(SPECIAL_TOKENS))):
+        found = tuple(processor.id_to_piece(i) for i in range(min(len(SPECIAL_TOKENS), processor.get_piece_size())))
+        raise InputError(f"tokenizer {path} has {found} at ids 0-4, not {SPECIAL_TOKENS} (or ALBERT's <pad> <unk>): "
+                         "it was not trained by bert_jax; train one with `python -m bert_jax.data.tokenizer`.")
+    if lowercase is not None or strip_accents is not None:
+        current = Tokenizer(processor, path)
+        processor = spm.SentencePieceProcessor(model_proto=with_text_preparation(
+            processor.serialized_model_proto(),
+            lowercase=current.lowercase if lowercase is None else lowercase,
+            strip_accents=current.strip_accents if strip_accents is None else strip_accents))
     return Tokenizer(processor, path)
 
 
