@@ -36,8 +36,8 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # piece at index i has id i
 
 @dataclasses.dataclass(frozen=True)
 class SpecialIds:
-    """Ids of BERT's special tokens in one vocabulary (0..4 for bert_jax SentencePiece models; an
-    imported WordPiece vocabulary has its own, e.g. [CLS]=101)."""
+    """Ids of BERT's special tokens in one vocabulary (0..4 for SentencePiece models, ALBERT's included;
+    an imported WordPiece vocabulary has its own, e.g. [CLS]=101; RoBERTa's <s> is cls, </s> sep)."""
 
     pad: int = PAD_ID
     unk: int = UNK_ID
@@ -257,12 +257,20 @@ class Tokenizer:
             i += 1
         return "".join(chars), origins
 
+    def _prepared_text(self, text: str) -> str:
+        """`_prepare(text)[0]` without the spans (the quote patterns share no character, so replacing
+        one after the other is the same as the left-to-right scan)."""
+        if not (self.lowercase or self.strip_accents):
+            return text
+        text = text.replace("``", '"').replace("''", '"')
+        return "".join([_prepare_char(c, self.lowercase, self.strip_accents) for c in text])
+
     def encode(self, text: str) -> list[int]:
-        return self._sp.encode(self._prepare(text)[0], out_type=int)
+        return self._sp.encode(self._prepared_text(text), out_type=int)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Encodes many texts in one call (SentencePiece splits the work over threads)."""
-        prepared = [self._prepare(t)[0] for t in texts] if self.lowercase or self.strip_accents else list(texts)
+        prepared = [self._prepared_text(t) for t in texts]
         return self._sp.encode(prepared, out_type=int, num_threads=os.cpu_count() or 1)
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
