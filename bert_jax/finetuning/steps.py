@@ -17,7 +17,8 @@ import ml_collections
 import optax
 from flax import nnx
 
-from bert_jax import heads, model as model_lib, optim, parallel
+from bert_jax import heads, optim, parallel
+from bert_jax import model as model_lib
 from bert_jax.train import TrainState
 
 MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")

@@ -1,0 +1,37 @@
+"""Fine-tune a pretrained encoder on a task:
+
+  python -m bert_jax.finetune --config=configs/finetune/sst2.py --config.init_checkpoint=EXPORT --workdir=DIR
+
+Only flag wiring lives here; the work is `bert_jax.finetuning.runner.finetune`. Writes DIR/metrics.json
+and, per seed, DIR/seed_N/predictions_<split>.* and DIR/seed_N/best_params.
+"""
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from bert_jax import cli, parallel
+from bert_jax.finetuning import runner
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a fine-tuning config (configs/finetune/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory: metrics.json, predictions, best parameters.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes (default: $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (default: $JAX_PROCESS_ID).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _finetune():
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    report = runner.finetune(_CONFIG.value, _WORKDIR.value)
+    return {"task": report["task"], "primary_metric": report["primary_metric"], "summary": report["summary"]}
+
+
+def main(argv):
+    print(json.dumps(cli.run(argv, _finetune)))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,134 @@
+"""What differs between task kinds, in one place: features, label count, scoring and prediction files.
+
+classification / regression (GLUE), token_classification (CoNLL NER), qa (SQuAD v1.1 / v2.0) and
+multiple_choice (SWAG). The runner and the steps are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+from bert_jax.finetuning import features as features_lib
+from bert_jax.finetuning import metrics, qa
+
+_MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")
+_TRAIN_TARGETS = {"classification": ("labels",), "regression": ("labels",), "token_classification": ("labels",),
+                  "multiple_choice": ("labels",), "qa": ("start_positions", "end_positions")}
+
+
+@dataclasses.dataclass
+class TaskFeatures:
+    """Device arrays of one split (`arrays`) and, for SQuAD, the windows' bookkeeping (`qa`)."""
+
+    arrays: dict[str, np.ndarray]
+    qa: qa.QAFeatures | None = None
+
+
+def train_keys(kind: str) -> tuple[str, ...]:
+    """Arrays the train step needs: the model inputs and the kind's targets."""
+    return _MODEL_INPUTS + _TRAIN_TARGETS[kind]
+
+
+def num_labels(task) -> int:
+    """Output width of the task head."""
+    if task.kind == "token_classification" or task.kind == "classification":
+        return len(task.label_names)
+    return {"regression": 1, "qa": 2, "multiple_choice": 1}[task.kind]
+
+
+def primary_metric(task) -> str:
+    """The dev metric that best-checkpoint selection maximises."""
+    if task.kind in ("classification", "regression"):
+        return metrics.primary_metric(task.name)
+    return {"token_classification": "f1", "qa": "f1", "multiple_choice": "accuracy"}[task.kind]
+
+
+def featurize(task, examples, tokenizer, config, *, training: bool) -> TaskFeatures:
+    """Examples of one split -> fixed-shape arrays of `config.data.max_seq_length` tokens."""
+    length = config.data.max_seq_length
+    if task.kind in ("classification", "regression"):
+        return TaskFeatures(features_lib.classification_features(examples, tokenizer, length,
+                                                                 regression=task.kind == "regression"))
+    if task.kind == "token_classification":
+        return TaskFeatures(features_lib.token_classification_features(examples, tokenizer, length, task.label_names))
+    if task.kind == "multiple_choice":
+        return TaskFeatures(features_lib.multiple_choice_features(examples, tokenizer, length))
+    windows = qa.make_qa_features(examples, tokenizer, max_seq_length=length, doc_stride=config.data.doc_stride,
+                                  max_query_length=config.data.max_query_length, is_training=training)
+    arrays = {"input_ids": windows.input_ids, "segment_ids": windows.segment_ids,
+              "attention_mask": windows.attention_mask}
+    if training:
+        arrays.update(start_positions=windows.start_positions, end_positions=windows.end_positions)
+    return TaskFeatures(arrays, windows)
+
+
+def _labelled(features: TaskFeatures) -> np.ndarray:
+    return features.arrays["has_label"].astype(bool)
+
+
+def score(task, examples, features: TaskFeatures, logits: np.ndarray, config) -> tuple[dict[str, Any], Any]:
+    """(dev metrics, predictions payload for `write_predictions`) from the model's logits of one split."""
+    if task.kind in ("classification", "regression", "multiple_choice"):
+        predictions = logits[:, 0] if task.kind == "regression" else logits.argmax(-1)
+        labelled = _labelled(features)
+        labels = features.arrays["labels"][labelled]
+        if not labelled.any():
+            scores = {}
+        elif task.kind == "multiple_choice":
+            scores = {"accuracy": metrics.accuracy(predictions[labelled], labels)}
+        else:
+            scores = metrics.glue_metrics(task.name, predictions[labelled], labels)
+        return {k: float(v) for k, v in scores.items()}, predictions
+    if task.kind == "token_classification":
+        tags = features_lib.predicted_tags(examples, features.arrays["word_index"], logits.argmax(-1),
+                                           task.label_names)
+        scores = metrics.conll_scores([e.labels for e in examples], tags)
+        return {k: scores[k] for k in ("precision", "recall", "f1", "accuracy")}, tags
+    version_2 = task.name.endswith("2.0")
+    predictions, null_odds, _ = qa.decode_predictions(
+        examples, features.qa, logits[..., 0], logits[..., 1], n_best_size=config.qa.n_best_size,
+        max_answer_length=config.qa.max_answer_length, version_2_with_negative=version_2,
+        null_score_diff_threshold=config.qa.null_score_diff_threshold)
+    if version_2:
+        scores = qa.squad_v2_scores(examples, predictions, null_odds)
+    else:
+        scores = qa.squad_v1_scores(examples, predictions)
+    return {k: float(v) for k, v in scores.items()}, (predictions, null_odds)
+
+
+def write_predictions(prefix: str, task, examples, payload) -> list[str]:
+    """Writes one split's predictions next to `prefix`; returns the paths.
+
+    GLUE/SWAG: `<prefix>.tsv` (guid, prediction: a label name, or the STS-B score); NER: `<prefix>.txt`
+    in CoNLL columns (word, gold tag, predicted tag: conlleval's input); SQuAD: `<prefix>.json`
+    (qid -> answer, the official script's input) and, for v2.0, `<prefix>_null_odds.json`.
+    """
+    if task.kind in ("classification", "regression", "multiple_choice"):
+        path = prefix + ".tsv"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("guid\tprediction\n")
+            for example, prediction in zip(examples, payload):
+                value = (f"{float(prediction):.6f}" if task.kind == "regression"
+                         else task.label_names[int(prediction)] if task.label_names else str(int(prediction)))
+                f.write(f"{example.guid}\t{value}\n")
+        return [path]
+    if task.kind == "token_classification":
+        path = prefix + ".txt"
+        with open(path, "w", encoding="utf-8") as f:
+            for example, tags in zip(examples, payload):
+                f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(example.words, example.labels, tags))
+                f.write("\n")
+        return [path]
+    predictions, null_odds = payload
+    paths = [prefix + ".json"]
+    with open(paths[0], "w", encoding="utf-8") as f:
+        json.dump(predictions, f, indent=1, ensure_ascii=False)
+    if null_odds:
+        paths.append(prefix + "_null_odds.json")
+        with open(paths[1], "w", encoding="utf-8") as f:
+            json.dump(null_odds, f, indent=1)
+    return paths

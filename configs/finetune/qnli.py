@@ -1,0 +1,13 @@
+"""QNLI (GLUE): does the sentence answer the question? Accuracy.
+
+  python -m bert_jax.finetune --config=configs/finetune/qnli.py --config.init_checkpoint=EXPORT \
+      --workdir=/tmp/qnli [--config.data.data_dir=DIR_WITH_THE_OFFICIAL_FILES]
+"""
+
+from bert_jax.finetuning import config as finetune_config
+
+
+def get_config():
+    config = finetune_config.default_config()
+    config.task = "qnli"
+    return config
