@@ -231,3 +231,16 @@ def test_command_line_errors_are_one_line(pretrained, tmp_path):
     missing = subprocess.run(command[:4] + [f"--config.init_checkpoint={tmp_path / 'nowhere'}"] + command[5:],
                              capture_output=True, text=True, cwd=root, timeout=300)
     assert missing.stderr.strip().splitlines()[-1].startswith("error: config.init_checkpoint=")
+
+
+def test_several_seeds_are_run_and_summarised(pretrained, tmp_path):
+    _write_sst2(tmp_path, num_train=32, num_dev=16)
+    config = _config("sst2", pretrained, tmp_path, epochs=1.0)
+    config.train.num_seeds = 2
+    config.train.seed = 5
+    report = runner.finetune(config, str(tmp_path / "run"))
+    assert [r["seed"] for r in report["seeds"]] == [5, 6]
+    accuracies = [r["best"]["validation"]["accuracy"] for r in report["seeds"]]
+    summary = report["summary"]["validation"]["accuracy"]
+    assert summary["mean"] == pytest.approx(np.mean(accuracies)) and summary["std"] == pytest.approx(np.std(accuracies))
+    assert all((tmp_path / "run" / f"seed_{s}" / "predictions_validation.tsv").is_file() for s in (5, 6))
