@@ -244,3 +244,23 @@ def test_several_seeds_are_run_and_summarised(pretrained, tmp_path):
     summary = report["summary"]["validation"]["accuracy"]
     assert summary["mean"] == pytest.approx(np.mean(accuracies)) and summary["std"] == pytest.approx(np.std(accuracies))
     assert all((tmp_path / "run" / f"seed_{s}" / "predictions_validation.tsv").is_file() for s in (5, 6))
+
+
+def test_starts_from_a_pretraining_workdir(tmp_path, corpus_file, small_tokenizer):
+    """init_checkpoint may be a pretraining run itself: its newest checkpoint's encoder is what is loaded."""
+    from bert_jax import trainer
+    from test_pretrain import _small_config
+    workdir = str(tmp_path / "pretrain")
+    trainer.train_and_evaluate(_small_config(corpus_file, "", small_tokenizer.model_path, num_steps=3), workdir)
+    source = transfer.load_pretrained(workdir)
+    assert checkpoint_lib.Checkpointer(workdir, create=False).latest_step() == 3
+    assert set(source.params) == {"bert", "mlm_head", "pair_head"}
+    # The step-3 parameters, not the initial ones: compare with a fresh model of the same seed.
+    initial = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(train.build_model(source.config, 0), nnx.Param)))
+    trained = traverse_util.flatten_dict(source.params)
+    kernel = ("bert", "layers", 0, "intermediate", "kernel")
+    assert not np.array_equal(initial[kernel], trained[kernel])
+    _write_sst2(tmp_path, num_train=16, num_dev=16)
+    config = _config("sst2", workdir, tmp_path, epochs=1.0)
+    report = runner.finetune(config, str(tmp_path / "run"))
+    assert report["init_checkpoint"] == os.path.abspath(workdir)
