@@ -2,31 +2,73 @@
 
 A checkpoint is self-contained: `evaluate` and `export` need nothing but the checkpoint directory. Orbax
 writes each step into a temporary directory and renames it when complete, so a crash mid-save leaves the
-previous step as the latest restorable one.
+previous step as the latest restorable one (the trainer's Checkpointer deletes such leftovers). A step
+directory that was damaged afterwards (a file deleted, truncated or overwritten) fails to restore:
+`restore_latest` then names it, sets it aside and falls back to the step before.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging as std_logging
 import os
+import sys
 
+import jax
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from bert_jax.config import InputError
 from bert_jax.config import from_stored as config_from_stored
 
 _ITEMS = ("state", "meta")
+_DAMAGED_DIR = "checkpoints_damaged"
 
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+def _first_line(error: BaseException) -> str:
+    """The gist of an Orbax/TensorStore error, without the pages of spec JSON that follow it."""
+    text = str(error).strip().split(" [tensorstore_spec")[0]
+    return f"{type(error).__name__}: {text.splitlines()[0][:240]}" if text else type(error).__name__
+
+
+_fallout_quieted = False
+
+
+def _quiet_failed_restore_fallout() -> None:
+    """Drops the echoes of a failed restore, which is already reported in one line.
+
+    Orbax abandons the reads still in flight; when they finish, each one prints an 'Event loop is
+    closed' traceback (an unraisable exception) or an asyncio 'Task exception was never retrieved':
+    hundreds of lines for one damaged checkpoint. Only those two messages are dropped.
+    """
+    global _fallout_quieted
+    if _fallout_quieted:
+        return
+    _fallout_quieted = True
+    previous_hook = sys.unraisablehook
+
+    def unraisable_hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = unraisable_hook
+    std_logging.getLogger("asyncio").addFilter(
+        lambda record: not ("Task exception was never retrieved" in record.getMessage()
+                            and "orbax" in record.getMessage()))
+
+
 class Checkpointer:
     """A thin wrapper over ocp.CheckpointManager with the items this project stores."""
 
-    def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True, create: bool = True):
+    def __init__(self, workdir: str, *, max_to_keep: int = 3, async_save: bool = True, create: bool = True,
+                 cleanup_tmp: bool = False):
+        """`cleanup_tmp`: delete unfinished saves of a killed run (only the run that writes may ask)."""
         directory = checkpoint_dir(workdir)
         if not create and not os.path.isdir(directory):
             raise InputError(f"no checkpoints in {directory}: point --workdir at a pretraining run directory.")
@@ -34,13 +76,17 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             directory, item_names=_ITEMS,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
-                                                 enable_async_checkpointing=async_save))
+                                                 enable_async_checkpointing=async_save,
+                                                 cleanup_tmp_directories=cleanup_tmp))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
+
+    def step_path(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
 
     def save(self, step: int, state, *, config, tokenizer, data_state=None) -> None:
         """Saves asynchronously (when enabled); `wait()` before relying on it being on disk."""
@@ -63,9 +109,13 @@ class Checkpointer:
     def restore_meta(self, step: int | None = None) -> tuple[int, dict]:
         """(step, meta): 'config' (a dict), 'tokenizer_kind', 'tokenizer_model' (bytes), 'data_state'."""
         step = self._resolve_step(step)
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        meta = dict(restored["meta"])
-        meta["tokenizer_model"] = base64.b64decode(meta["tokenizer_model"])
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            meta = dict(restored["meta"])
+            meta["tokenizer_model"] = base64.b64decode(meta["tokenizer_model"])
+        except Exception as e:  # a missing, truncated or overwritten file: Orbax raises many kinds
+            raise InputError(f"the checkpoint {self.step_path(step)} cannot be read ({_first_line(e)}); it is "
+                             "damaged: delete it or use an older step.") from e
         meta.setdefault("tokenizer_kind", "sentencepiece")
         return step, meta
 
@@ -73,12 +123,54 @@ class Checkpointer:
         """Restores the train state onto the shardings of `abstract_state` (ShapeDtypeStructs)."""
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        except (ValueError, KeyError) as e:
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"the checkpoint at step {step} in {self.directory} does not fit the model its config "
-                             f"describes ({first_line}); it was written by an older bert_jax or another config: "
-                             "use the code and config it was written with, or a new --workdir.") from e
+        except Exception as e:  # damage and a model mismatch look alike to Orbax (missing or odd metadata)
+            raise InputError(f"the checkpoint {self.step_path(step)} cannot be restored ({_first_line(e)}); it is "
+                             "damaged, or it was written by an older bert_jax or another config: use an older "
+                             "step, the code and config it was written with, or a new --workdir.") from e
         return restored["state"]
+
+    def restore_latest(self, abstract_state, *, before: int | None = None) -> tuple[int, object, dict] | None:
+        """(step, state, meta) of the newest checkpoint that restores (at or before step `before`), or None.
+
+        One that fails is logged with its path and the error, set aside under `checkpoints_damaged/` (so a
+        new save can take its step) and the next older one is tried. If none restores, nothing is moved
+        and InputError names the directory: that is more likely another config than damage.
+        """
+        steps = sorted((s for s in self.all_steps() if before is None or s <= before), reverse=True)
+        failures = []
+        for step in steps:
+            try:
+                _, meta = self.restore_meta(step)
+                state = self.restore_state(step, abstract_state)
+            except InputError as e:
+                _quiet_failed_restore_fallout()
+                logging.warning("%s Trying the checkpoint before it.", e)
+                failures.append(e)
+                continue
+            for damaged in steps[:len(failures)]:
+                self._set_aside(damaged)
+            if failures:
+                logging.warning("fell back to the checkpoint of step %d (%s)", step, self.step_path(step))
+            return step, state, meta
+        if failures:
+            raise InputError(f"none of the {len(failures)} checkpoints in {self.directory} can be restored; the "
+                             f"newest: {failures[0]}")
+        return None
+
+    def _set_aside(self, step: int) -> None:
+        """Moves a damaged step directory out of Orbax's sight, keeping it for inspection."""
+        self.wait()
+        if jax.process_index() == 0:
+            damaged_dir = os.path.join(os.path.dirname(self.directory), _DAMAGED_DIR)
+            os.makedirs(damaged_dir, exist_ok=True)
+            target, n = os.path.join(damaged_dir, str(step)), 1
+            while os.path.exists(target):
+                target, n = os.path.join(damaged_dir, f"{step}.{n}"), n + 1
+            os.rename(self.step_path(step), target)
+            logging.warning("moved the damaged checkpoint %s to %s", self.step_path(step), target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"bert_jax: damaged checkpoint {step} set aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

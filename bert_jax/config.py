@@ -105,6 +105,14 @@ def default_config() -> ml_collections.ConfigDict:
     # instead of random weights (continued pretraining). Its model config, objective and tokenizer are
     # used; only a run with no checkpoint of its own starts from it.
     config.train.init_checkpoint = ""
+    # A step whose loss or gradient is NaN/inf applies no update (it is counted as `skipped_steps` in
+    # the metrics). After this many such steps in a row the run restores the newest checkpoint from
+    # before them and goes on with the next batch, so the offending batches are not replayed
+    # (0: only skip, never restore).
+    config.train.max_consecutive_nonfinite_steps = 5
+    # Test hook, not for real runs: the steps (as numbered in the log, 1 = the first update) whose loss
+    # is made NaN inside the train step, to exercise the guard above. Empty: the step has no such code.
+    config.train.debug_poison_steps = ()
 
     # Orbax checkpointing in <workdir>/checkpoints.
     config.checkpoint = ml_collections.ConfigDict()
@@ -256,6 +264,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"({t.num_train_steps})].")
     for name in ("log_every_steps", "eval_every_steps", "eval_batch_size"):
         _require(t[name] > 0, f"config.train.{name} must be positive, got {t[name]}.")
+    _require(t.max_consecutive_nonfinite_steps >= 0,
+             f"config.train.max_consecutive_nonfinite_steps must be 0 (never restore) or positive, "
+             f"got {t.max_consecutive_nonfinite_steps}.")
+    _require(all(isinstance(s, int) and s > 0 for s in t.debug_poison_steps),
+             f"config.train.debug_poison_steps must list step numbers >= 1, got {t.debug_poison_steps}.")
     _require(config.checkpoint.every_steps > 0,
              f"config.checkpoint.every_steps must be positive, got {config.checkpoint.every_steps}.")
     return config

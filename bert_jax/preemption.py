@@ -4,10 +4,14 @@ The trainer asks `should_stop(step)` after every step; when it says so, it write
 until it is durable and returns, so the process exits 0 and the same command resumes. With several
 processes every host must stop at the same step: JAX's preemption sync manager (it listens for SIGTERM
 itself) picks that step, so no handler of ours is installed there.
+
+A SIGKILL (out of memory, a lost machine) gives no notice: there the newest checkpoint is all that
+survives, and `kill_if_test_asks` lets tests die at chosen points to check that it is enough.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 
 import jax
@@ -42,3 +46,16 @@ class PreemptionWatcher:
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._previous_handler = None
+
+
+_KILL_ENV = "BERT_JAX_TEST_KILL_AT"
+
+
+def kill_if_test_asks(step: int, moment: str) -> None:
+    """Test hook, not for real runs: SIGKILLs this process when $BERT_JAX_TEST_KILL_AT is `<step>:<moment>`.
+
+    Moments: 'step' (the step's metrics are written, its checkpoint is not) and 'save' (its asynchronous
+    save has started but Orbax has not finalised it).
+    """
+    if os.environ.get(_KILL_ENV) == f"{step}:{moment}":
+        os.kill(os.getpid(), signal.SIGKILL)

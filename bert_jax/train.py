@@ -3,7 +3,9 @@
 `make_train_step` returns `train_step(state, batch) -> (state, metrics)`: masking, forward, loss,
 gradients and the optax update, all inside one jitted program compiled once with donated buffers.
 The step's randomness comes from (seed, step) only, so a restarted run reproduces the same masks and
-dropout, and 1 or 8 devices give the same result for the same global batch.
+dropout, and 1 or 8 devices give the same result for the same global batch. A step whose loss or gradient
+is not finite applies no update (parameters and optimizer state stay bitwise as they were) but still
+advances the step; its `nonfinite` metric tells the trainer, which counts such steps.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def step_key(state: TrainState) -> jax.Array:
 def make_train_step(setup: Setup, mesh, train_config):
     """The jitted `train_step(state, batch) -> (state, metrics)`; state buffers are donated."""
     schedule = optim.learning_rate_schedule(train_config)
+    poison_steps = tuple(int(s) for s in train_config.debug_poison_steps)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         mask_key, dropout_key = jax.random.split(step_key(state))
@@ -126,17 +129,36 @@ def make_train_step(setup: Setup, mesh, train_config):
         def loss_fn(params):
             sums = forward_sums(setup, params, batch, masked, example_weights,
                                 deterministic=False, dropout_key=dropout_key)
-            return losses.pretraining_loss(sums), sums
+            loss = losses.pretraining_loss(sums)
+            if poison_steps:  # test hook: a NaN loss (and so NaN gradients) at the listed steps
+                loss = loss * jnp.where(jnp.isin(state.step + 1, jnp.asarray(poison_steps)), jnp.nan, 1.0)
+            return loss, sums
 
         (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(sums, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+        params, opt_state = keep_if_finite(finite, (params, opt_state), (state.params, state.opt_state))
+        metrics = dict(sums, loss=loss, grad_norm=grad_norm, nonfinite=(~finite).astype(jnp.int32),
+                       learning_rate=schedule(schedule_count(state.opt_state)))
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     batch_spec = parallel.batch_sharding(mesh)
     return jax.jit(train_step, in_shardings=(setup.state_sharding, batch_spec),
                    out_shardings=(setup.state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
+
+
+def keep_if_finite(finite: jax.Array, updated, previous):
+    """`updated` where `finite`, else `previous`, leaf by leaf: a bad step leaves the state bitwise as it was."""
+    return jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, previous)
+
+
+def schedule_count(opt_state) -> jax.Array:
+    """The optimizer's own step count, which sets its learning rate; it lags `TrainState.step` by the
+    number of skipped (non-finite) steps and rewinds when the trainer restores a checkpoint's optimizer."""
+    return optax.tree_utils.tree_get(
+        opt_state, "count", filtering=lambda path, _: getattr(path[-1], "tuple_name", "") == "ScaleByScheduleState")
 
 
 def make_eval_step(setup: Setup, mesh):

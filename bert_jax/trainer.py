@@ -1,8 +1,10 @@
 """The pretraining loop: `train_and_evaluate(config, workdir)` reads top to bottom.
 
 Prepare data and tokenizer (cached in the workdir) -> build or restore the state -> step, log, evaluate
-and checkpoint. Restarting the same command resumes from the newest checkpoint, including the position
-of the data iterator, so the resumed run sees the batches the interrupted one would have seen.
+and checkpoint. Restarting the same command resumes from the newest checkpoint that restores, including
+the position of the data iterator, so the resumed run sees the batches the interrupted one would have
+seen and ends bitwise where an uninterrupted run ends. Each checkpoint step also closes a logging
+interval, so a resumed run pools the same steps into each metrics line.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from jax.experimental import multihost_utils
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import config as config_lib
-from bert_jax import evaluation, exporting, losses, parallel, preemption, reporting, train
+from bert_jax import evaluation, exporting, losses, numerics, parallel, preemption, reporting, train
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pretraining
 from bert_jax.data import tokenizer as tokenizer_lib
@@ -27,24 +29,31 @@ _SUMMED_SUFFIXES = ("_loss_sum", "_correct", "_count")
 
 
 def _summarize_train(step_metrics: list[dict], seconds: float, timed_steps: int, global_batch_size: int) -> dict:
-    """Pools the per-step sums of a logging interval into the reported train metrics."""
-    summed = [name for name in step_metrics[0] if name.endswith(_SUMMED_SUFFIXES)]
-    totals = {name: sum(float(m[name]) for m in step_metrics) for name in summed}
+    """Pools the per-step sums of a logging interval into the reported train metrics.
+
+    Skipped (non-finite) steps are counted in `skipped_steps` and left out of the pooled figures, unless
+    the whole interval was skipped.
+    """
+    skipped = sum(int(m["nonfinite"]) for m in step_metrics)
+    pooled = [m for m in step_metrics if not m["nonfinite"]] or step_metrics
+    summed = [name for name in pooled[0] if name.endswith(_SUMMED_SUFFIXES)]
+    totals = {name: sum(float(m[name]) for m in pooled) for name in summed}
     metrics = losses.summarize(totals)
-    metrics["loss"] = float(np.mean([m["loss"] for m in step_metrics]))
-    metrics["grad_norm"] = float(np.mean([m["grad_norm"] for m in step_metrics]))
+    metrics["loss"] = float(np.mean([m["loss"] for m in pooled]))
+    metrics["grad_norm"] = float(np.mean([m["grad_norm"] for m in pooled]))
     metrics["learning_rate"] = float(step_metrics[-1]["learning_rate"])
+    metrics["skipped_steps"] = skipped
     metrics["sequences_per_second"] = timed_steps * global_batch_size / max(seconds, 1e-9)
     return metrics
 
 
 def _initial_state(config, setup, create_state, checkpointer) -> tuple[train.TrainState, dict | None]:
-    """(state, data-iterator state): the newest checkpoint's, else fresh (or from `train.init_checkpoint`)."""
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        _, meta = checkpointer.restore_meta(latest)
-        logging.info("resumed from step %d of %s", latest, checkpointer.directory)
-        return checkpointer.restore_state(latest, setup.abstract_state), meta.get("data_state")
+    """(state, data-iterator state): the newest good checkpoint's, else fresh (or from `train.init_checkpoint`)."""
+    restored = checkpointer.restore_latest(setup.abstract_state)
+    if restored is not None:
+        step, state, meta = restored
+        logging.info("resumed from step %d of %s", step, checkpointer.directory)
+        return state, meta.get("data_state")
     state = create_state()
     if config.train.init_checkpoint:
         _, _, params = exporting.load_params_only(config.train.init_checkpoint)
@@ -77,6 +86,29 @@ def _prepare_data(config, workdir: str):
         return prepared
     multihost_utils.sync_global_devices("bert_jax: corpus and tokenizer ready")
     return corpus_lib.prepare_default_or_given(config.data, workdir)  # now only reads the caches
+
+
+def _restore_before_streak(checkpointer, setup, state, streak: numerics.NonFiniteStreak):
+    """The newest checkpoint from before a streak of non-finite steps, carried on at the current step.
+
+    The step count and the data iterator are not rewound: the batches of the streak (and those between
+    the checkpoint and the streak) are skipped, and the step numbers in the metrics stay unique.
+    """
+    checkpointer.wait()
+    restored = checkpointer.restore_latest(setup.abstract_state, before=streak.first_step - 1)
+    if restored is None:
+        raise config_lib.InputError(
+            f"steps {streak.first_step}-{streak.first_step + streak.length - 1} had non-finite losses or gradients "
+            f"and no checkpoint from before them exists in {checkpointer.directory}: the run cannot recover; lower "
+            "config.train.learning_rate or check the data.")
+    checkpoint_step, good_state, _ = restored
+    current = int(jax.device_get(state.step))
+    logging.warning("steps %d-%d: %d non-finite steps in a row (updates skipped); restored the parameters and "
+                    "optimizer state of step %d from %s and continue at step %d, skipping the batches of steps %d-%d",
+                    streak.first_step, current, streak.length, checkpoint_step, checkpointer.step_path(checkpoint_step),
+                    current + 1, checkpoint_step + 1, current)
+    streak.restored(checkpoint_step)
+    return good_state.replace(step=state.step)
 
 
 def _adopt_init_checkpoint(config):
@@ -114,7 +146,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     local_batch_size = parallel.check_batch_size(config.train.global_batch_size, mesh)
     setup, create_state = evaluation.make_setup(config, mesh, tokenizer)
     checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
-                                               async_save=config.checkpoint.async_save)
+                                               async_save=config.checkpoint.async_save, cleanup_tmp=True)
     state, data_state = _initial_state(config, setup, create_state, checkpointer)
     train_iter = _train_iterator(config, sources["train"], tokenizer, local_batch_size, data_state)
     eval_set = evaluation.eval_batches(sources["eval"], config, mesh, tokenizer.special_ids)
@@ -131,13 +163,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         writer.write(step, "eval", metrics)
         return metrics
 
-    eval_metrics, pending, preempted = {}, [], False
+    eval_metrics, pending, preempted, metrics = {}, [], False, None
     watcher = preemption.PreemptionWatcher()
+    streak = numerics.NonFiniteStreak(config.train.max_consecutive_nonfinite_steps)
     run_start = interval_start = time.perf_counter()
     timed_steps = 0
     try:
         for step in range(start_step, num_steps):
             host_batch = {k: v for k, v in next(train_iter).items() if k in _TRAIN_KEYS}
+            # The previous step's verdict, read once this batch is ready so the device was busy meanwhile.
+            if streak.limit and metrics is not None and streak.record(step, bool(metrics["nonfinite"])):
+                state = _restore_before_streak(checkpointer, setup, state, streak)
             state, metrics = train_step(state, parallel.to_global_batch(host_batch, batch_sharding))
             pending.append(metrics)
             done = step + 1
@@ -148,7 +184,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             else:
                 timed_steps += 1
             preempted = watcher.should_stop(done)
-            if done % config.train.log_every_steps == 0 or done == num_steps or preempted:
+            checkpoint_due = done % config.checkpoint.every_steps == 0 or done == num_steps or preempted
+            if done % config.train.log_every_steps == 0 or checkpoint_due:
                 host_metrics = jax.device_get(pending)
                 seconds = time.perf_counter() - interval_start
                 summary = _summarize_train(host_metrics, seconds, timed_steps, config.train.global_batch_size)
@@ -158,8 +195,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 pending, timed_steps, interval_start = [], 0, time.perf_counter()
             if done % config.train.eval_every_steps == 0 or done == num_steps:
                 eval_metrics = evaluate(done)
-            if done % config.checkpoint.every_steps == 0 or done == num_steps or preempted:
+            preemption.kill_if_test_asks(done, "step")
+            if checkpoint_due:
                 checkpointer.save(done, state, config=config, tokenizer=tokenizer, data_state=train_iter.get_state())
+                preemption.kill_if_test_asks(done, "save")
             if preempted:
                 break
     finally:
