@@ -15,6 +15,7 @@ import signal
 import struct
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -23,7 +24,7 @@ import pytest
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import config as config_lib
-from bert_jax import evaluation, numerics, parallel, reporting
+from bert_jax import evaluation, numerics, parallel, reporting, trainer
 from test_train import build, synthetic_batch, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -233,6 +234,25 @@ def test_nonfinite_streak_counts_restores_and_stops_a_diverged_run():
         streak.record(9, True)
     never = numerics.NonFiniteStreak(limit=0)
     assert not any(never.record(step, True) for step in range(1, 10))
+
+
+def test_a_streak_with_no_earlier_checkpoint_stops_the_run_with_a_reason():
+    class NoCheckpoints:
+        directory = "/runs/x/checkpoints"
+
+        def wait(self):
+            pass
+
+        def restore_latest(self, abstract_state, *, before):
+            assert before == 0
+            return None
+
+    streak = numerics.NonFiniteStreak(limit=2)
+    streak.record(1, True)
+    streak.record(2, True)
+    with pytest.raises(config_lib.InputError, match="steps 1-2 had non-finite .* no checkpoint from before them "
+                                                    "exists in /runs/x/checkpoints"):
+        trainer._restore_before_streak(NoCheckpoints(), SimpleNamespace(abstract_state=None), None, streak)
 
 
 def test_resumed_tensorboard_and_jsonl_hold_each_step_once_even_after_a_torn_write(tmp_path):
