@@ -184,7 +184,7 @@ class Checkpointer:
 
 _PARAMS = "params"
 _CONFIG = "config.json"
-_TOKENIZER = {"sentencepiece": "spm.model", "wordpiece": "tokenizer.json"}
+_TOKENIZER = {"sentencepiece": "spm.model", "wordpiece": "tokenizer.json", "bpe": "tokenizer.json"}
 _INFO = "export_info.json"
 
 
