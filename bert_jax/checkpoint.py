@@ -10,6 +10,7 @@ directory that was damaged afterwards (a file deleted, truncated or overwritten)
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import logging as std_logging
 import os
@@ -93,8 +94,12 @@ class Checkpointer:
         meta = {"config": json.loads(config.to_json()), "tokenizer_kind": tokenizer.kind,
                 "tokenizer_model": base64.b64encode(tokenizer.serialized_model()).decode("ascii"),
                 "data_state": data_state}
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            meta=ocp.args.JsonSave(meta)), force=True)
+        except Exception as e:
+            self._explain_disk_full(e, f"the checkpoint of step {step}")
+            raise
 
     def _resolve_step(self, step: int | None) -> int:
         steps = self.all_steps()
@@ -172,12 +177,61 @@ class Checkpointer:
             multihost_utils.sync_global_devices(f"bert_jax: damaged checkpoint {step} set aside")
         self.manager.reload()
 
+    def _explain_disk_full(self, error: Exception, what: str) -> None:
+        """A full disk is the user's to fix: InputError naming the directory; Orbax's own temporary
+        directory holds the partial save, and the complete checkpoints before it stay as they were."""
+        disk_full = (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+                     or "No space left on device" in str(error))
+        if disk_full:
+            kept = self.all_steps()
+            raise InputError(f"no space left on device while saving {what} in {self.directory}; the complete "
+                             f"checkpoints there ({', '.join(map(str, kept)) or 'none'}) are untouched: free space "
+                             "or move the workdir to a larger disk, then run the same command again to resume.") from error
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # an asynchronous save's error surfaces here
+            self._explain_disk_full(e, "a checkpoint")
+            raise
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
+
+
+# Model fields a checkpoint's parameters depend on: a resumed run must have the same.
+_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups")
+
+
+def check_resumable(workdir: str, config) -> None:
+    """Refuses, before anything is written, to resume a workdir whose checkpoints are of another model.
+
+    Compares the model shape and objective stored with the newest checkpoint to `config`'s; a checkpoint
+    whose metadata does not read is left to `restore_latest`, which sets damaged ones aside.
+    """
+    if not os.path.isdir(checkpoint_dir(workdir)):
+        return
+    checkpointer = Checkpointer(workdir, create=False)
+    try:
+        steps = checkpointer.all_steps()
+        if not steps:
+            return
+        step, meta = checkpointer.restore_meta(max(steps))
+    except InputError:
+        return
+    finally:
+        checkpointer.close()
+    stored = config_from_stored(meta["config"])
+    differences = [f"config.model.{name} is {stored.model[name]} there and {config.model[name]} now"
+                   for name in _SHAPE_FIELDS if stored.model[name] != config.model[name]]
+    if stored.objective != config.objective:
+        differences.append(f"config.objective is {stored.objective!r} there and {config.objective!r} now")
+    if differences:
+        raise InputError(f"the checkpoints in {checkpointer.directory} (newest: step {step}) were written for another "
+                         f"model: {'; '.join(differences)}; run with the config they were written with, or give a "
+                         "new --workdir.")
 
 
 # ---------------------------------------------------------------- params-only export (fine-tuning input)

@@ -1,17 +1,30 @@
 """What every entrypoint does around its work: reject stray arguments, log at INFO without library
-chatter, and turn a user error (InputError) into one readable line and exit status 1."""
+chatter, and turn a user error (InputError, a bad flag, an unwritable or full disk) into one readable
+line and exit status 1."""
 
 from __future__ import annotations
 
+import errno
+import re
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from absl import app, logging
+import ml_collections
+from absl import app, flags, logging
+from ml_collections.config_flags import (
+    config_flags,  # the module: its file parser is not re-exported
+)
 
 from bert_jax import reporting
-from bert_jax.config import InputError
+from bert_jax.config import InputError, unknown_key_message
 
 T = TypeVar("T")
+
+# OSErrors that mean "this path cannot be written (or read) here", not a bug: said in one line.
+_PATH_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                errno.EROFS: "read-only file system", errno.ENOTDIR: "a parent is a file, not a directory",
+                errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
 
 def run(argv, work: Callable[[], T]) -> T:
@@ -24,3 +37,95 @@ def run(argv, work: Callable[[], T]) -> T:
         return work()
     except InputError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:
+        if e.errno not in _PATH_ERRNOS:
+            raise
+        sys.exit(f"error: {path_error_message(e)}")
+
+
+def path_error_message(error: OSError) -> str:
+    """One line for an OSError about a path: what happened, where, and what to do."""
+    where = error.filename or "the output directory"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{_PATH_ERRNOS[error.errno]} writing {where}; free some space or point --workdir/--output at "
+                "a larger disk, then run the same command again (a pretraining run resumes from its last "
+                "complete checkpoint).")
+    return (f"cannot use {where}: {_PATH_ERRNOS[error.errno]}; choose a --workdir/--output directory you can "
+            "write to (or fix the permissions of that path).")
+
+
+def run_app(main: Callable) -> None:
+    """`absl.app.run(main)`, with mistakes in the flags (above all in --config overrides) said in one line."""
+    app.run(main, flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing; an unknown config key, a value of the wrong type or a broken config file
+    ends the process with one `error: ...` line instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except Exception as e:  # noqa: BLE001 - absl raises flags.Error, ml_collections Attribute/Key/TypeError
+        message = _unknown_override(argv) or _flag_error_line(e)
+    sys.exit(f"error: {message}")
+
+
+_OVERRIDE = re.compile(r"^--?(\w+)\.([\w.]+)(=|$)")
+
+
+def _config_file(name: str, argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith((f"--{name}=", f"-{name}=")):
+            return arg.split("=", 1)[1]
+        if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _load_config_flag(name: str, argv: list[str]) -> tuple[ml_collections.ConfigDict, str] | None:
+    """(config, file) of config flag `name`, loaded again from argv (absl has not stored it when parsing fails)."""
+    path = _config_file(name, argv)
+    if path is None:
+        return None
+    try:
+        config = config_flags.ConfigFileFlagParser(name, lock_config=False).parse(path)
+    except Exception:  # noqa: BLE001 - a broken file is reported by absl's own error
+        return None
+    return (config, path) if isinstance(config, ml_collections.ConfigDict) else None
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+    """For `--config.a.b=...` naming a field the config lacks: that key and the closest known ones."""
+    for arg in argv[1:]:
+        match = _OVERRIDE.match(arg)
+        loaded = _load_config_flag(match.group(1), argv) if match else None
+        if loaded is None:
+            continue
+        config, config_file = loaded
+        node = config
+        for part in match.group(2).split("."):
+            if isinstance(node, ml_collections.ConfigDict) and part in node:
+                node = node[part]
+                continue
+            path = f"{match.group(1)}.{match.group(2)}"
+            message = unknown_key_message(path, config, f"{config_file} and --helpfull").replace(f"{match.group(1)}.", f"--{match.group(1)}.")
+            return message.replace(" is not a config field", " on the command line is not a field of the config")
+    return None
+
+
+def _flag_error_line(error: Exception) -> str:
+    """The gist of a flag-parsing error in one line, with where to look and what to do."""
+    text = str(error).strip()
+    file_match = re.search(r"flag --(\w+)=(\S+): Error whilst parsing config file", text)
+    if file_match:  # the config file raised: keep its line number and the exception's last line
+        config_file = file_match.group(2)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        where = [m.group(1) for m in (re.search(rf'File "[^"]*{re.escape(config_file.split(":")[0])}", line (\d+)',
+                                                line) for line in lines) if m]
+        at = f" line {where[-1]}" if where else ""
+        return (f"config file {config_file}{at} failed: {lines[-1]}; fix that line (each field takes values of "
+                "the type of its default).")
+    first = text.splitlines()[0] if text else type(error).__name__
+    override = re.match(r"flag --(\w+)\.([\w.]+)=", first)
+    if override:
+        return f"{first}; give --{override.group(1)}.{override.group(2)} a value of the field's type."
+    return f"{first}; see --helpfull for the flags."

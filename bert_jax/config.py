@@ -7,6 +7,8 @@ messages a person can act on; entrypoints call it before anything is built.
 
 from __future__ import annotations
 
+import difflib
+
 import ml_collections
 
 
@@ -190,8 +192,70 @@ def _require(condition: bool, message: str) -> None:
         raise InputError(message)
 
 
+def config_keys(config: ml_collections.ConfigDict, prefix: str = "config") -> list[str]:
+    """Every leaf of `config` as a dotted path ('config.train.learning_rate', ...)."""
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(config_keys(value, f"{prefix}.{key}"))
+        else:
+            keys.append(f"{prefix}.{key}")
+    return keys
+
+
+def unknown_key_message(path: str, schema: ml_collections.ConfigDict, schema_file: str) -> str:
+    """'config.x.y is not a config field; did you mean ...?' with the closest known keys."""
+    keys = config_keys(schema)
+    leaves = {}
+    for key in keys:
+        leaves.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+    close = [key for leaf in difflib.get_close_matches(path.rsplit(".", 1)[-1], list(leaves), n=3, cutoff=0.7)
+             for key in leaves[leaf]]
+    close = close or difflib.get_close_matches(path, keys, n=3, cutoff=0.85)  # a misspelt group name
+    hint = (f"did you mean {' or '.join(close)}?" if close
+            else f"remove it (the fields are documented in {schema_file}).")
+    return f"{path} is not a config field; {hint}"
+
+
+def _type_ok(value, expected: type) -> bool:
+    if isinstance(value, bool) != (expected is bool):
+        return False
+    if expected is float:
+        return isinstance(value, (int, float))  # an int where a float is expected is fine
+    if expected in (tuple, list):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, expected)
+
+
+def check_against_schema(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, schema_file: str,
+                         prefix: str = "config", root: ml_collections.ConfigDict | None = None) -> None:
+    """Raises InputError for a key `schema` does not have or a value of another type than its field's.
+
+    `schema` is the default config (its placeholders give the type of fields that default to None).
+    """
+    for key, value in config.items():
+        path = f"{prefix}.{key}"
+        if key not in schema:
+            raise InputError(unknown_key_message(path, root or schema, schema_file))
+        default = schema[key]
+        if isinstance(default, ml_collections.ConfigDict):
+            if not isinstance(value, ml_collections.ConfigDict):
+                raise InputError(f"{path} must be a group of fields (a ConfigDict), got {value!r}; set its "
+                                 f"fields one by one, e.g. {path}.{next(iter(default.keys()), 'x')}=...")
+            check_against_schema(value, default, schema_file, path, root or schema)
+            continue
+        expected = schema.get_type(key)
+        if value is None and default is None:
+            continue  # a placeholder left unset
+        if not _type_ok(value, expected):
+            raise InputError(f"{path}={value!r} is of type {type(value).__name__}, but the field takes "
+                             f"{expected.__name__} values (default {default!r}); give a value of type "
+                             f"{expected.__name__}.")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks a config for values that cannot work and raises InputError naming the field and the fix."""
+    check_against_schema(config, default_config(), "bert_jax/config.py")
     m = config.model
     for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "intermediate_size", "max_position_embeddings", "type_vocab_size"):
@@ -208,6 +272,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(m.dtype in _DTYPES, f"config.model.dtype={m.dtype!r} is not one of {_DTYPES}.")
     _require(m.embedding_size >= 0, f"config.model.embedding_size must be 0 (= hidden_size) or positive, "
                                     f"got {m.embedding_size}.")
+    _require(m.embedding_size <= m.hidden_size,
+             f"config.model.embedding_size ({m.embedding_size}) is larger than config.model.hidden_size "
+             f"({m.hidden_size}); ALBERT factorizes embeddings to save parameters, so use an embedding_size "
+             "below the hidden size (or 0 for none).")
     _require(m.num_hidden_groups >= 0 and (m.num_hidden_groups == 0
                                            or m.num_hidden_layers % m.num_hidden_groups == 0),
              f"config.model.num_hidden_groups ({m.num_hidden_groups}) must be 0 (no sharing) or divide "

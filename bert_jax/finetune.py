@@ -8,7 +8,7 @@ and, per seed, DIR/seed_N/predictions_<split>.* and DIR/seed_N/best_params.
 
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from bert_jax import cli, parallel
@@ -34,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

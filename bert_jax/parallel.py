@@ -30,8 +30,10 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
     process_id = process_id if process_id >= 0 else int(os.environ.get("JAX_PROCESS_ID", "-1"))
     if coordinator_address or num_processes > 1:
         if not (coordinator_address and num_processes > 1 and 0 <= process_id < num_processes):
-            raise InputError(f"a multi-process launch needs a coordinator address, a process count > 1 and a "
-                             f"process id in [0, count); got {coordinator_address!r}, {num_processes}, {process_id}.")
+            raise InputError(f"inconsistent multi-process launch: --coordinator_address={coordinator_address!r}, "
+                             f"--num_processes={num_processes}, --process_id={process_id}; give all three (or the "
+                             "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID variables) with "
+                             "num_processes > 1 and 0 <= process_id < num_processes, or none for one process.")
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id)
     elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):

@@ -6,7 +6,7 @@ command resumes from the newest checkpoint in the workdir.
 
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from bert_jax import cli, parallel, trainer
@@ -31,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

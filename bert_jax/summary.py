@@ -11,7 +11,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bert_jax import config as config_lib
-from bert_jax import model_stats
+from bert_jax import cli, model_stats
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
 flags.mark_flags_as_required(["config"])
@@ -53,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

@@ -133,6 +133,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if config.train.init_checkpoint:
         config = _adopt_init_checkpoint(config)
     config = config_lib.validate(config)
+    checkpoint_lib.check_resumable(workdir, config)  # before config.json is overwritten
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:  # for people; the checkpoints carry their own copy
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:

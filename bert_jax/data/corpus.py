@@ -48,20 +48,63 @@ def resolve_text_files(spec: str) -> list[str]:
     return files
 
 
+# A "sentence" longer than this is not one-sentence-per-line text (a dump with no newlines, a minified
+# file): refused with a message instead of being handed, megabytes at a time, to the tokenizer.
+MAX_LINE_CHARS = 1_000_000
+
+
+def _check_not_binary(path: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if b"\x00" in head:  # what git and grep go by: text has no NUL bytes
+        raise InputError(f"{path} looks like a binary file (it holds NUL bytes), not text: remove it from "
+                         "config.data.corpus or point the corpus at the text files only.")
+
+
+def _lines(path: str) -> Iterator[str]:
+    """The lines of a UTF-8 text file, each read with a bounded buffer; errors name the file and the line."""
+    _check_not_binary(path)
+    line_number = 0
+    with open(path, encoding="utf-8") as f:
+        while True:
+            try:
+                line = f.readline(MAX_LINE_CHARS + 1)
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} near line "
+                                 f"{line_number + 1}): convert it, e.g. `iconv -f latin1 -t utf-8`, or remove it "
+                                 "from config.data.corpus.") from None
+            if not line:
+                return
+            line_number += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise InputError(f"{path} line {line_number} is longer than {MAX_LINE_CHARS:,} characters, so it is "
+                                 "not one-sentence-per-line text: split it into one sentence per line, with blank "
+                                 "lines between documents.")
+            yield line
+
+
 def read_documents(files: Iterable[str]) -> Iterator[list[str]]:
-    """Yields each document as its list of stripped, non-empty sentences, streaming file by file."""
+    """Yields each document as its list of stripped, non-empty sentences, streaming file by file.
+
+    Files must be UTF-8 text with lines of at most MAX_LINE_CHARS characters; InputError otherwise.
+    """
     for path in files:
         document: list[str] = []
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    document.append(line)
-                elif document:
-                    yield document
-                    document = []
+        for line in _lines(path):
+            line = line.strip()
+            if line:
+                document.append(line)
+            elif document:
+                yield document
+                document = []
         if document:  # a file ends a document
             yield document
+
+
+def check_text_files(files: Iterable[str]) -> None:
+    """Reads `files` through once, so bad text is refused before SentencePiece (which skips it silently)."""
+    for _ in read_documents(files):
+        pass
 
 
 # ------------------------------------------------------------------ the embedded default corpus
@@ -309,6 +352,7 @@ def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer
         logging.info("Reusing tokenizer %s.", model_path)
     else:
         logging.info("Training a %d-piece tokenizer on %s.", config_data.tokenizer_vocab_size, corpus)
+        check_text_files(resolve_text_files(corpus))
         train_tokenizer(resolve_text_files(corpus), model_path[: -len(".model")], config_data.tokenizer_vocab_size)
     return load_tokenizer(model_path)
 

@@ -179,7 +179,8 @@ def read_squad_json(path: str) -> list[QAExample]:
                     for answer in answers:
                         if not 0 <= answer.start <= len(context) - len(answer.text):
                             raise InputError(f"{where}: answer_start {answer.start} puts {answer.text!r} "
-                                             f"outside its {len(context)}-character context.")
+                                             f"outside its {len(context)}-character context; fix answer_start or the "
+                                             "answer text.")
                     examples.append(QAExample(qid=qa["id"], question=qa["question"], context=context,
                                               answers=answers, is_impossible=bool(qa.get("is_impossible"))))
     except (KeyError, TypeError) as error:

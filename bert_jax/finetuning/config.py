@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from bert_jax.config import InputError
+from bert_jax.config import InputError, check_against_schema
 
 # Encoder fields a fine-tuning run may override; the rest of the encoder comes from the checkpoint.
 # Dropout and compute dtype are the usual ones; a shape field that differs from the checkpoint is refused.
@@ -77,6 +77,7 @@ def _require(condition: bool, message: str) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks values that would otherwise fail deep inside JAX or silently train nothing."""
+    check_against_schema(config, default_config(), "bert_jax/finetuning/config.py")
     train = config.train
     _require(train.global_batch_size > 0 and train.eval_batch_size > 0,
              "config.train.global_batch_size and eval_batch_size must be positive.")
