@@ -82,7 +82,8 @@ def _read_tensors(input_dir: str) -> dict[str, np.ndarray]:
         import torch  # only legacy checkpoints need it
         state = torch.load(bin_path, map_location="cpu", weights_only=True)
         return {name: value.float().numpy() for name, value in state.items()}
-    raise InputError(f"{input_dir} has neither model.safetensors nor pytorch_model.bin.")
+    raise InputError(f"{input_dir} has neither model.safetensors nor pytorch_model.bin; point --input at a "
+                     "Hugging Face model directory that holds its weights (save_pretrained writes one).")
 
 
 def _read_tokenizer(input_dir: str):

@@ -369,8 +369,12 @@ def from_hf_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) -> HF
                          + "; ".join(mismatched[:8]))
     if _ENCODER in missing:
         names = missing[_ENCODER]
-        raise InputError(f"checkpoint lacks {len(names)} encoder tensors, e.g. {names[:5]}; it is "
-                         f"incomplete or not a {model_type} model.")
+        known = {row.hf_name for row in rows}
+        unknown = [name for name in tensors if name not in known]
+        found = f" (present but unknown: {unknown[:5]})" if unknown else ""
+        raise InputError(f"checkpoint lacks {len(names)} encoder tensors, e.g. {names[:5]}{found}; it is "
+                         f"incomplete or not a {model_type} model: re-download or re-save it with transformers' "
+                         "save_pretrained, or rename the tensors to the names above.")
     missing_heads = []
     for part in dict.fromkeys(row.part for row in rows if row.part != _ENCODER):
         required = [r.hf_name for r in rows if r.part == part and r.op != "tied"]

@@ -42,6 +42,8 @@ def default_config() -> ml_collections.ConfigDict:
     # SQuAD: question tokens kept, and the step between the overlapping context windows.
     config.data.max_query_length = 64
     config.data.doc_stride = 128
+    # SQuAD training questions whose answer is not at its answer_start: an error (False) or left out (True).
+    config.data.skip_bad_answers = False
 
     config.train = ml_collections.ConfigDict()
     config.train.global_batch_size = 32

@@ -123,7 +123,8 @@ def make_qa_features(examples: Sequence[QAExample], tokenizer, *, max_seq_length
             if answer_span is None:
                 if not skip_bad_answers:
                     raise InputError(f"question {example.qid!r}: answer {example.answers[0]} is not in the "
-                                     "context at its start offset; fix the data or pass skip_bad_answers=True.")
+                                     "context at its start offset; fix answer_start or the answer text in the SQuAD file, or "
+                                     "set --config.data.skip_bad_answers=true to leave such questions out of training.")
                 num_skipped += 1
                 continue
         doc_spans = _doc_spans(len(context_ids), max_tokens_for_doc, doc_stride)

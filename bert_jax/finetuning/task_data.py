@@ -58,7 +58,8 @@ def featurize(task, examples, tokenizer, config, *, training: bool) -> TaskFeatu
     if task.kind == "multiple_choice":
         return TaskFeatures(features_lib.multiple_choice_features(examples, tokenizer, length))
     windows = qa.make_qa_features(examples, tokenizer, max_seq_length=length, doc_stride=config.data.doc_stride,
-                                  max_query_length=config.data.max_query_length, is_training=training)
+                                  max_query_length=config.data.max_query_length, is_training=training,
+                                  skip_bad_answers=config.data.skip_bad_answers)
     arrays = {"input_ids": windows.input_ids, "segment_ids": windows.segment_ids,
               "attention_mask": windows.attention_mask}
     if training:
