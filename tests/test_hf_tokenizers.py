@@ -251,3 +251,15 @@ def test_albert_directory_imports_with_its_tokenizer(albert_dir, tmp_path):
     assert restored.kind == "sentencepiece" and restored.lowercase and restored.strip_accents
     assert restored.encode_batch(SENTENCES) == tokenizer.encode_batch(SENTENCES)
     assert restored.encode("QUEEN Über") == tokenizer.encode("queen uber")
+
+
+def test_vocabularies_without_the_special_pieces_are_refused(tmp_path):
+    vocab = {piece: i for i, piece in enumerate(["<pad>", "<unk>", "<s>", "</s>", "a", "b", "ab"])}  # no <mask>
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\na b\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"byte-level BPE vocabulary .* lacks \['<mask>'\]; bert_jax needs "
+                                         r"RoBERTa's \['<pad>', '<unk>', '<s>', '</s>', '<mask>'\]"):
+        hf_tokenizers.ByteLevelBPETokenizer.from_files(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"WordPiece vocabulary .* lacks \['\[MASK\]'\]; BERT needs"):
+        hf_tokenizers.WordPieceTokenizer.from_vocab(str(tmp_path / "vocab.txt"))

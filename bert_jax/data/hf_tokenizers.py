@@ -29,10 +29,21 @@ class _TokenizersBackend:
 
     kind = ""
     special_ids = DEFAULT_SPECIAL_IDS
+    # The vocabulary's pieces for [PAD] [UNK] [CLS] [SEP] [MASK] (SpecialIds order), and how an error
+    # names the vocabulary and who needs those pieces.
+    _special_pieces: tuple[str, ...] = ()
+    _vocabulary_name = ""
+    _needed_by = ""
 
     def __init__(self, backend, model_path: str = ""):
         self._tok = backend
         self.model_path = model_path
+        vocab = backend.get_vocab()
+        missing = [t for t in self._special_pieces if t not in vocab]
+        if missing:
+            raise InputError(f"the {self._vocabulary_name} {model_path or ''} lacks {missing}; {self._needed_by} "
+                             f"{list(self._special_pieces)}.")
+        self.special_ids = SpecialIds(*(vocab[t] for t in self._special_pieces))
 
     @classmethod
     def from_serialized(cls, data: bytes, model_path: str = ""):
@@ -98,16 +109,13 @@ class WordPieceTokenizer(_TokenizersBackend):
     """
 
     kind = "wordpiece"
+    _special_pieces = SPECIAL_TOKENS
+    _vocabulary_name = "WordPiece vocabulary"
+    _needed_by = "BERT needs"
     _BRACKETED = re.compile(r"^\[[^\]]+\]$")  # [PAD], [CLS], [unused12], ...
 
     def __init__(self, backend, model_path: str = ""):
         super().__init__(backend, model_path)
-        vocab = backend.get_vocab()
-        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-        if missing:
-            raise InputError(f"the WordPiece vocabulary {model_path or ''} lacks {missing}; BERT needs "
-                             f"{list(SPECIAL_TOKENS)}.")
-        self.special_ids = SpecialIds(*(vocab[t] for t in SPECIAL_TOKENS))
         normalizer = json.loads(backend.to_str()).get("normalizer") or {}
         self.lowercase = bool(normalizer.get("lowercase", False))
         self.strip_accents = normalizer.get("strip_accents")
@@ -148,15 +156,9 @@ class ByteLevelBPETokenizer(_TokenizersBackend):
     """
 
     kind = "bpe"
-
-    def __init__(self, backend, model_path: str = ""):
-        super().__init__(backend, model_path)
-        vocab = backend.get_vocab()
-        missing = [t for t in BPE_SPECIAL_TOKENS if t not in vocab]
-        if missing:
-            raise InputError(f"the byte-level BPE vocabulary {model_path or ''} lacks {missing}; bert_jax needs "
-                             f"RoBERTa's {list(BPE_SPECIAL_TOKENS)}.")
-        self.special_ids = SpecialIds(*(vocab[t] for t in BPE_SPECIAL_TOKENS))
+    _special_pieces = BPE_SPECIAL_TOKENS
+    _vocabulary_name = "byte-level BPE vocabulary"
+    _needed_by = "bert_jax needs RoBERTa's"
 
     @classmethod
     def from_files(cls, vocab_path: str, merges_path: str, *, add_prefix_space: bool = False):
