@@ -31,9 +31,7 @@ def eval_batches(source, config, mesh, special_ids: tokenizer_lib.SpecialIds) ->
         num_examples=config.data.eval_num_examples, seed=config.data.eval_seed,
         short_seq_prob=config.data.short_seq_prob, objective=config.objective,
         instance_format=config.data.instance_format, special_ids=special_ids)
-    local = batch_size // jax.process_count()
-    first = jax.process_index() * local
-    return [{k: v[first:first + local] for k, v in batch.items()} for batch in batches]
+    return [parallel.process_rows(batch) for batch in batches]
 
 
 def run_evaluation(eval_step, params, batches, mesh, eval_seed: int) -> dict[str, float]:

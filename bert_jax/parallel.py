@@ -68,6 +68,15 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "config.tra
     return global_batch_size // jax.process_count()
 
 
+def process_rows(global_rows):
+    """This process's contiguous share of the rows of a global batch (an array or a dict of arrays)."""
+    if isinstance(global_rows, dict):
+        return {name: process_rows(value) for name, value in global_rows.items()}
+    local = len(global_rows) // jax.process_count()
+    first = jax.process_index() * local
+    return global_rows[first:first + local]
+
+
 def to_global_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """This process's rows -> global arrays sharded on the data axis (multi-host safe)."""
     return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))

@@ -40,14 +40,13 @@ def _batch_rows(indices: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, 
 
 def _device_batch(arrays: dict[str, np.ndarray], keys, rows: np.ndarray, weights: np.ndarray, mesh):
     """This process's share of a global batch, as global arrays sharded over the mesh's data axis."""
-    local = len(rows) // jax.process_count()
-    first = jax.process_index() * local
-    host = {name: arrays[name][rows[first:first + local]] for name in keys}
-    host["example_weights"] = weights[first:first + local]
+    rows, weights = parallel.process_rows(rows), parallel.process_rows(weights)
+    host = {name: arrays[name][rows] for name in keys}
+    host["example_weights"] = weights
     return parallel.to_global_batch(host, parallel.batch_sharding(mesh))
 
 
-def predict(predict_step, params, arrays, kind: str, batch_size: int, mesh) -> np.ndarray:
+def predict(predict_step, params, arrays, batch_size: int, mesh) -> np.ndarray:
     """Logits of every row of `arrays`, in order."""
     num_rows = len(arrays["input_ids"])
     outputs = []
@@ -76,7 +75,7 @@ def _evaluate(task, config, data: _Data, predict_step, params, mesh) -> tuple[di
     """({split: metrics}, {split: predictions payload}) on every dev split."""
     metrics, payloads = {}, {}
     for split, (examples, features) in data.eval_splits.items():
-        logits = predict(predict_step, params, features.arrays, task.kind, config.train.eval_batch_size, mesh)
+        logits = predict(predict_step, params, features.arrays, config.train.eval_batch_size, mesh)
         metrics[split], payloads[split] = task_data.score(task, examples, features, logits, config)
     return metrics, payloads
 
