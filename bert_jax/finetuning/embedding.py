@@ -43,7 +43,8 @@ class Embedder:
         self.layers = _check_layers(list(layers), config.num_hidden_layers)
         self.tokenizer = pretrained.tokenizer
         self.max_positions = config.max_position_embeddings
-        encoder = model_lib.BertModel(config, add_pooling_layer=False, rngs=nnx.Rngs(0))
+        # Shapes only: every weight comes from the checkpoint, so a random initialisation would be wasted work.
+        encoder = nnx.eval_shape(lambda: model_lib.BertModel(config, add_pooling_layer=False, rngs=nnx.Rngs(0)))
         graphdef, state = nnx.split(encoder, nnx.Param)
         encoder_params = {k: v for k, v in pretrained.params[transfer.ENCODER].items() if k != "pooler"}
         nnx.replace_by_pure_dict(state, encoder_params)

@@ -82,8 +82,8 @@ def _evaluate(task, config, data: _Data, predict_step, params, mesh) -> tuple[di
 
 def _train_one_seed(task, config, data: _Data, model_config, pretrained, mesh, seed: int, seed_dir: str) -> dict:
     num_labels = task_data.num_labels(task)
-    fresh = nnx.to_pure_dict(nnx.state(steps.build_task_model(model_config, task.kind, num_labels, seed), nnx.Param))
-    moved = transfer.transfer_encoder(pretrained.params, fresh)
+    model = steps.build_task_model(model_config, task.kind, num_labels, seed)
+    moved = transfer.transfer_encoder(pretrained.params, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     batch_size = config.train.global_batch_size
     num_examples = len(data.train.arrays["input_ids"])
     steps_per_epoch = math.ceil(num_examples / batch_size)
@@ -91,8 +91,8 @@ def _train_one_seed(task, config, data: _Data, model_config, pretrained, mesh, s
     logging.info("seed %d: %d training rows, %d steps (%d per epoch); %d encoder tensors loaded, fresh: %s, "
                  "dropped: %s", seed, num_examples, num_steps, steps_per_epoch, len(moved.loaded),
                  ", ".join(moved.fresh), ", ".join(sorted({n.split("/")[0] for n in moved.dropped})) or "none")
-    setup, state = steps.make_setup(model_config, task.kind, num_labels,
-                                    steps.optimizer_config(config.train, num_steps), mesh, moved.params, seed)
+    setup, state = steps.make_setup(model, task.kind, steps.optimizer_config(config.train, num_steps), mesh,
+                                    moved.params, seed)
     train_step, predict_step = steps.make_train_step(setup, mesh), steps.make_predict_step(setup, mesh)
     eval_every = max(1, steps_per_epoch // config.train.evals_per_epoch)
     keys = task_data.train_keys(task.kind)

@@ -78,9 +78,9 @@ class TaskSetup:
     state_sharding: Any
 
 
-def make_setup(model_config, kind: str, num_labels: int, opt_config, mesh, params, seed: int):
-    """(TaskSetup, initial TrainState on the mesh) starting from `params` (a pure dict of the task model)."""
-    model = build_task_model(model_config, kind, num_labels, seed)
+def make_setup(model: nnx.Module, kind: str, opt_config, mesh, params, seed: int):
+    """(TaskSetup, initial TrainState on the mesh) of the task `model` with its weights set to `params`
+    (a pure dict: the transferred encoder and the model's own fresh head)."""
     graphdef, state = nnx.split(model, nnx.Param)
     nnx.replace_by_pure_dict(state, params)
     optimizer = optim.make_optimizer(opt_config)

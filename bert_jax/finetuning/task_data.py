@@ -35,7 +35,7 @@ def train_keys(kind: str) -> tuple[str, ...]:
 
 def num_labels(task) -> int:
     """Output width of the task head."""
-    if task.kind == "token_classification" or task.kind == "classification":
+    if task.kind in ("classification", "token_classification"):
         return len(task.label_names)
     return {"regression": 1, "qa": 2, "multiple_choice": 1}[task.kind]
 
