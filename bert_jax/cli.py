@@ -107,8 +107,8 @@ def _unknown_override(argv: list[str]) -> str | None:
                 node = node[part]
                 continue
             path = f"{match.group(1)}.{match.group(2)}"
-            message = unknown_key_message(path, config, f"{config_file} and --helpfull").replace(f"{match.group(1)}.", f"--{match.group(1)}.")
-            return message.replace(" is not a config field", " on the command line is not a field of the config")
+            return unknown_key_message(path, config, f"{config_file} and --helpfull", flag_prefix="--",
+                                       what="on the command line is not a field of the config")
     return None
 
 

@@ -203,8 +203,12 @@ def config_keys(config: ml_collections.ConfigDict, prefix: str = "config") -> li
     return keys
 
 
-def unknown_key_message(path: str, schema: ml_collections.ConfigDict, schema_file: str) -> str:
-    """'config.x.y is not a config field; did you mean ...?' with the closest known keys."""
+def unknown_key_message(path: str, schema: ml_collections.ConfigDict, schema_file: str, *,
+                        flag_prefix: str = "", what: str = "is not a config field") -> str:
+    """'config.x.y is not a config field; did you mean ...?' with the closest known keys.
+
+    `flag_prefix` ('--') writes the key and the suggestions as command-line flags.
+    """
     keys = config_keys(schema)
     leaves = {}
     for key in keys:
@@ -212,9 +216,9 @@ def unknown_key_message(path: str, schema: ml_collections.ConfigDict, schema_fil
     close = [key for leaf in difflib.get_close_matches(path.rsplit(".", 1)[-1], list(leaves), n=3, cutoff=0.7)
              for key in leaves[leaf]]
     close = close or difflib.get_close_matches(path, keys, n=3, cutoff=0.85)  # a misspelt group name
-    hint = (f"did you mean {' or '.join(close)}?" if close
+    hint = (f"did you mean {' or '.join(flag_prefix + key for key in close)}?" if close
             else f"remove it (the fields are documented in {schema_file}).")
-    return f"{path} is not a config field; {hint}"
+    return f"{flag_prefix}{path} {what}; {hint}"
 
 
 def _type_ok(value, expected: type) -> bool:
