@@ -44,6 +44,24 @@ def default_config() -> ml_collections.ConfigDict:
     # (0: no sharing, every layer has its own weights as in BERT; 1: ALBERT's all-shared default).
     config.model.embedding_size = 0
     config.model.num_hidden_groups = 0
+    # Speed and memory switches; none changes the loss (tests/test_perf_flags.py) or the checkpoint layout.
+    # Attention kernel: 'xla' (einsum + softmax, any device, with attention dropout), 'dot_product'
+    # (`jax.nn.dot_product_attention`, XLA's fused attention), 'cudnn' (its cuDNN flash attention, NVIDIA
+    # GPUs only). The last two have no attention dropout: they need attention_probs_dropout_prob = 0.
+    config.model.attention_impl = "xla"
+    # The MLM output matmul runs against the word embeddings zero-padded to a multiple of this many rows
+    # (0 or 1: unpadded); padded logits are dropped before the loss. 128 keeps matmul tiles aligned.
+    config.model.vocab_pad_multiple = 128
+    # True: unshared layers run in one `jax.lax.scan` over their weights stacked inside the step (compile
+    # time independent of depth); False: a Python loop, one copy of the layer per depth in the program.
+    config.model.scan_layers = False
+    # Rematerialisation of each layer's activations in the backward pass: 'none' (keep all: fastest
+    # when memory allows), 'full' (recompute the whole layer), 'dots_saveable' (keep matmul outputs),
+    # 'dots_with_no_batch_dims_saveable' (keep only the weight matmuls' outputs).
+    config.model.remat_policy = "none"
+    # True (google-research/bert): the MLM head runs on the max_predictions_per_seq masked positions only;
+    # False: on every position, as HF's BertForPreTraining does (for measuring what the gather saves).
+    config.model.gather_masked_positions = True
 
     # Pretraining objective: 'mlm_nsp' (BERT: masked LM + next-sentence prediction), 'mlm_sop' (ALBERT:
     # masked LM + sentence-order prediction), 'mlm' (RoBERTa: masked LM only, no pair head or pooler).
@@ -87,6 +105,14 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.tokenizer_model = ""
     config.data.tokenizer_vocab_size = 30522  # vocabulary of the SentencePiece model trained here
     config.data.num_workers = 0  # Grain worker processes (0: build batches in the main process)
+    # Tokenization of text corpora: worker processes (0: os.cpu_count()) and documents per array_record shard.
+    config.data.preprocess_workers = 0
+    config.data.docs_per_shard = 50_000
+    # Sequence packing (MLPerf BERT): several sentence-pair instances share one row of max_seq_length,
+    # each with its own positions from 0, attending only to itself, with one [CLS] and pair label each.
+    # Removes the padding of short instances; needs instance_format 'sentence_pairs'.
+    config.data.pack_sequences = False
+    config.data.max_instances_per_pack = 3
 
     # Optimisation.
     config.train = ml_collections.ConfigDict()
@@ -115,6 +141,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Test hook, not for real runs: the steps (as numbered in the log, 1 = the first update) whose loss
     # is made NaN inside the train step, to exercise the guard above. Empty: the step has no such code.
     config.train.debug_poison_steps = ()
+    # Donate the train state's buffers to the step, so XLA updates parameters and optimizer state in
+    # place instead of holding two copies (False only to measure what donation saves).
+    config.train.donate_state = True
 
     # Orbax checkpointing in <workdir>/checkpoints.
     config.checkpoint = ml_collections.ConfigDict()
@@ -122,9 +151,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.checkpoint.max_to_keep = 3
     config.checkpoint.async_save = True
 
-    # Device mesh: size of the 'data' axis (-1: all devices).
+    # Device mesh: 'data' x 'fsdp' devices. The batch is split over both axes; parameters and optimizer
+    # state are split over 'fsdp' (ZeRO-3 style: each device holds 1/fsdp of them and all-gathers a layer's
+    # weights when it needs them) and replicated over 'data'. data -1: all devices not used by fsdp.
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1
+    config.mesh.fsdp = 1
     return config
 
 
@@ -185,6 +217,8 @@ _MASKING_KINDS = ("token", "whole_word", "ngram", "span")
 _INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 _DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLS = ("xla", "dot_product", "cudnn")
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -286,6 +320,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"config.model.num_hidden_layers ({m.num_hidden_layers}).")
     _require(config.objective in _OBJECTIVES,
              f"config.objective={config.objective!r} is not one of {_OBJECTIVES}.")
+    _require(m.attention_impl in ATTENTION_IMPLS,
+             f"config.model.attention_impl={m.attention_impl!r} is not one of {ATTENTION_IMPLS}.")
+    _require(m.attention_impl == "xla" or m.attention_probs_dropout_prob == 0.0,
+             f"config.model.attention_impl={m.attention_impl!r} has no attention dropout, but "
+             f"config.model.attention_probs_dropout_prob is {m.attention_probs_dropout_prob}; set it to 0.0 "
+             "(as MosaicBERT and ModernBERT do) or use attention_impl='xla'.")
+    _require(m.vocab_pad_multiple >= 0,
+             f"config.model.vocab_pad_multiple must be 0 (no padding) or positive, got {m.vocab_pad_multiple}.")
+    _require(m.remat_policy in REMAT_POLICIES,
+             f"config.model.remat_policy={m.remat_policy!r} is not one of {REMAT_POLICIES}.")
 
     mk = config.masking
     _require(mk.kind in _MASKING_KINDS, f"config.masking.kind={mk.kind!r} is not one of {_MASKING_KINDS}.")
@@ -320,6 +364,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(mk.max_predictions_per_seq <= d.max_seq_length,
              f"config.masking.max_predictions_per_seq ({mk.max_predictions_per_seq}) exceeds "
              f"config.data.max_seq_length ({d.max_seq_length}).")
+    _require(d.preprocess_workers >= 0,
+             f"config.data.preprocess_workers must be 0 (all cores) or positive, got {d.preprocess_workers}.")
+    _require(d.docs_per_shard > 0, f"config.data.docs_per_shard must be positive, got {d.docs_per_shard}.")
+    _require(not d.pack_sequences or d.instance_format == "sentence_pairs",
+             "config.data.pack_sequences packs sentence-pair instances, but config.data.instance_format is "
+             "'full_sentences', whose rows are already full; turn pack_sequences off.")
+    _require(d.max_instances_per_pack >= 1,
+             f"config.data.max_instances_per_pack must be at least 1, got {d.max_instances_per_pack}.")
     _require(0.0 <= d.eval_fraction < 1.0, f"config.data.eval_fraction must be in [0, 1), got {d.eval_fraction}.")
     _require(
         d.tokenizer_vocab_size <= m.vocab_size,
@@ -341,6 +393,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"got {t.max_consecutive_nonfinite_steps}.")
     _require(all(isinstance(s, int) and s > 0 for s in t.debug_poison_steps),
              f"config.train.debug_poison_steps must list step numbers >= 1, got {t.debug_poison_steps}.")
+    _require(config.mesh.fsdp >= 1, f"config.mesh.fsdp must be at least 1 (1: no sharding), got {config.mesh.fsdp}.")
     _require(config.checkpoint.every_steps > 0,
              f"config.checkpoint.every_steps must be positive, got {config.checkpoint.every_steps}.")
     return config
