@@ -35,6 +35,10 @@ _PIPELINE_SECONDS = flags.DEFINE_float("pipeline_seconds", 5.0, "Seconds to time
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where --input_pipeline builds its corpus (default: a temp dir).")
 _BASELINE = flags.DEFINE_enum("baseline", "none", benchmarking.BASELINES,
                               "Also time HF's BertForPreTraining: hf_torch (PyTorch) or hf_flax (transformers 4.x).")
+_XLA_FLAG_SETS = flags.DEFINE_list("xla_flag_sets", [],
+                                   f"Named XLA flag sets to turn on, comma-separated: {sorted(benchmarking.XLA_FLAG_SETS)}.")
+_APPEND_TO = flags.DEFINE_string("append_to", None,
+                                 "Also append the JSON result as one line to this file (for benchmark_report).")
 flags.mark_flags_as_required(["config", "batch_size", "seq_len"])
 
 
@@ -63,6 +67,8 @@ def _print_device(result: dict) -> None:
     platform = result["platform"]
     print(f"{result['config']}: global batch {result['batch_size']} x {result['seq_len']} tokens, "
           f"{result['dtype']}, {result['num_devices']} x {result['device_kind']} ({platform})")
+    print(f"  {'switches':<30}" + ", ".join(f"{k.split('.')[1]}={v}" for k, v in result["switches"].items())
+          + (f"; XLA flag sets: {result['xla_flag_sets']}" if result["xla_flag_sets"] else ""))
     print(f"  {'compile (lower + compile)':<30}{result['compile_seconds']:.2f} s")
     _print_timing(result, platform, result["steps"], result["warmup_steps"])
     print(f"  {'model FLOPs / step':<30}{result['model_flops_per_step'] / 1e9:,.2f} GFLOP  "
@@ -119,11 +125,16 @@ def main(argv):
     reporting.quiet_library_logs()
     baseline = _BASELINE.value
     try:
+        extra_xla_flags = benchmarking.xla_flags(_XLA_FLAG_SETS.value)
+        if extra_xla_flags:  # before anything starts the backend, which reads XLA_FLAGS once
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {extra_xla_flags}".strip()
         config = benchmarking.prepare_config(_CONFIG.value, _BATCH_SIZE.value, _SEQ_LEN.value)
         if baseline != "none":  # fail before minutes of work, not after
             benchmarking.check_baseline(config, baseline)
         result = {"config": flags.FLAGS["config"].config_filename, **benchmarking.benchmark_train_step(
             config, steps=_STEPS.value, warmup_steps=_WARMUP_STEPS.value, padding_fraction=_PADDING_FRACTION.value)}
+        result.update(xla_flag_sets=",".join(_XLA_FLAG_SETS.value), xla_flags=os.environ.get("XLA_FLAGS", ""),
+                      switches=benchmarking.switches(config), jax_version=jax.__version__)
         _print_device(result)
         if _INPUT_PIPELINE.value:
             result.update(_measure_pipeline(config, result))
@@ -141,6 +152,9 @@ def main(argv):
     if result["platform"] == "cpu" and "hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
         logging.warning("tip: on CPU, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (set before Python starts) makes "
                         "XLA steps ~1.3x faster")
+    if _APPEND_TO.value:
+        with open(_APPEND_TO.value, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
     print(json.dumps(result))
 
 

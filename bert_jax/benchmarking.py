@@ -58,6 +58,39 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float] | None], ...] = (
 )
 
 
+# Named sets of XLA flags for `--xla_flag_sets`, appended to XLA_FLAGS before the backend starts, so that
+# each one's effect is measured in a run of its own. GPU flags parse (and do nothing) on CPU builds.
+XLA_FLAG_SETS: dict[str, str] = {
+    # Schedules collectives and async copies to overlap with compute (what multi-GPU runs want).
+    "latency_hiding": "--xla_gpu_enable_latency_hiding_scheduler=true",
+    # Command buffers (CUDA graphs) are on by default in current XLA; this measures what they bring.
+    "no_command_buffers": "--xla_gpu_enable_command_buffer=",
+    # cuBLAS instead of Triton for the matmuls XLA would otherwise fuse and autotune in Triton.
+    "no_triton_gemm": "--xla_gpu_enable_triton_gemm=false",
+}
+
+# The config switches that change speed or memory but not the loss, recorded with every benchmark result.
+SWITCHES = ("model.dtype", "model.attention_impl", "model.vocab_pad_multiple", "model.scan_layers",
+            "model.remat_policy", "model.gather_masked_positions", "train.donate_state", "data.pack_sequences")
+
+
+def xla_flags(names: list[str]) -> str:
+    """The XLA flags of the named sets, space-separated; an unknown name is an InputError."""
+    unknown = [name for name in names if name not in XLA_FLAG_SETS]
+    if unknown:
+        raise config_lib.InputError(f"--xla_flag_sets: unknown set(s) {unknown}; the sets are {sorted(XLA_FLAG_SETS)}.")
+    return " ".join(XLA_FLAG_SETS[name] for name in names)
+
+
+def switches(config) -> dict:
+    """{'model.attention_impl': 'xla', ...}: the speed switches of `config`, for the results table."""
+    values = {}
+    for path in SWITCHES:
+        group, name = path.split(".")
+        values[path] = config[group].get(name)
+    return values
+
+
 class BaselineUnavailable(RuntimeError):
     """A baseline's libraries are missing here; the message says what to install, and where."""
 

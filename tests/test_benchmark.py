@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import make_documents, write_corpus
 
-from bert_jax import benchmarking, model_stats
+from bert_jax import benchmark_report, benchmarking, model_stats
 from bert_jax import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -88,10 +88,19 @@ def test_input_pipeline_reports_positive_throughput(pipeline_run):
     assert "best pipeline / device rate" in stdout
 
 
-def test_hf_torch_baseline_runs_and_prints_a_ratio():
+def test_hf_torch_baseline_runs_and_prints_a_ratio(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    stdout, result = _benchmark("--config.data.tokenizer_vocab_size=512", "--baseline=hf_torch")
+    results = tmp_path / "results.jsonl"
+    stdout, result = _benchmark("--config.data.tokenizer_vocab_size=512", "--baseline=hf_torch",
+                                "--xla_flag_sets=latency_hiding", f"--append_to={results}",
+                                "--config.model.scan_layers=true")
+    # The named XLA flag set reached the backend's flags, and the switches are recorded with the result.
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in result["xla_flags"]
+    assert result["xla_flag_sets"] == "latency_hiding" and result["switches"]["model.scan_layers"] is True
+    assert json.loads(results.read_text()) == result
+    table = benchmark_report.markdown_table(benchmark_report.read_results([str(results)]))
+    assert "scan_layers=True, xla: latency_hiding" in table and f"**{result['ours_over_baseline']:.2f}x**" in table
     assert result["baseline"] == "hf_torch" and result["baseline_dtype"] == "float32"
     assert result["baseline_step_time_median_s"] > 0
     assert result["baseline_sequences_per_second"] == pytest.approx(BATCH / result["baseline_step_time_median_s"])
@@ -139,6 +148,17 @@ def test_mlm_labels_mark_about_15_percent_of_real_tokens():
     assert not chosen[:, 64:].any()  # never padding
     capped, _ = benchmarking.mlm_labels(batch["input_ids"], batch["attention_mask"], max_predictions=4)
     assert ((capped == 4).sum(axis=1) == 4).all()
+
+
+def test_unknown_xla_flag_set_and_bad_results_file_are_clear_errors(tmp_path):
+    with pytest.raises(config_lib.InputError, match="unknown set.*'fast'.*latency_hiding"):
+        benchmarking.xla_flags(["latency_hiding", "fast"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"config": 1}\nnot json\n')
+    with pytest.raises(config_lib.InputError, match="bad.jsonl line 2 is not a JSON object"):
+        benchmark_report.read_results([str(bad)])
+    with pytest.raises(config_lib.InputError, match="cannot read"):
+        benchmark_report.read_results([str(tmp_path / "missing.jsonl")])
 
 
 def test_sequence_longer_than_positions_is_a_clear_error():
