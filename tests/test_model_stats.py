@@ -49,6 +49,25 @@ def test_flops_formula_matches_xla_cost_analysis():
     assert 0.85 < ours / xla_flops < 1.02, (ours, xla_flops)
 
 
+def test_flops_formula_matches_a_hand_count_of_every_matmul():
+    """Each matmul of a training step of a tiny BERT counted by hand: 2 FLOPs per multiply-add, x3 for the
+    backward pass (gradients with respect to the inputs and to the weights)."""
+    config = _config(vocab_size=50, hidden_size=8, num_attention_heads=2, intermediate_size=16,
+                     max_position_embeddings=16)
+    config.data.max_seq_length = seq = 16
+    config.masking.max_predictions_per_seq = predictions = 3
+    hidden, layers, inter, vocab = 8, 2, 16, 50
+    per_sequence_forward = (
+        layers * (seq * hidden * hidden * 4  # query, key, value and output projections
+                  + seq * hidden * inter * 2  # the two feed-forward matmuls
+                  + seq * seq * hidden  # scores QK^T, summed over the heads (head_dim x heads = hidden)
+                  + seq * seq * hidden)  # context PV
+        + predictions * (hidden * hidden + hidden * vocab)  # MLM transform and vocabulary projection
+        + hidden * hidden + hidden * 2)  # pooler and NSP classifier on [CLS]
+    hand = 3 * 2 * per_sequence_forward / seq
+    assert model_stats.training_flops_per_token(config, seq) == hand
+
+
 def test_memory_is_params_plus_two_adam_moments():
     memory = model_stats.memory_bytes(1000)
     assert memory == {"param_bytes": 4000, "optimizer_bytes": 8000, "param_and_optimizer_bytes": 12000}
