@@ -22,6 +22,7 @@ setup(
         "array-record>=0.5.0",
         "ml_collections>=0.1.1",
         "tensorboardX>=2.6",
+        "matplotlib>=3.7",
         "numpy>=1.26",
     ],
     extras_require={
