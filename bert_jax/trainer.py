@@ -15,11 +15,20 @@ import time
 import jax
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import config as config_lib
-from bert_jax import evaluation, exporting, losses, numerics, parallel, preemption, reporting, train
+from bert_jax import (
+    evaluation,
+    exporting,
+    losses,
+    multihost,
+    numerics,
+    parallel,
+    preemption,
+    reporting,
+    train,
+)
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pretraining
 from bert_jax.data import tokenizer as tokenizer_lib
@@ -77,14 +86,15 @@ def _train_iterator(config, source, tokenizer, local_batch_size: int, data_state
 
 
 def _prepare_data(config, workdir: str):
-    """Corpus, tokenizer and tokenized splits; with several processes, process 0 builds them first."""
-    if jax.process_count() == 1:
-        return corpus_lib.prepare_default_or_given(config.data, workdir)
-    if jax.process_index() == 0:
-        prepared = corpus_lib.prepare_default_or_given(config.data, workdir)
-        multihost_utils.sync_global_devices("bert_jax: corpus and tokenizer ready")
+    """Corpus, tokenizer and tokenized splits; with several processes, process 0 builds them first.
+
+    If process 0 fails (an empty corpus, a bad file), every other process raises InputError with its
+    message instead of waiting at a barrier process 0 never reaches.
+    """
+    prepared, done_here = multihost.process_zero_first(
+        lambda: corpus_lib.prepare_default_or_given(config.data, workdir), "prepare the data")
+    if done_here:
         return prepared
-    multihost_utils.sync_global_devices("bert_jax: corpus and tokenizer ready")
     return corpus_lib.prepare_default_or_given(config.data, workdir)  # now only reads the caches
 
 
