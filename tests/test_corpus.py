@@ -1,4 +1,4 @@
-"""Corpus files, the stdlib docstring corpus, and the tokenized TFDS splits."""
+"""Corpus files, the stdlib docstring corpus, and the tokenized splits."""
 
 import collections
 import os
@@ -93,7 +93,7 @@ def test_eval_split_is_stable_and_cache_is_reused(sources, corpus_file, small_to
     def fail(*args, **kwargs):
         raise AssertionError("prepared twice")
 
-    monkeypatch.setattr(corpus.BertJaxCorpus, "download_and_prepare", fail)
+    monkeypatch.setattr(corpus.sharded_corpus, "write_sharded_corpus", fail)
     again = corpus.build_corpus(corpus_file, "", 0.2, small_tokenizer, str(tmp_path))
     assert len(again["train"]) == len(rebuilt["train"])
     assert {f: os.stat(f).st_mtime_ns for f in record_files} == mtimes
@@ -126,14 +126,15 @@ def test_empty_inputs_raise_input_error(corpus_file, small_tokenizer, tmp_path):
 
 def test_prepare_default_or_given_trains_once_and_reuses(corpus_file, tmp_path, monkeypatch):
     config_data = types.SimpleNamespace(corpus=corpus_file, eval_corpus="", eval_fraction=0.2,
-                                        tokenizer_model="", tokenizer_vocab_size=300)
+                                        tokenizer_model="", tokenizer_vocab_size=300,
+                                        preprocess_workers=1, docs_per_shard=50_000)
     tokenizer, splits = corpus.prepare_default_or_given(config_data, str(tmp_path))
     assert tokenizer.model_path == str(tmp_path / "tokenizer" / "spm.model")
     assert len(splits["train"]) + len(splits["eval"]) == 60
     mtime = os.stat(tokenizer.model_path).st_mtime_ns
 
     monkeypatch.setattr(corpus, "train_tokenizer", lambda *a, **k: pytest.fail("tokenizer trained twice"))
-    monkeypatch.setattr(corpus.BertJaxCorpus, "download_and_prepare", lambda *a, **k: pytest.fail("prepared twice"))
+    monkeypatch.setattr(corpus.sharded_corpus, "write_sharded_corpus", lambda *a, **k: pytest.fail("prepared twice"))
     again_tokenizer, again = corpus.prepare_default_or_given(config_data, str(tmp_path))
     assert os.stat(again_tokenizer.model_path).st_mtime_ns == mtime
     assert _token_set(again["eval"]) == _token_set(splits["eval"])
@@ -141,6 +142,7 @@ def test_prepare_default_or_given_trains_once_and_reuses(corpus_file, tmp_path, 
 
 def test_prepare_default_corpus(tmp_path):
     config_data = types.SimpleNamespace(corpus="", eval_corpus="", eval_fraction=0.05, tokenizer_model="",
+                                        preprocess_workers=0, docs_per_shard=50_000,
                                         tokenizer_vocab_size=8000)
     tokenizer, splits = corpus.prepare_default_or_given(config_data, str(tmp_path))
     assert os.path.getsize(tmp_path / "corpus" / "stdlib_docstrings.txt") > 500_000

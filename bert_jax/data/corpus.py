@@ -1,10 +1,12 @@
-"""Text corpora: finding text files, the embedded default corpus, and tokenized TFDS datasets.
+"""Text corpora: finding text files, the embedded default corpus, and their tokenized datasets.
 
-Text follows google-research/bert: one sentence per line, documents separated by blank lines. A
-corpus is tokenized once into an array_record TFDS dataset whose examples are documents
-(`tokens`: all token ids, `sentence_lengths`: tokens per sentence); the Grain pipeline in
-`pretraining.py` reads it by random access. The cache lives under a fingerprint of the inputs, so a
-changed corpus, split or tokenizer builds a new dataset instead of reusing a stale one.
+Text follows google-research/bert: one sentence per line, documents separated by blank lines; a
+prepared TFDS text dataset ('tfds:wikipedia/20230601.en', see `tfds_text.py`) works too. A corpus is
+tokenized once, by parallel worker processes, into sharded array_record files whose records are
+documents (`tokens`: all token ids, `sentence_lengths`: tokens per sentence; see `sharded_corpus.py`);
+the Grain pipeline in `pretraining.py` reads them by random access. The cache lives under a
+fingerprint of the inputs, so a changed corpus, split or tokenizer builds a new dataset instead of
+reusing a stale one, and an interrupted build resumes from its complete shards.
 """
 
 from __future__ import annotations
@@ -14,20 +16,16 @@ import glob
 import hashlib
 import json
 import os
-import pathlib
 import re
 import sysconfig
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
-import tensorflow_datasets as tfds
 from absl import logging
 
 from bert_jax.config import InputError
+from bert_jax.data import sharded_corpus, tfds_text
 from bert_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
-
-_DOCS_PER_TOKENIZER_CALL = 512
 
 
 def resolve_text_files(spec: str) -> list[str]:
@@ -171,103 +169,32 @@ def _docstring_sentences(docstring: str) -> list[str]:
     return sentences
 
 
-# ------------------------------------------------------------------ tokenized TFDS dataset
+# ------------------------------------------------------------------ tokenized, sharded dataset
 
-class BertJaxCorpus(tfds.core.GeneratorBasedBuilder):
-    """Tokenized documents of a text corpus, split into `train` and `eval`.
+class _Input:
+    """A corpus spec: text files (file, directory, glob; commas between several) or 'tfds:NAME[:SPLIT]'."""
 
-    `eval` holds `eval_files` if given (then `train` is all of `corpus_files`), else the documents of
-    `corpus_files` whose index hashes below `eval_fraction` (stable across runs and machines). With
-    neither, there is only `train`: that is how `build_eval_source` reads a corpus for evaluation.
-    """
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.tfds = tfds_text.TfdsText.parse(spec) if tfds_text.is_tfds_spec(spec) else None
+        self.files = [] if self.tfds else resolve_text_files(spec)
 
-    VERSION = tfds.core.Version("1.0.0")
+    def __str__(self) -> str:
+        return str(self.tfds) if self.tfds else _shorten(self.files)
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> pathlib.Path:
-        """This file; TFDS's own lookup needs the `importlib_resources` backport, which we do not require."""
-        return pathlib.Path(__file__)
+    def documents(self) -> Iterator[sharded_corpus.Document]:
+        """Text files give sentence lists; TFDS gives raw text, cut into sentences in the workers."""
+        return self.tfds.texts() if self.tfds else read_documents(self.files)
 
-    def __init__(self, *, corpus_files: Sequence[str], eval_files: Sequence[str], eval_fraction: float,
-                 tokenizer: Tokenizer, data_dir: str):
-        # Set before super().__init__, which reads `info`.
-        self._corpus_files = list(corpus_files)
-        self._eval_files = list(eval_files)
-        self._eval_fraction = 0.0 if self._eval_files else float(eval_fraction)
-        self._tokenizer = tokenizer
-        self._arguments = dict(corpus_files=self._corpus_files, eval_files=self._eval_files,
-                               eval_fraction=self._eval_fraction, tokenizer=tokenizer, data_dir=data_dir)
-        super().__init__(data_dir=data_dir, file_format="array_record")
-
-    def __getstate__(self):
-        # Data sources carry their builder into Grain worker processes; TFDS would pickle only data_dir.
-        return {"_arguments": self._arguments}
-
-    def __setstate__(self, state):
-        self.__init__(**state["_arguments"])
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Documents tokenized with a bert_jax SentencePiece model.",
-            features=tfds.features.FeaturesDict({
-                "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),  # [num_tokens]
-                "sentence_lengths": tfds.features.Tensor(shape=(None,), dtype=np.int32),  # [num_sentences]
-            }),
-            disable_shuffling=True,  # keep documents in reading order: eval sets stay easy to inspect
-            metadata=tfds.core.MetadataDict(
-                corpus_files=self._corpus_files, eval_files=self._eval_files,
-                eval_fraction=self._eval_fraction, tokenizer_model=self._tokenizer.model_path),
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # everything is local
-        fraction, everything = self._eval_fraction, (lambda index: True)
-        no_text = "give text with one sentence per line and blank lines between documents."
-        train_empty = f"{_shorten(self._corpus_files)} has no documents after tokenization; {no_text}"
-        if self._eval_files:
-            return {"train": self._generate_examples(self._corpus_files, everything, train_empty),
-                    "eval": self._generate_examples(self._eval_files, everything,
-                                                    f"config.data.eval_corpus {_shorten(self._eval_files)} "
-                                                    f"has no documents after tokenization; {no_text}")}
-        if fraction <= 0:
-            return {"train": self._generate_examples(self._corpus_files, everything, train_empty)}
-        eval_empty = (f"the eval split is empty: no document of {_shorten(self._corpus_files)} fell in "
-                      f"eval_fraction={fraction}; give more text, raise config.data.eval_fraction or set "
-                      "config.data.eval_corpus.")
-        return {"train": self._generate_examples(self._corpus_files, lambda i: not _held_out(i, fraction),
-                                                 train_empty),
-                "eval": self._generate_examples(self._corpus_files, lambda i: _held_out(i, fraction),
-                                                eval_empty)}
-
-    def _generate_examples(self, files, keep, empty_message):
-        """Yields (document index, example); tokenizes many documents per SentencePiece call."""
-        pending, num_examples = [], 0
-        for index, document in enumerate(read_documents(files)):
-            if keep(index):
-                pending.append((index, document))
-            if len(pending) == _DOCS_PER_TOKENIZER_CALL:
-                for example in self._tokenize(pending):
-                    num_examples += 1
-                    yield example
-                pending = []
-        for example in self._tokenize(pending):
-            num_examples += 1
-            yield example
-        if not num_examples:  # TFDS cannot write an empty split; say why it is empty instead
-            raise InputError(empty_message)
-
-    def _tokenize(self, documents):
-        sentences = [s for _, document in documents for s in document]
-        ids = iter(self._tokenizer.encode_batch(sentences)) if sentences else iter(())
-        for index, document in documents:
-            pieces = [p for p in (next(ids) for _ in document) if p]  # drop sentences with no tokens
-            if pieces:
-                yield index, {
-                    "tokens": np.concatenate([np.asarray(p, np.int32) for p in pieces]),
-                    "sentence_lengths": np.asarray([len(p) for p in pieces], np.int32),
-                }
+    def fingerprint(self) -> str:
+        """Files by path, size and modification time; a TFDS split by its prepared files."""
+        if self.tfds:
+            return self.tfds.fingerprint()
+        parts = []
+        for path in self.files:
+            stat = os.stat(path) if os.path.exists(path) else None
+            parts.append([os.path.abspath(path), stat and stat.st_size, stat and stat.st_mtime_ns])
+        return json.dumps(parts)
 
 
 def _shorten(files: Sequence[str]) -> str:
@@ -280,67 +207,95 @@ def _held_out(index: int, eval_fraction: float) -> bool:
     return int.from_bytes(digest, "little") < eval_fraction * 2**64
 
 
-def _fingerprint(corpus_files, eval_files, eval_fraction, tokenizer: Tokenizer) -> str:
-    """Hash of everything the dataset depends on; files by path, size and modification time."""
+def _split_documents(corpus: _Input, eval_input: _Input | None,
+                     eval_fraction: float) -> Iterator[tuple[str, sharded_corpus.Document]]:
+    """(split, document) in reading order. `eval` holds `eval_input` if given (then `train` is all of
+    `corpus`), else the documents of `corpus` whose index hashes below `eval_fraction` (stable across
+    runs and machines). With neither there is only `train`: how `build_eval_source` reads a corpus."""
+    if eval_input is not None:
+        yield from (("train", document) for document in corpus.documents())
+        yield from (("eval", document) for document in eval_input.documents())
+    else:
+        for index, document in enumerate(corpus.documents()):
+            yield ("eval" if eval_fraction > 0 and _held_out(index, eval_fraction) else "train"), document
+
+
+def _empty_messages(corpus: _Input, eval_input: _Input | None, eval_fraction: float) -> dict[str, str]:
+    """What to say when a split has no documents after tokenization (TFDS text or text files)."""
+    no_text = ("give text with one sentence per line and blank lines between documents." if not corpus.tfds else
+               "give a dataset whose examples have text.")
+    messages = {"train": f"{corpus} has no documents after tokenization; {no_text}"}
+    if eval_input is not None:
+        messages["eval"] = f"config.data.eval_corpus {eval_input} has no documents after tokenization; {no_text}"
+    elif eval_fraction > 0:
+        messages["eval"] = (f"the eval split is empty: no document of {corpus} fell in eval_fraction={eval_fraction}; "
+                            "give more text, raise config.data.eval_fraction or set config.data.eval_corpus.")
+    return messages
+
+
+def _fingerprint(corpus: _Input, eval_input: _Input | None, eval_fraction: float, tokenizer: Tokenizer,
+                 docs_per_shard: int) -> str:
+    """Hash of everything the dataset depends on (not the number of workers: it changes no byte)."""
     h = hashlib.sha256()
-    for path in list(corpus_files) + ["--eval--"] + list(eval_files):
-        stat = os.stat(path) if os.path.exists(path) else None
-        h.update(json.dumps([os.path.abspath(path), stat and stat.st_size, stat and stat.st_mtime_ns]).encode())
-    h.update(repr(float(eval_fraction)).encode())
+    for part in (corpus.fingerprint(), "--eval--", eval_input.fingerprint() if eval_input else "",
+                 repr(float(eval_fraction)), f"docs_per_shard={docs_per_shard}",
+                 f"format={sharded_corpus.FORMAT_VERSION}"):
+        h.update(part.encode() + b"\0")
     h.update(tokenizer.serialized_model())
     return h.hexdigest()[:16]
 
 
-def _builder(corpus_files, eval_files, eval_fraction, tokenizer: Tokenizer, data_dir: str) -> BertJaxCorpus:
-    """The builder for these inputs, in a data_dir named by their fingerprint (so stale caches are never read)."""
-    fingerprint = _fingerprint(corpus_files, eval_files, eval_fraction if not eval_files else 0.0, tokenizer)
-    return BertJaxCorpus(corpus_files=corpus_files, eval_files=eval_files, eval_fraction=eval_fraction,
-                         tokenizer=tokenizer, data_dir=os.path.join(data_dir, fingerprint))
+def _prepare(corpus: _Input, eval_input: _Input | None, eval_fraction: float, tokenizer: Tokenizer,
+             data_dir: str, num_workers: int, docs_per_shard: int) -> dict[str, Any]:
+    """Tokenizes the inputs unless this exact dataset is already on disk; returns a source per split.
 
-
-def _prepare(builder: BertJaxCorpus) -> dict[str, Any]:
-    """Tokenizes the corpus unless this exact dataset is already on disk; returns a source per split."""
-    if builder.is_prepared():
-        logging.info("Reusing tokenized corpus in %s.", builder.data_dir)
+    The dataset lives in <data_dir>/<fingerprint>, so a changed corpus, split or tokenizer builds a new
+    one instead of reusing a stale one; an interrupted build resumes from its complete shards.
+    """
+    eval_fraction = 0.0 if eval_input is not None else float(eval_fraction)
+    dataset_dir = os.path.join(data_dir, _fingerprint(corpus, eval_input, eval_fraction, tokenizer, docs_per_shard))
+    index = sharded_corpus.read_index(dataset_dir)
+    if index is not None:
+        logging.info("Reusing tokenized corpus in %s.", dataset_dir)
     else:
-        logging.info("Tokenizing corpus into %s.", builder.data_dir)
-        tfds.display_progress_bar(False)  # progress bars would flood the training logs
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            compute_stats=tfds.download.ComputeStatsMode.SKIP))
-    sources = {}
-    for split, info in sorted(builder.info.splits.items()):
-        sources[split] = builder.as_data_source(split)
-        if info.num_examples <= _MAX_DOCS_TO_COUNT:
-            lengths = [ex["sentence_lengths"] for ex in sources[split]]
-            logging.info("Split %s: %d documents, %d sentences, %d tokens.", split, info.num_examples,
-                         sum(map(len, lengths)), sum(int(x.sum()) for x in lengths))
-        else:
-            logging.info("Split %s: %d documents.", split, info.num_examples)
-    return sources
+        num_workers = num_workers or os.cpu_count() or 1
+        logging.info("Tokenizing %s into %s (%d worker processes, %d documents per shard).", corpus, dataset_dir,
+                     num_workers, docs_per_shard)
+        index = sharded_corpus.write_sharded_corpus(
+            dataset_dir, _split_documents(corpus, eval_input, eval_fraction), tokenizer=tokenizer,
+            empty_messages=_empty_messages(corpus, eval_input, eval_fraction), num_workers=num_workers,
+            docs_per_shard=docs_per_shard, sentence_splitter=tfds_text.split_sentences,
+            metadata={"corpus": corpus.spec, "eval_corpus": eval_input.spec if eval_input else "",
+                      "eval_fraction": eval_fraction, "tokenizer_model": tokenizer.model_path})
+        if "throughput" in index:
+            rate = index["throughput"]
+            logging.info("Tokenized %d shards in %.1f s: %.0f documents/s, %.0f tokens/s.", rate["shards_written"],
+                         rate["seconds"], rate["documents_per_second"], rate["tokens_per_second"])
+    for split, info in sorted(index["splits"].items()):
+        logging.info("Split %s: %d documents, %d sentences, %d tokens in %d shards.", split, info["documents"],
+                     info["sentences"], info["tokens"], len(info["shards"]))
+    return sharded_corpus.load_sources(dataset_dir, index)
 
 
-_MAX_DOCS_TO_COUNT = 200_000  # counting sentences and tokens reads every document; skip it beyond this
-
-
-def build_corpus(corpus: str, eval_corpus: str, eval_fraction: float, tokenizer: Tokenizer,
-                 data_dir: str) -> dict[str, Any]:
+def build_corpus(corpus: str, eval_corpus: str, eval_fraction: float, tokenizer: Tokenizer, data_dir: str, *,
+                 num_workers: int = 0, docs_per_shard: int = 50_000) -> dict[str, Any]:
     """Tokenizes the corpus into `data_dir` unless already there; returns {'train': src, 'eval': src}.
 
-    Each source is random access (`len`, `src[i]`), elements {'tokens', 'sentence_lengths'} as int32
-    numpy arrays [num_tokens] and [num_sentences]. `eval_corpus` empty: hold out `eval_fraction` of
-    the corpus's documents.
+    `corpus` and `eval_corpus` are text files or 'tfds:NAME[:SPLIT]'. Each source is random access
+    (`len`, `src[i]`), elements {'tokens', 'sentence_lengths'} as int32 numpy arrays [num_tokens] and
+    [num_sentences]. `eval_corpus` empty: hold out `eval_fraction` of the corpus's documents.
+    `num_workers` processes tokenize (0: one per CPU), `docs_per_shard` documents per shard.
     """
-    eval_files = resolve_text_files(eval_corpus) if eval_corpus else []
-    if not eval_files and eval_fraction <= 0:
+    eval_input = _Input(eval_corpus) if eval_corpus else None
+    if eval_input is None and eval_fraction <= 0:
         raise InputError("no evaluation data: set config.data.eval_corpus or a config.data.eval_fraction > 0.")
-    builder = _builder(resolve_text_files(corpus), eval_files, eval_fraction, tokenizer, data_dir)
-    return _prepare(builder)
+    return _prepare(_Input(corpus), eval_input, eval_fraction, tokenizer, data_dir, num_workers, docs_per_shard)
 
 
-def build_eval_source(corpus_spec: str, tokenizer: Tokenizer, data_dir: str) -> Any:
+def build_eval_source(corpus_spec: str, tokenizer: Tokenizer, data_dir: str, *, num_workers: int = 0,
+                      docs_per_shard: int = 50_000) -> Any:
     """Tokenizes every document of `corpus_spec` (no hold-out) to evaluate a checkpoint on it."""
-    builder = _builder(resolve_text_files(corpus_spec), [], 0.0, tokenizer, data_dir)
-    return _prepare(builder)["train"]
+    return _prepare(_Input(corpus_spec), None, 0.0, tokenizer, data_dir, num_workers, docs_per_shard)["train"]
 
 
 def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer:
@@ -352,8 +307,12 @@ def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer
         logging.info("Reusing tokenizer %s.", model_path)
     else:
         logging.info("Training a %d-piece tokenizer on %s.", config_data.tokenizer_vocab_size, corpus)
-        check_text_files(resolve_text_files(corpus))
-        train_tokenizer(resolve_text_files(corpus), model_path[: -len(".model")], config_data.tokenizer_vocab_size)
+        if tfds_text.is_tfds_spec(corpus):  # SentencePiece reads text files: write a sample of the dataset
+            files = [tfds_text.TfdsText.parse(corpus).write_sample(os.path.join(workdir, "tokenizer", "sample.txt"))]
+        else:
+            files = resolve_text_files(corpus)
+            check_text_files(files)
+        train_tokenizer(files, model_path[: -len(".model")], config_data.tokenizer_vocab_size)
     return load_tokenizer(model_path)
 
 
@@ -377,5 +336,6 @@ def prepare_default_or_given(config_data, workdir: str,
         tokenizer = _get_or_train_tokenizer(config_data, workdir, corpus)
     logging.info("Tokenizer %s: %d pieces.", tokenizer.model_path, tokenizer.vocab_size)
     sources = build_corpus(corpus, config_data.eval_corpus, config_data.eval_fraction, tokenizer,
-                           os.path.join(workdir, "corpus", "tfds"))
+                           os.path.join(workdir, "corpus", "tokenized"), num_workers=config_data.preprocess_workers,
+                           docs_per_shard=config_data.docs_per_shard)
     return tokenizer, sources
