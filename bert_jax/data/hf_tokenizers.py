@@ -63,7 +63,10 @@ class _TokenizersBackend:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_batch(self, texts: Sequence[str], num_threads: int | None = None) -> list[list[int]]:
+        """Encodes many texts in one call; `tokenizers` sizes its thread pool from RAYON_NUM_THREADS, which
+        parallel preprocessing sets in each worker process, so `num_threads` is not needed here."""
+        del num_threads
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:

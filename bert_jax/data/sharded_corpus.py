@@ -119,12 +119,15 @@ def load_sources(dataset_dir: str, index: dict[str, Any]) -> dict[str, ShardedCo
 
 # ------------------------------------------------------------------ one shard (runs in a worker)
 
-_worker_tokenizer = None
+_worker_tokenizer = None  # set in each worker process by _init_worker
+_worker_threads: int | None = None  # None in the main process: SentencePiece uses every core
 
 
-def _init_worker(tokenizer) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer
+def _init_worker(tokenizer, threads: int) -> None:
+    """Each worker process tokenizes with its share of the cores, so N workers do not run N x cores threads."""
+    global _worker_tokenizer, _worker_threads
+    _worker_tokenizer, _worker_threads = tokenizer, threads
+    os.environ["RAYON_NUM_THREADS"] = str(threads)  # HF `tokenizers`' pool, read when it first starts
 
 
 def _shard_name(split: str, shard: int) -> str:
@@ -137,7 +140,7 @@ def _tokenize(tokenizer, documents: Sequence[Document], sentence_splitter) -> It
         batch = documents[start:start + _DOCS_PER_TOKENIZER_CALL]
         batch = [sentence_splitter(d) if isinstance(d, str) else d for d in batch]
         sentences = [s for document in batch for s in document]
-        ids = iter(tokenizer.encode_batch(sentences) if sentences else ())
+        ids = iter(tokenizer.encode_batch(sentences, num_threads=_worker_threads) if sentences else ())
         for document in batch:
             yield [p for p in (next(ids) for _ in document) if p]  # drop sentences with no tokens
 
@@ -208,7 +211,8 @@ class _ShardPool:
         if self._executor is None:
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 self._num_workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self._tokenizer,))
+                initializer=_init_worker,
+                initargs=(self._tokenizer, max(1, (os.cpu_count() or 1) // self._num_workers)))
         while len(self._in_flight) > self._num_workers:  # every worker busy and one chunk queued
             self._collect(concurrent.futures.FIRST_COMPLETED)
         self._in_flight.add(self._executor.submit(write_shard, *args))

@@ -268,10 +268,11 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(self._prepared_text(text), out_type=int)
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Encodes many texts in one call (SentencePiece splits the work over threads)."""
+    def encode_batch(self, texts: Sequence[str], num_threads: int | None = None) -> list[list[int]]:
+        """Encodes many texts in one call, SentencePiece splitting the work over `num_threads` threads
+        (default: every core; parallel preprocessing gives each worker process its share)."""
         prepared = [self._prepared_text(t) for t in texts]
-        return self._sp.encode(prepared, out_type=int, num_threads=os.cpu_count() or 1)
+        return self._sp.encode(prepared, out_type=int, num_threads=num_threads or os.cpu_count() or 1)
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids of `encode(text)` and, per id, the (start, end) str span of `text` it covers (SQuAD answers).
