@@ -89,7 +89,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Input pipeline.
     config.data = ml_collections.ConfigDict()
     # Text files (a file, a directory or a glob; one sentence per line, documents separated by blank
-    # lines). Empty: the embedded default corpus built from the Python standard library's docstrings.
+    # lines), or 'tfds:NAME[:SPLIT]' for a TFDS text corpus prepared in array_record format (e.g.
+    # 'tfds:wikipedia/20230601.en'). Empty: the embedded default corpus of the stdlib's docstrings.
     config.data.corpus = ""
     # Held-out text in the same format; empty: hold out `eval_fraction` of the corpus's documents.
     config.data.eval_corpus = ""
