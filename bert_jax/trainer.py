@@ -79,7 +79,8 @@ def _train_iterator(config, source, tokenizer, local_batch_size: int, data_state
         batch_size=local_batch_size, seed=config.train.seed, process_index=jax.process_index(),
         process_count=jax.process_count(), num_workers=config.data.num_workers, objective=config.objective,
         instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
-        dupe_factor=config.masking.dupe_factor, special_ids=tokenizer.special_ids)
+        dupe_factor=config.masking.dupe_factor, special_ids=tokenizer.special_ids,
+        pack_sequences=config.data.pack_sequences, max_instances_per_pack=config.data.max_instances_per_pack)
     if data_state is not None:
         train_iter.set_state(data_state)
     return train_iter

@@ -14,6 +14,7 @@ Options, as in the papers:
   dynamic_masking=False (BERT's precomputed data): an example depends only on (seed, instance,
     epoch mod dupe_factor), never on where the stream visits it, so the data repeat every
     `dupe_factor` epochs and `mask_seeds` tells the device to repeat the masks with them.
+  pack_sequences (MLPerf BERT): several built instances share one row (`instance_packing.py`).
 
 Differences from the original, on purpose: each chunk draws its own target length (the original
 draws one per document), and a NotNext B never puts the chunk's unused sentences back, because the
@@ -29,6 +30,7 @@ import grain
 import numpy as np
 
 from bert_jax.config import InputError
+from bert_jax.data.instance_packing import PackedInstances
 from bert_jax.data.packing import full_sentence_pieces, index_packs
 from bert_jax.data.tokenizer import DEFAULT_SPECIAL_IDS, SpecialIds
 
@@ -40,6 +42,7 @@ OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm")
 INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
 
 _FEATURE_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels")
+_PACKED_PREFETCH = 4  # packed batches built ahead in a background thread when there are no workers
 _MASK_SEED_DOMAIN = 0x6D61736B  # "mask": keeps mask seeds apart from other hashes of the same numbers
 
 
@@ -296,7 +299,8 @@ class _ProcessRows(grain.MapDataset):
         return f"_ProcessRows(process {self._index} of {self._count}, {self._rows} rows)"
 
 
-def _check_options(source, objective: str, instance_format: str) -> None:
+def _check_options(source, objective: str, instance_format: str, pack_sequences: bool = False,
+                   max_instances_per_pack: int = 1) -> None:
     if objective not in OBJECTIVES:
         raise InputError(f"config.objective={objective!r} is not one of {OBJECTIVES}.")
     if instance_format not in INSTANCE_FORMATS:
@@ -305,6 +309,12 @@ def _check_options(source, objective: str, instance_format: str) -> None:
         raise InputError(f"config.data.instance_format='full_sentences' packs sentences across documents, so it "
                          f"has no sentence pairs for config.objective={objective!r}; use config.objective='mlm' "
                          "with it, or config.data.instance_format='sentence_pairs' for NSP or SOP.")
+    if pack_sequences and instance_format != "sentence_pairs":
+        raise InputError("config.data.pack_sequences packs sentence-pair instances, but "
+                         f"config.data.instance_format is {instance_format!r}, whose rows are already full; "
+                         "turn pack_sequences off.")
+    if pack_sequences and max_instances_per_pack < 1:
+        raise InputError(f"config.data.max_instances_per_pack must be at least 1, got {max_instances_per_pack}.")
     if objective == "mlm_nsp" and len(source) < 2:
         raise InputError(f"next-sentence prediction needs at least 2 documents, the split has {len(source)}; "
                          "give more text with blank lines between documents.")
@@ -315,7 +325,8 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
                               process_index: int = 0, process_count: int = 1, num_workers: int = 0,
                               objective: str = "mlm_nsp", instance_format: str = "sentence_pairs",
                               dynamic_masking: bool = True, dupe_factor: int = 10,
-                              special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> grain.DatasetIterator:
+                              special_ids: SpecialIds = DEFAULT_SPECIAL_IDS, pack_sequences: bool = False,
+                              max_instances_per_pack: int = 3) -> grain.DatasetIterator:
     """Endless (or `num_epochs`) batches for this process, resumable with get_state/set_state.
 
     Instances are chunks of `index_instances` ('sentence_pairs') or packs of `index_packs`
@@ -327,8 +338,16 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
     process. `special_ids` are the tokenizer's [CLS]/[SEP]/[PAD]. Yields {'input_ids', 'segment_ids',
     'attention_mask': int32 [batch, seq],
     'next_sentence_labels', 'mask_seeds': int32 [batch]}.
+
+    With `pack_sequences`, up to `max_instances_per_pack` (K) whole instances share each row and
+    batches hold `instance_packing.PACKED_FEATURE_KEYS`: 'input_ids', 'segment_ids', 'attention_mask'
+    (k-th instance k, padding 0), 'position_ids': int32 [batch, seq]; 'pair_positions',
+    'next_sentence_labels': int32 and 'pair_weights': float32 [batch, K]; 'mask_seeds': int32 [batch].
+    Then process `i` packs its own instances, those at positions `i::process_count` of the stream:
+    processes stay disjoint and together complete, but the global batch depends on the process count
+    (and on `num_workers`, as each worker packs a slice of the process's instances).
     """
-    _check_options(source, objective, instance_format)
+    _check_options(source, objective, instance_format, pack_sequences, max_instances_per_pack)
     if not dynamic_masking and dupe_factor < 1:
         raise InputError(f"config.masking.dupe_factor must be at least 1 for static masking, got {dupe_factor}.")
     build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
@@ -342,8 +361,15 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
         dataset = dataset.map_with_index(_DynamicMaskSeeds(seed, len(build)))
     else:
         dataset = dataset.map_with_index(_StaticInstances(build, seed, dupe_factor))
-    dataset = _ProcessRows(dataset, process_index, process_count, batch_size)
-    dataset = dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
+    if pack_sequences:
+        dataset = PackedInstances(dataset[process_index::process_count], max_seq_length=max_seq_length,
+                                  max_instances_per_pack=max_instances_per_pack, pad_id=special_ids.pad)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+        if num_workers == 0:  # pack in a background thread, as the unpacked path reads in threads
+            dataset = grain.experimental.ThreadPrefetchIterDataset(dataset, prefetch_buffer_size=_PACKED_PREFETCH)
+    else:
+        dataset = _ProcessRows(dataset, process_index, process_count, batch_size)
+        dataset = dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
     if num_workers > 0:
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return iter(dataset)
