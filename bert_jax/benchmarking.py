@@ -32,7 +32,7 @@ import optax
 from bert_jax import config as config_lib
 from bert_jax import interop, masking, model_stats, optim, parallel, train
 from bert_jax.data import corpus as corpus_lib
-from bert_jax.data import pretraining
+from bert_jax.data import instance_packing, pretraining
 from bert_jax.data.tokenizer import DEFAULT_SPECIAL_IDS, SPECIAL_TOKENS
 
 BASELINES = ("none", "hf_torch", "hf_flax")
@@ -144,6 +144,25 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, *, padding_f
     return {"input_ids": input_ids, "segment_ids": segment_ids, "attention_mask": attention_mask,
             "next_sentence_labels": rng.integers(0, 2, size=batch_size).astype(np.int32),
             "mask_seeds": np.arange(batch_size, dtype=np.int32)}
+
+
+def synthetic_packed_batch(batch_size: int, seq_len: int, vocab_size: int, *, max_instances_per_pack: int,
+                           padding_fraction: float = 0.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """Packed rows of `max_instances_per_pack` (K) equal `synthetic_batch` pairs, the last `padding_fraction` padded.
+
+    Returns what `make_pretraining_iterator(pack_sequences=True)` yields: int32 `input_ids`,
+    `segment_ids`, `attention_mask` (instance ids), `position_ids` [batch, seq], `pair_positions`,
+    `next_sentence_labels` and float32 `pair_weights` [batch, K], int32 `mask_seeds` [batch].
+    """
+    length = (seq_len - round(padding_fraction * seq_len)) // max_instances_per_pack  # tokens per instance
+    if not 0.0 <= padding_fraction < 1.0 or length < 3:
+        raise config_lib.InputError(f"--padding_fraction={padding_fraction} leaves {length} real tokens for each of "
+                                    f"{max_instances_per_pack} instances in {seq_len}; keep at least 3 per instance.")
+    pairs = synthetic_batch(batch_size * max_instances_per_pack, length, vocab_size, seed=seed)
+    instances = [{key: value[i] for key, value in pairs.items()} for i in range(batch_size * max_instances_per_pack)]
+    rows = [instance_packing.pack_row(instances[r * max_instances_per_pack:(r + 1) * max_instances_per_pack], seq_len,
+                                      max_instances_per_pack, DEFAULT_SPECIAL_IDS.pad) for r in range(batch_size)]
+    return {key: np.stack([row[key] for row in rows]) for key in instance_packing.PACKED_FEATURE_KEYS}
 
 
 def time_steps(run_step: Callable[[], None], steps: int, warmup_steps: int) -> list[float]:

@@ -235,3 +235,14 @@ def test_packed_iterator_with_grain_workers_resumes(sources):
         batch = next(resumed)
         for key in instance_packing.PACKED_FEATURE_KEYS:
             np.testing.assert_array_equal(batch[key], expected[key])
+
+
+def test_synthetic_packed_batch_follows_the_contract():
+    from bert_jax import benchmarking
+    batch = benchmarking.synthetic_packed_batch(3, 64, 100, max_instances_per_pack=3, padding_fraction=0.25, seed=1)
+    assert set(batch) == set(instance_packing.PACKED_FEATURE_KEYS)
+    for row in range(3):
+        assert _check_packed_row({key: value[row] for key, value in batch.items()}, 64, 3) == 3
+    assert pretraining.padding_fraction([batch]) == pytest.approx(1 - 3 * 16 / 64)
+    with pytest.raises(InputError, match="padding_fraction"):
+        benchmarking.synthetic_packed_batch(1, 16, 100, max_instances_per_pack=8)
