@@ -11,14 +11,21 @@ forward matmuls), the convention of MFU figures:
 
 with L layers, hidden H, intermediate I, embedding width E, vocabulary V, sequence length S and P =
 max_predictions_per_seq. Embedding lookups, LayerNorm, softmax and biases are left out, as usual.
+
+Per-device memory under FSDP applies `parallel.state_shardings` (the rule the trainer uses) to the abstract
+train state on an AbstractMesh, so it can be asked for 8 devices on a machine with one.
 """
 
 from __future__ import annotations
 
-import jax
-from flax import nnx
+import math
 
-from bert_jax import heads
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import AbstractMesh
+
+from bert_jax import heads, optim, parallel
 from bert_jax import model as model_lib
 
 _BYTES_PER_PARAM = 4  # float32 parameters
@@ -29,11 +36,16 @@ def _count(tree) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(tree))
 
 
-def parameter_breakdown(config) -> dict[str, int]:
-    """Parameters of the pretraining model for `config`, by part (shared layers counted once)."""
+def _abstract_params(config) -> nnx.State:
+    """The pretraining model's nnx.Param state for `config`, as ShapeDtypeStructs."""
     model = nnx.eval_shape(lambda: heads.BertForPreTraining(
         model_lib.BertConfig.from_config(config.model), objective=config.objective, rngs=nnx.Rngs(0)))
-    params = nnx.state(model, nnx.Param)
+    return nnx.state(model, nnx.Param)
+
+
+def parameter_breakdown(config) -> dict[str, int]:
+    """Parameters of the pretraining model for `config`, by part (shared layers counted once)."""
+    params = _abstract_params(config)
     encoder = params["bert"]
     layers = encoder["layer_groups"] if "layer_groups" in encoder else encoder["layers"]
     parts = {
@@ -69,3 +81,23 @@ def memory_bytes(num_params: int) -> dict[str, int]:
     params = num_params * _BYTES_PER_PARAM
     optimizer = num_params * _BYTES_PER_PARAM * _ADAM_MOMENTS
     return {"param_bytes": params, "optimizer_bytes": optimizer, "param_and_optimizer_bytes": params + optimizer}
+
+
+def per_device_memory_bytes(config, fsdp: int | None = None) -> dict[str, int]:
+    """Bytes of parameters and optimizer state that one device holds with the fsdp size `fsdp` (default
+    `config.mesh.fsdp`): the real train state of `config` (its optimizer, its dtypes), sharded by the
+    trainer's rule. Gradients and activations come on top during the step; the 'data' size does not matter.
+    """
+    fsdp = int(config.mesh.fsdp if fsdp is None else fsdp)
+    params = _abstract_params(config)
+    opt_state = jax.eval_shape(optim.make_optimizer(config.train).init, params)
+    mesh = AbstractMesh((1, fsdp), (parallel.DATA_AXIS, parallel.FSDP_AXIS))
+
+    def shard_bytes(tree) -> int:
+        leaves, shardings = jax.tree.leaves(tree), jax.tree.leaves(parallel.state_shardings(tree, mesh))
+        return sum(math.prod(sharding.shard_shape(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
+                   for leaf, sharding in zip(leaves, shardings, strict=True))
+
+    param_bytes, optimizer_bytes = shard_bytes(params), shard_bytes(opt_state)
+    return {"fsdp": fsdp, "param_bytes_per_device": param_bytes, "optimizer_bytes_per_device": optimizer_bytes,
+            "param_and_optimizer_bytes_per_device": param_bytes + optimizer_bytes}

@@ -1,11 +1,15 @@
-"""Device mesh and shardings: the batch is split over the 'data' axis, parameters are replicated.
+"""Device mesh and shardings: a ('data', 'fsdp') mesh; the batch is split over both axes, parameters and
+optimizer state over 'fsdp' (ZeRO-3 style) and replicated over 'data'.
 
 jit + NamedSharding (not pmap): the same program runs on 1 CPU, 8 fake CPU devices, a GPU box or a TPU
-pod slice, and each process hands over only its own rows of the global batch.
+pod slice, and each process hands over only its own rows of the global batch. The sharding of the state
+is stated once, at the jit boundary (`state_shardings`); XLA's SPMD partitioner inserts the all-gathers
+of a layer's weights before it is used and the reduce-scatters of its gradients.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -15,6 +19,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bert_jax.config import InputError
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+# Arrays smaller than this stay replicated under FSDP: biases and LayerNorm scales are a rounding error of
+# the memory, and gathering each of them would cost one more small collective per layer.
+FSDP_MIN_SIZE = 2**14
 
 
 def initialize_distributed(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
@@ -41,22 +49,73 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
 
 
 def make_mesh(mesh_config) -> Mesh:
-    """A 1-D mesh over the 'data' axis; `mesh_config.data` of -1 takes every device."""
-    devices = jax.devices()
-    size = len(devices) if mesh_config.data == -1 else int(mesh_config.data)
-    if size <= 0 or size > len(devices):
-        raise InputError(f"config.mesh.data={mesh_config.data} but {len(devices)} devices are available; "
-                         "use -1 for all devices or a count up to that.")
-    return Mesh(np.asarray(devices[:size]), (DATA_AXIS,))
+    """The ('data', 'fsdp') mesh of `mesh_config`: fsdp = `mesh_config.fsdp` (1 when absent, as in the configs
+    stored by older runs), data = `mesh_config.data`, or every device not used by fsdp when it is -1.
+
+    A plain reshape of the devices ordered by (process, id), with 'fsdp' the minor axis: each fsdp group is
+    consecutive devices, so on several hosts it stays within one host whenever fsdp divides the devices per
+    host, and the per-layer all-gathers run over the fast local links (NVLink, ICI) while only the
+    gradient reduction over 'data' crosses hosts. `mesh_utils.create_device_mesh` is not used: it orders
+    TPU chips by physical topology, which can spread a group over hosts, and on CPU/GPU it is this reshape.
+    One process may use fewer devices than it has (the first data x fsdp); several processes must use all.
+    """
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    fsdp, data = int(getattr(mesh_config, "fsdp", 1)), int(mesh_config.data)
+    if fsdp < 1:
+        raise InputError(f"config.mesh.fsdp must be at least 1 (1: no sharding), got {fsdp}.")
+    if data == -1 and len(devices) % fsdp:
+        raise InputError(f"config.mesh.fsdp={fsdp} does not divide the {len(devices)} devices available (with "
+                         f"config.mesh.data=-1, data takes every device not used by fsdp); use an fsdp that "
+                         f"divides {len(devices)}, or set config.mesh.data so that data x fsdp <= {len(devices)}.")
+    if data == -1:
+        data = len(devices) // fsdp
+    size = data * fsdp
+    if data <= 0 or size > len(devices):
+        requested = f"config.mesh.data={mesh_config.data}"
+        if fsdp > 1:
+            requested += f" x config.mesh.fsdp={fsdp} = {size} devices"
+        raise InputError(f"{requested} but {len(devices)} devices are available; use -1 for all devices"
+                         f"{' not used by fsdp' if fsdp > 1 else ''} or a count up to that.")
+    if jax.process_count() > 1 and size != len(devices):
+        raise InputError(f"config.mesh.data={data} x config.mesh.fsdp={fsdp} uses {size} of the {len(devices)} "
+                         f"devices of {jax.process_count()} processes; with several processes the mesh must use "
+                         f"them all: set config.mesh.data=-1.")
+    return Mesh(np.asarray(devices[:size]).reshape(data, fsdp), (DATA_AXIS, FSDP_AXIS))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) dimension split over the data axis, the rest replicated."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    """Leading (batch) dimension split over every device ('data' and 'fsdp'), the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec((DATA_AXIS, FSDP_AXIS)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> PartitionSpec:
+    """How one parameter or optimizer-state array of `shape` is split over an fsdp axis of size `fsdp`.
+
+    Arrays of at least FSDP_MIN_SIZE elements are split along their largest dimension that `fsdp` divides
+    (the first such on a tie); the rest, and everything when fsdp is 1, are replicated.
+    """
+    if fsdp == 1 or math.prod(shape) < FSDP_MIN_SIZE:
+        return PartitionSpec()
+    divisible = [dim for dim, length in enumerate(shape) if length % fsdp == 0]
+    if not divisible:
+        return PartitionSpec()
+    split = max(divisible, key=lambda dim: (shape[dim], -dim))
+    return PartitionSpec(*(FSDP_AXIS if dim == split else None for dim in range(len(shape))))
+
+
+def state_shardings(abstract_state, mesh):
+    """A NamedSharding for every leaf of `abstract_state` (arrays or ShapeDtypeStructs), by `fsdp_spec`.
+
+    The rule looks only at shapes, so an optimizer moment (Adam's mu and nu, LAMB's) gets the sharding of
+    its parameter; the step, the rng and scalar counts are replicated. `mesh` may be an AbstractMesh, to
+    reason about a device count this machine does not have.
+    """
+    fsdp = dict(mesh.shape).get(FSDP_AXIS, 1)
+    return jax.tree.map(lambda leaf: NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), fsdp)), abstract_state)
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "config.train.global_batch_size") -> int:

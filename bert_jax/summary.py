@@ -1,7 +1,8 @@
 """Parameter counts, training FLOPs per token and memory of a config, without building it for real.
 
-python -m bert_jax.summary --config=configs/albert_base.py
-Prints a table and, as the last line, one JSON object (config, total_params, encoder_params, ...).
+python -m bert_jax.summary --config=configs/albert_base.py [--config.mesh.fsdp=8]
+Prints a table and, as the last line, one JSON object (config, total_params, encoder_params, ...,
+param_and_optimizer_bytes_per_device for the config's mesh.fsdp).
 """
 
 import json
@@ -35,6 +36,7 @@ def main(argv):
     parts = model_stats.parameter_breakdown(config)
     flops = model_stats.training_flops_per_token(config)
     memory = model_stats.memory_bytes(parts["total_params"])
+    per_device = model_stats.per_device_memory_bytes(config)
     m = config.model
     sharing = f", {m.num_hidden_groups} shared group(s)" if m.num_hidden_groups else ""
     factor = f", embeddings {m.embedding_size} wide" if m.embedding_size else ""
@@ -49,7 +51,10 @@ def main(argv):
     print(f"  {'training FLOPs / token':<26}{flops:>15,.0f}  ({_human(flops)}FLOP)")
     print(f"  {'params + AdamW (float32)':<26}{memory['param_and_optimizer_bytes']:>15,}  "
           f"({memory['param_and_optimizer_bytes'] / 2**30:.2f} GiB)")
-    print(json.dumps({"config": name, **parts, "training_flops_per_token": flops, **memory}))
+    print(f"  {'  per device, fsdp=' + str(per_device['fsdp']):<26}"
+          f"{per_device['param_and_optimizer_bytes_per_device']:>15,}  "
+          f"({per_device['param_and_optimizer_bytes_per_device'] / 2**30:.2f} GiB)")
+    print(json.dumps({"config": name, **parts, "training_flops_per_token": flops, **memory, **per_device}))
 
 
 if __name__ == "__main__":

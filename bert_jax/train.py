@@ -68,7 +68,7 @@ def make_setup(config, mesh, *, masking_spec: masking.MaskingSpec, special_token
 
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config, seed)), nnx.Param)
     abstract = jax.eval_shape(init_state)
-    state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+    state_sharding = parallel.state_shardings(abstract, mesh)  # FSDP: big arrays split over 'fsdp'
     abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract, state_sharding)
     setup = Setup(graphdef=graphdef, optimizer=optimizer, masking_spec=masking_spec,
