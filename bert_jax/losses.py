@@ -28,20 +28,32 @@ def pair_task(objective: str) -> str | None:
 
 
 def pretraining_sums(mlm_logits, masked_lm_ids, masked_lm_weights, pair_logits, next_sentence_labels,
-                     example_weights, pair: str | None = "nsp") -> dict[str, jax.Array]:
+                     example_weights, pair: str | None = "nsp", pair_weights=None) -> dict[str, jax.Array]:
     """The additive statistics behind every pretraining metric of a batch.
 
-    mlm_logits [batch, P, vocab], masked_lm_ids / masked_lm_weights [batch, P], pair_logits [batch, 2]
-    (None without a pair task), next_sentence_labels [batch], example_weights [batch] (0 for padding
-    rows of an evaluation batch). `pair` names the pair task ('nsp' / 'sop') in the keys.
+    mlm_logits [batch, P, vocab], masked_lm_ids / masked_lm_weights [batch, P], example_weights [batch]
+    (0 for padding rows of an evaluation batch). `pair` names the pair task ('nsp' / 'sop') in the keys;
+    None: no pair task, pair_logits is None. Unpacked rows: pair_logits [batch, 2], next_sentence_labels
+    [batch]. Packed rows: pair_logits [batch, K, 2], next_sentence_labels and pair_weights [batch, K]
+    (1 for a real instance, 0 for an empty slot), so each instance counts once, as it would unpacked.
     """
     mlm_weights = masked_lm_weights * example_weights[:, None]
     mlm_loss_sum, mlm_count = weighted_cross_entropy(mlm_logits, masked_lm_ids, mlm_weights)
     mlm_correct, _ = weighted_correct(mlm_logits, masked_lm_ids, mlm_weights)
     sums = {"mlm_loss_sum": mlm_loss_sum, "mlm_correct": mlm_correct, "mlm_count": mlm_count}
     if pair is not None:
-        pair_loss_sum, pair_count = weighted_cross_entropy(pair_logits, next_sentence_labels, example_weights)
-        pair_correct, _ = weighted_correct(pair_logits, next_sentence_labels, example_weights)
+        if pair_logits.shape[:-1] != next_sentence_labels.shape:
+            raise ValueError(f"pair logits {pair_logits.shape} do not match next_sentence_labels "
+                             f"{next_sentence_labels.shape}: packed batches ([batch, K] labels) need the model "
+                             "called with pair_positions, unpacked ones ([batch] labels) without.")
+        weights = example_weights
+        if next_sentence_labels.ndim == 2:
+            if pair_weights is None:
+                raise ValueError("packed next_sentence_labels [batch, K] need pair_weights [batch, K] (1 for a "
+                                 "real instance, 0 for an empty slot).")
+            weights = example_weights[:, None] * pair_weights  # [batch, K]
+        pair_loss_sum, pair_count = weighted_cross_entropy(pair_logits, next_sentence_labels, weights)
+        pair_correct, _ = weighted_correct(pair_logits, next_sentence_labels, weights)
         sums.update({f"{pair}_loss_sum": pair_loss_sum, f"{pair}_correct": pair_correct, f"{pair}_count": pair_count})
     return sums
 

@@ -4,22 +4,40 @@ Follows google-research/bert `modeling.py` and HF's `BertModel` (so that paramet
 weights match them), with names from the paper. Pure computation: no flags, files or logging here.
 Parameters are float32; `dtype` is the compute dtype of the matmuls (bfloat16 on accelerators), while
 LayerNorm statistics and the attention softmax always run in float32.
+
+Packed rows (several instances in one row, MLPerf BERT) are told apart by `attention_mask`: 0 is
+padding and k >= 1 the k-th instance of the row; with `position_ids` given, a token attends only to
+the tokens of its own instance. The speed switches of `config.model` (attention kernel, layer scan,
+rematerialisation) change how the same function is computed, never the parameter tree.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import flax
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bert_jax.config import InputError
+
 _NEG_INF = -1e9  # additive attention bias for padding; finite so fully padded rows stay NaN-free
+
+CHECKPOINT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}  # config.model.remat_policy -> what the backward pass keeps of a layer ('none': no jax.checkpoint)
 
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-    """Encoder hyper-parameters with the names of the BERT paper and HF's BertConfig."""
+    """Encoder hyper-parameters with the names of the BERT paper and HF's BertConfig.
+
+    The last five fields are the speed switches documented in `bert_jax/config.py`; none changes the
+    function computed or the parameters.
+    """
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -36,6 +54,22 @@ class BertConfig:
     dtype: str = "float32"
     embedding_size: int = 0  # ALBERT's factorized embeddings; 0 = hidden_size (no factorization)
     num_hidden_groups: int = 0  # ALBERT's cross-layer sharing; 0 = every layer has its own weights
+    attention_impl: str = "xla"  # 'xla' | 'dot_product' | 'cudnn'
+    vocab_pad_multiple: int = 128  # the MLM output matmul's vocabulary is padded to a multiple of this
+    scan_layers: bool = False  # unshared layers in one jax.lax.scan instead of a Python loop
+    remat_policy: str = "none"  # 'none' or a key of CHECKPOINT_POLICIES
+    gather_masked_positions: bool = True  # the MLM head runs on the masked positions only
+
+    def __post_init__(self):
+        if self.attention_impl not in ("xla", "dot_product", "cudnn"):
+            raise ValueError(f"attention_impl={self.attention_impl!r} is not one of 'xla', 'dot_product', 'cudnn'.")
+        if self.remat_policy != "none" and self.remat_policy not in CHECKPOINT_POLICIES:
+            raise ValueError(f"remat_policy={self.remat_policy!r} is not 'none' or one of "
+                             f"{tuple(CHECKPOINT_POLICIES)}.")
+        if self.attention_impl != "xla" and self.attention_probs_dropout_prob:
+            raise InputError(f"attention_impl={self.attention_impl!r} has no attention dropout, but "
+                             f"attention_probs_dropout_prob is {self.attention_probs_dropout_prob}; set it to 0.0 "
+                             "or use attention_impl='xla'.")
 
     @classmethod
     def from_config(cls, model_config) -> "BertConfig":
@@ -95,12 +129,14 @@ class BertEmbeddings(nnx.Module):
         self.projection = make_dense(config, width, config.hidden_size, rngs) if config.factorized else None
         self.dtype = config.compute_dtype
 
-    def __call__(self, input_ids, segment_ids, *, deterministic: bool, rngs: nnx.Rngs | None):
-        seq_length = input_ids.shape[1]
+    def __call__(self, input_ids, segment_ids, *, position_ids=None, deterministic: bool, rngs: nnx.Rngs | None):
+        """position_ids [batch, seq]: each token's position in its own instance (packed rows); None: 0..seq-1."""
+        if position_ids is None:
+            positions = self.position_embeddings(jnp.arange(input_ids.shape[1]))[None]  # [1, seq, width]
+        else:
+            positions = self.position_embeddings(position_ids)  # [batch, seq, width]
         # [batch, seq, embedding_width]
-        embeddings = (self.word_embeddings(input_ids)
-                      + self.position_embeddings(jnp.arange(seq_length))[None]
-                      + self.token_type_embeddings(segment_ids))
+        embeddings = self.word_embeddings(input_ids) + positions + self.token_type_embeddings(segment_ids)
         embeddings = self.layer_norm(embeddings)
         embeddings = self.dropout(embeddings, deterministic=deterministic, rngs=rngs).astype(self.dtype)
         if self.projection is not None:
@@ -108,8 +144,72 @@ class BertEmbeddings(nnx.Module):
         return embeddings
 
 
+@flax.struct.dataclass
+class AttentionMask:
+    """Which keys each query may see, in the form the configured attention kernel takes.
+
+    'xla' takes an additive `bias`; `jax.nn.dot_product_attention` ('dot_product', 'cudnn') takes
+    sequence lengths for suffix padding (so cuDNN can skip the padded blocks) and a boolean `mask` for
+    packed rows. Unused fields are None.
+    """
+
+    bias: jax.Array | None = None  # [batch, 1, 1 or seq, seq] float32: 0 visible, -1e9 hidden
+    mask: jax.Array | None = None  # [batch, 1, seq, seq] bool: True where query i may attend key j
+    seq_lengths: jax.Array | None = None  # [batch] int32: the real tokens of each row (a prefix)
+
+
+def attention_bias_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """[batch, seq] 1/0 mask -> [batch, 1, 1, seq] float32 additive bias that hides padding keys."""
+    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, _NEG_INF).astype(jnp.float32)
+
+
+def same_instance(attention_mask: jax.Array) -> jax.Array:
+    """Packed rows' [batch, seq] instance ids -> [batch, 1, seq, seq] bool: query and key in the same instance.
+
+    Real tokens see only their own instance (never padding, id 0); padding queries see only padding,
+    so that no row of the attention matrix is empty. Their outputs are never used.
+    """
+    return (attention_mask[:, :, None] == attention_mask[:, None, :])[:, None]
+
+
+def make_attention_mask(attention_mask: jax.Array, *, packed: bool, attention_impl: str) -> AttentionMask:
+    """attention_mask [batch, seq] (0 padding, k >= 1 instance k) -> the AttentionMask for `attention_impl`."""
+    if attention_impl == "xla":
+        if packed:
+            return AttentionMask(bias=jnp.where(same_instance(attention_mask), 0.0, _NEG_INF).astype(jnp.float32))
+        return AttentionMask(bias=attention_bias_from_mask(attention_mask))
+    if packed:
+        return AttentionMask(mask=same_instance(attention_mask))
+    # Unpacked padding is a suffix, so a length says it all. At least 1: an all-padding row (the filler
+    # rows of an evaluation batch) must not be fully masked, or cuDNN's softmax would divide by zero.
+    lengths = jnp.maximum(jnp.sum(attention_mask > 0, axis=-1), 1).astype(jnp.int32)
+    return AttentionMask(seq_lengths=lengths)
+
+
+def fused_attention(query, key, value, attention: AttentionMask, implementation: str) -> jax.Array:
+    """`jax.nn.dot_product_attention` on [batch, seq, heads, head_dim]: 'dot_product' (XLA) or 'cudnn'.
+
+    Like the 'xla' path, the scores and softmax are float32 and the probabilities are cast to the compute
+    dtype before multiplying the values.
+    """
+    if implementation == "cudnn":
+        if jax.default_backend() != "gpu":
+            raise InputError(
+                f"config.model.attention_impl='cudnn' runs cuDNN's flash attention, which needs an NVIDIA GPU, "
+                f"but JAX is running on {jax.default_backend()!r}; use attention_impl='dot_product' (the same "
+                "fused attention through XLA, any device) or 'xla'.")
+        if query.dtype not in (jnp.bfloat16, jnp.float16):
+            raise InputError(
+                f"config.model.attention_impl='cudnn' needs a 16-bit compute dtype, but config.model.dtype is "
+                f"{query.dtype.name!r}; set config.model.dtype='bfloat16' or use attention_impl='dot_product'.")
+    return jax.nn.dot_product_attention(
+        query, key, value, bias=attention.bias, mask=attention.mask, query_seq_lengths=attention.seq_lengths,
+        key_value_seq_lengths=attention.seq_lengths,
+        implementation="cudnn" if implementation == "cudnn" else None)
+
+
 class BertSelfAttention(nnx.Module):
-    """Multi-head self-attention with an additive padding mask, and its output projection."""
+    """Multi-head self-attention over the keys an AttentionMask allows, and its output projection."""
 
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
         hidden = config.hidden_size
@@ -120,18 +220,26 @@ class BertSelfAttention(nnx.Module):
         self.value = make_dense(config, hidden, hidden, rngs)
         self.output = make_dense(config, hidden, hidden, rngs)
         self.dropout = nnx.Dropout(config.attention_probs_dropout_prob)
+        self.attention_impl = config.attention_impl
 
-    def __call__(self, hidden_states, attention_bias, *, deterministic: bool, rngs: nnx.Rngs | None):
+    def __call__(self, hidden_states, attention: AttentionMask | jax.Array, *, deterministic: bool,
+                 rngs: nnx.Rngs | None):
+        """`attention`: an AttentionMask from `make_attention_mask`, or a bare additive bias array."""
+        if not isinstance(attention, AttentionMask):
+            attention = AttentionMask(bias=attention)
         batch, seq_length, _ = hidden_states.shape
         split = lambda x: x.reshape(batch, seq_length, self.num_heads, self.head_dim)
         query = split(self.query(hidden_states))  # [batch, seq, heads, head_dim]
         key = split(self.key(hidden_states))
         value = split(self.value(hidden_states))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-        scores = scores / jnp.sqrt(jnp.float32(self.head_dim)) + attention_bias  # [batch, heads, q, k]
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = self.dropout(probs, deterministic=deterministic, rngs=rngs).astype(value.dtype)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, seq, heads, head_dim]
+        if self.attention_impl == "xla":
+            scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+            scores = scores / jnp.sqrt(jnp.float32(self.head_dim)) + attention.bias  # [batch, heads, q, k]
+            probs = jax.nn.softmax(scores, axis=-1)
+            probs = self.dropout(probs, deterministic=deterministic, rngs=rngs).astype(value.dtype)
+            context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, seq, heads, head_dim]
+        else:
+            context = fused_attention(query, key, value, attention, self.attention_impl)
         return self.output(context.reshape(batch, seq_length, self.num_heads * self.head_dim))
 
 
@@ -148,13 +256,36 @@ class BertLayer(nnx.Module):
         self.activation = get_activation(config.hidden_act)
         self.dtype = config.compute_dtype
 
-    def __call__(self, hidden_states, attention_bias, *, deterministic: bool, rngs: nnx.Rngs | None):
-        attention_output = self.attention(hidden_states, attention_bias, deterministic=deterministic, rngs=rngs)
+    def __call__(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None):
+        attention_output = self.attention(hidden_states, attention, deterministic=deterministic, rngs=rngs)
         attention_output = self.dropout(attention_output, deterministic=deterministic, rngs=rngs)
         hidden_states = self.attention_layer_norm(hidden_states + attention_output).astype(self.dtype)
         intermediate = self.activation(self.intermediate(hidden_states))  # [batch, seq, intermediate]
         layer_output = self.dropout(self.output(intermediate), deterministic=deterministic, rngs=rngs)
         return self.output_layer_norm(hidden_states + layer_output).astype(self.dtype)
+
+
+def functional_layer(graphdef, *, deterministic: bool, remat_policy: str = "none"):
+    """`apply(layer_state, hidden_states, attention, dropout_key) -> hidden_states`, a pure function of a
+    BertLayer's state, for `jax.lax.scan` bodies; wrapped in `jax.checkpoint` unless remat_policy is 'none'.
+    """
+
+    def apply(state, hidden_states, attention, dropout_key):
+        layer = nnx.merge(graphdef, state)
+        layer_rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
+        return layer(hidden_states, attention, deterministic=deterministic, rngs=layer_rngs)
+
+    if remat_policy == "none":
+        return apply
+    # Inside a scan XLA cannot merge the recomputation into the forward pass, so CSE prevention only costs.
+    return jax.checkpoint(apply, policy=CHECKPOINT_POLICIES[remat_policy], prevent_cse=False)
+
+
+def dropout_keys(rngs: nnx.Rngs | None, count: int, deterministic: bool) -> jax.Array:
+    """One dropout key per scanned layer, so no two layers draw the same masks ([count] zeros when unused)."""
+    if deterministic:
+        return jnp.zeros((count,), jnp.uint32)
+    return jax.random.split(rngs.dropout(), count)
 
 
 class BertPooler(nnx.Module):
@@ -163,13 +294,13 @@ class BertPooler(nnx.Module):
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
         self.dense = make_dense(config, config.hidden_size, config.hidden_size, rngs)
 
-    def __call__(self, sequence_output):
-        return jnp.tanh(self.dense(sequence_output[:, 0]))  # [batch, hidden]
-
-
-def attention_bias_from_mask(attention_mask: jax.Array) -> jax.Array:
-    """[batch, seq] 1/0 mask -> [batch, 1, 1, seq] float32 additive bias that hides padding keys."""
-    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, _NEG_INF).astype(jnp.float32)
+    def __call__(self, sequence_output, cls_positions=None):
+        """[batch, hidden] from position 0; with cls_positions [batch, K] (packed rows' [CLS] tokens),
+        [batch, K, hidden]."""
+        if cls_positions is None:
+            return jnp.tanh(self.dense(sequence_output[:, 0]))
+        cls_hidden = jnp.take_along_axis(sequence_output, cls_positions[:, :, None], axis=1)  # [batch, K, hidden]
+        return jnp.tanh(self.dense(cls_hidden))
 
 
 class SharedLayerGroup(nnx.Module):
@@ -182,21 +313,19 @@ class SharedLayerGroup(nnx.Module):
     def __init__(self, config: BertConfig, num_repeats: int, *, rngs: nnx.Rngs):
         self.layer = BertLayer(config, rngs=rngs)
         self.num_repeats = num_repeats
+        self.remat_policy = config.remat_policy
 
-    def __call__(self, hidden_states, attention_bias, *, deterministic: bool, rngs: nnx.Rngs | None,
+    def __call__(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None,
                  collect: bool = False):
         """The group's output; with `collect`, also each repeat's output [num_repeats, batch, seq, hidden]."""
         graphdef, state = nnx.split(self.layer)
-        # One dropout key per repeat, so repeated applications do not reuse the same dropout masks.
-        keys = (jnp.zeros((self.num_repeats,), jnp.uint32) if deterministic
-                else jax.random.split(rngs.dropout(), self.num_repeats))
+        apply = functional_layer(graphdef, deterministic=deterministic, remat_policy=self.remat_policy)
 
         def body(carry, key):
-            layer = nnx.merge(graphdef, state)
-            layer_rngs = None if deterministic else nnx.Rngs(dropout=key)
-            output = layer(carry, attention_bias, deterministic=deterministic, rngs=layer_rngs)
+            output = apply(state, carry, attention, key)
             return output, (output if collect else None)
 
+        keys = dropout_keys(rngs, self.num_repeats, deterministic)
         hidden_states, per_repeat = jax.lax.scan(body, hidden_states, keys)
         return (hidden_states, per_repeat) if collect else hidden_states
 
@@ -204,10 +333,11 @@ class SharedLayerGroup(nnx.Module):
 class BertModel(nnx.Module):
     """The encoder: embeddings, `num_hidden_layers` transformer layers and the pooler (HF's BertModel).
 
-    Without sharing the layers are `layers.0 .. layers.{L-1}`. With ALBERT sharing
-    (`num_hidden_groups` = G > 0) they are `layer_groups.0 .. layer_groups.{G-1}`, each applied L/G
-    times in a row (HF's `int(i / (L / G))` assignment). `add_pooling_layer=False` drops the pooler for
-    objectives without a pair head (RoBERTa's MLM), so no parameter goes unused.
+    Without sharing the layers are `layers.0 .. layers.{L-1}` (also with `scan_layers`, which stacks
+    their weights only inside the computation). With ALBERT sharing (`num_hidden_groups` = G > 0) they
+    are `layer_groups.0 .. layer_groups.{G-1}`, each applied L/G times in a row (HF's `int(i / (L / G))`
+    assignment). `add_pooling_layer=False` drops the pooler for objectives without a pair head
+    (RoBERTa's MLM), so no parameter goes unused.
     """
 
     def __init__(self, config: BertConfig, *, add_pooling_layer: bool = True, rngs: nnx.Rngs):
@@ -221,19 +351,55 @@ class BertModel(nnx.Module):
             self.layers = nnx.List([BertLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
         self.pooler = BertPooler(config, rngs=rngs) if add_pooling_layer else None
 
-    def __call__(self, input_ids, segment_ids, attention_mask, *, deterministic: bool = True,
+    def __call__(self, input_ids, segment_ids, attention_mask, *, position_ids=None, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None):
-        """input_ids, segment_ids, attention_mask: [batch, seq] ints.
+        """input_ids, segment_ids, attention_mask: [batch, seq] ints; position_ids [batch, seq] for packed rows.
 
+        Without position_ids, attention_mask is 1 for tokens and 0 for (suffix) padding. With them the
+        rows are packed: attention_mask holds each token's instance (1, 2, ...; 0 = padding), attention
+        stays within an instance, and position_ids restart at 0 in each.
         Returns (sequence_output [batch, seq, hidden], pooled_output [batch, hidden] or None).
         """
-        hidden_states = self.embeddings(input_ids, segment_ids, deterministic=deterministic, rngs=rngs)
-        attention_bias = attention_bias_from_mask(attention_mask)
-        blocks = self.layer_groups if self.config.num_hidden_groups else self.layers
-        for block in blocks:
-            hidden_states = block(hidden_states, attention_bias, deterministic=deterministic, rngs=rngs)
+        hidden_states = self.embeddings(input_ids, segment_ids, position_ids=position_ids,
+                                        deterministic=deterministic, rngs=rngs)
+        attention = make_attention_mask(attention_mask, packed=position_ids is not None,
+                                        attention_impl=self.config.attention_impl)
+        if self.config.num_hidden_groups:
+            for group in self.layer_groups:
+                hidden_states = group(hidden_states, attention, deterministic=deterministic, rngs=rngs)
+        elif self.config.scan_layers:
+            hidden_states = self._scan_layers(hidden_states, attention, deterministic=deterministic, rngs=rngs)
+        else:
+            hidden_states = self._loop_layers(hidden_states, attention, deterministic=deterministic, rngs=rngs)
         pooled_output = self.pooler(hidden_states) if self.pooler is not None else None
         return hidden_states, pooled_output
+
+    def _loop_layers(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None):
+        """One copy of the layer per depth in the program; nnx.remat keeps the dropout stream of the plain loop."""
+        def apply(layer, hidden_states, attention, rngs):
+            return layer(hidden_states, attention, deterministic=deterministic, rngs=rngs)
+
+        if self.config.remat_policy != "none":
+            apply = nnx.remat(apply, policy=CHECKPOINT_POLICIES[self.config.remat_policy])
+        for layer in self.layers:
+            hidden_states = apply(layer, hidden_states, attention, rngs)
+        return hidden_states
+
+    def _scan_layers(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None):
+        """The layers in one `jax.lax.scan` over their states stacked here, so the program holds one layer
+        and the parameter tree keeps `layers.0 .. layers.{L-1}` (checkpoints, HF interop, fine-tuning)."""
+        graphdef, _ = nnx.split(self.layers[0])
+        # Every leaf [num_layers, ...]; the stack's gradient hands each layer its own slice back.
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(nnx.state(layer) for layer in self.layers))
+        apply = functional_layer(graphdef, deterministic=deterministic, remat_policy=self.config.remat_policy)
+
+        def body(carry, layer_inputs):
+            state, key = layer_inputs
+            return apply(state, carry, attention, key), None
+
+        keys = dropout_keys(rngs, len(self.layers), deterministic)
+        hidden_states, _ = jax.lax.scan(body, hidden_states, (stacked, keys))
+        return hidden_states
 
     def all_hidden_states(self, input_ids, segment_ids, attention_mask) -> list[jax.Array]:
         """[embedding output, layer 1 output, ..., layer L output], each [batch, seq, hidden] (no dropout).
@@ -241,15 +407,15 @@ class BertModel(nnx.Module):
         For feature extraction (the BERT paper's feature-based NER concatenates the last four).
         """
         hidden_states = self.embeddings(input_ids, segment_ids, deterministic=True, rngs=None)
-        attention_bias = attention_bias_from_mask(attention_mask)
+        attention = make_attention_mask(attention_mask, packed=False, attention_impl=self.config.attention_impl)
         outputs = [hidden_states]
         if self.config.num_hidden_groups:
             for group in self.layer_groups:
-                hidden_states, per_repeat = group(hidden_states, attention_bias, deterministic=True, rngs=None,
+                hidden_states, per_repeat = group(hidden_states, attention, deterministic=True, rngs=None,
                                                   collect=True)
                 outputs.extend(per_repeat[i] for i in range(per_repeat.shape[0]))
         else:
             for layer in self.layers:
-                hidden_states = layer(hidden_states, attention_bias, deterministic=True, rngs=None)
+                hidden_states = layer(hidden_states, attention, deterministic=True, rngs=None)
                 outputs.append(hidden_states)
         return outputs

@@ -84,10 +84,15 @@ def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, examp
     """Runs the pretraining model on a masked batch and returns the loss/accuracy sums."""
     model = nnx.merge(setup.graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
+    # Packed batches add position_ids, pair_positions and pair_weights (see BertForPreTraining); unpacked
+    # batches lack them, and the model takes its cheaper unpacked path.
     mlm_logits, pair_logits = model(masked.input_ids, batch["segment_ids"], batch["attention_mask"],
-                                    masked.masked_positions, deterministic=deterministic, rngs=rngs)
+                                    masked.masked_positions, position_ids=batch.get("position_ids"),
+                                    pair_positions=batch.get("pair_positions"), deterministic=deterministic,
+                                    rngs=rngs)
     return losses.pretraining_sums(mlm_logits, masked.masked_lm_ids, masked.masked_lm_weights, pair_logits,
-                                   batch["next_sentence_labels"], example_weights, pair=setup.pair_task)
+                                   batch["next_sentence_labels"], example_weights, pair=setup.pair_task,
+                                   pair_weights=batch.get("pair_weights"))
 
 
 def mask_batch(setup: Setup, batch, key) -> masking.MaskedBatch:
@@ -115,7 +120,8 @@ def step_key(state: TrainState) -> jax.Array:
 
 
 def make_train_step(setup: Setup, mesh, train_config):
-    """The jitted `train_step(state, batch) -> (state, metrics)`; state buffers are donated."""
+    """The jitted `train_step(state, batch) -> (state, metrics)`; state buffers are donated unless
+    `train_config.donate_state` is False (configs from before that field donate)."""
     schedule = optim.learning_rate_schedule(train_config)
     poison_steps = tuple(int(s) for s in train_config.debug_poison_steps)
 
@@ -146,7 +152,8 @@ def make_train_step(setup: Setup, mesh, train_config):
 
     batch_spec = parallel.batch_sharding(mesh)
     return jax.jit(train_step, in_shardings=(setup.state_sharding, batch_spec),
-                   out_shardings=(setup.state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
+                   out_shardings=(setup.state_sharding, parallel.replicated(mesh)),
+                   donate_argnums=(0,) if getattr(train_config, "donate_state", True) else ())
 
 
 def keep_if_finite(finite: jax.Array, updated, previous):
