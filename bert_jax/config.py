@@ -327,6 +327,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"config.model.attention_impl={m.attention_impl!r} has no attention dropout, but "
              f"config.model.attention_probs_dropout_prob is {m.attention_probs_dropout_prob}; set it to 0.0 "
              "(as MosaicBERT and ModernBERT do) or use attention_impl='xla'.")
+    _require(m.attention_impl != "cudnn" or m.dtype == "bfloat16",
+             "config.model.attention_impl='cudnn' runs in 16-bit only, but config.model.dtype is "
+             f"{m.dtype!r}; set config.model.dtype='bfloat16' or use attention_impl='dot_product'.")
     _require(m.vocab_pad_multiple >= 0,
              f"config.model.vocab_pad_multiple must be 0 (no padding) or positive, got {m.vocab_pad_multiple}.")
     _require(m.remat_policy in REMAT_POLICIES,

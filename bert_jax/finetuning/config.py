@@ -17,7 +17,10 @@ from bert_jax.config import InputError, check_against_schema
 _MODEL_FIELDS = {"hidden_dropout_prob": float, "attention_probs_dropout_prob": float, "dtype": str,
                  "vocab_size": int, "hidden_size": int, "num_hidden_layers": int, "num_attention_heads": int,
                  "intermediate_size": int, "max_position_embeddings": int, "embedding_size": int,
-                 "num_hidden_groups": int}
+                 "num_hidden_groups": int,
+                 # Speed switches (see bert_jax/config.py): a checkpoint pretrained with 'cudnn' attention
+                 # fine-tunes on a CPU with attention_impl='xla'.
+                 "attention_impl": str, "scan_layers": bool, "remat_policy": str}
 
 
 def default_config() -> ml_collections.ConfigDict:
