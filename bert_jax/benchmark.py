@@ -71,6 +71,9 @@ def _print_device(result: dict) -> None:
           + (f"; XLA flag sets: {result['xla_flag_sets']}" if result["xla_flag_sets"] else ""))
     print(f"  {'compile (lower + compile)':<30}{result['compile_seconds']:.2f} s")
     _print_timing(result, platform, result["steps"], result["warmup_steps"])
+    if result["switches"].get("data.pack_sequences"):
+        print(f"  {'packed instances':<30}{result['instances_per_second']:,.1f} instances/s (rows of "
+              f"max_instances_per_pack synthetic pairs)")
     print(f"  {'model FLOPs / step':<30}{result['model_flops_per_step'] / 1e9:,.2f} GFLOP  "
           f"(model_stats.training_flops_per_token x batch x seq)")
     print(f"  {'achieved':<30}{_rate(result['achieved_tflops'] * 1e12, platform)}, "

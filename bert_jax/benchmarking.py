@@ -225,8 +225,13 @@ def benchmark_train_step(config, *, steps: int, warmup_steps: int, padding_fract
                                            first_random_id=_NUM_SPECIAL, vocab_size=vocab)
     setup, create_state = train.make_setup(config, mesh, masking_spec=spec, special_tokens=_NUM_SPECIAL,
                                            word_start_table=np.ones(vocab, bool))
-    host_batch = synthetic_batch(local_batch_size, seq_len, vocab, padding_fraction=padding_fraction,
-                                 seed=config.train.seed + jax.process_index())
+    packs = config.data.max_instances_per_pack if config.data.pack_sequences else 1
+    if packs > 1:
+        host_batch = synthetic_packed_batch(local_batch_size, seq_len, vocab, max_instances_per_pack=packs,
+                                            padding_fraction=padding_fraction, seed=config.train.seed + jax.process_index())
+    else:
+        host_batch = synthetic_batch(local_batch_size, seq_len, vocab, padding_fraction=padding_fraction,
+                                     seed=config.train.seed + jax.process_index())
     batch = parallel.to_global_batch(host_batch, parallel.batch_sharding(mesh))
     state = jax.block_until_ready(create_state())
 
@@ -248,7 +253,9 @@ def benchmark_train_step(config, *, steps: int, warmup_steps: int, padding_fract
             "num_devices": int(mesh.devices.size), "dtype": config.model.dtype, "compile_seconds": compile_seconds,
             **throughput(times, batch_size=batch_size, seq_len=seq_len, flops_per_step=flops,
                          device_kind=device.device_kind, dtype=config.model.dtype, num_devices=mesh.devices.size),
-            "model_flops_per_step": flops, "peak_memory_bytes": memory_bytes, "memory_source": memory_source}
+            "model_flops_per_step": flops, "peak_memory_bytes": memory_bytes, "memory_source": memory_source,
+            # With packing each row (a "sequence" above, as MLPerf counts them) holds `packs` instances.
+            "instances_per_second": batch_size * packs / float(np.median(times))}
 
 
 def measure_input_pipeline(config, workdir: str, *, seconds: float, num_workers: int) -> dict:
