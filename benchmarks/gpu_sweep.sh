@@ -39,7 +39,8 @@ for shape in "bert_base 256 128" "bert_large 128 128" "bert_large 32 512"; do
   bench python "${base[@]}" --config.model.scan_layers=true
   bench python "${base[@]}" --config.model.scan_layers=true --config.model.remat_policy=dots_with_no_batch_dims_saveable
   bench python "${base[@]}" --config.model.remat_policy=full
-  bench python "${base[@]}" --config.data.pack_sequences=true
+  predictions=$(( ((seq - 3) * 15 + 50) / 100 )); (( predictions < 20 )) && predictions=20  # 15% of a full row, >= the recipes' 20
+  bench python "${base[@]}" --config.data.pack_sequences=true --config.masking.max_predictions_per_seq="$predictions"
   for flags in latency_hiding no_command_buffers no_triton_gemm; do
     bench python "${base[@]}" --xla_flag_sets="$flags"
   done

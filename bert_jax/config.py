@@ -374,6 +374,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(not d.pack_sequences or d.instance_format == "sentence_pairs",
              "config.data.pack_sequences packs sentence-pair instances, but config.data.instance_format is "
              "'full_sentences', whose rows are already full; turn pack_sequences off.")
+    # A full packed row has at least [CLS] and two [SEP] that are never masked; masking.py takes round(rate * n).
+    full_row_predictions = round((d.max_seq_length - 3) * mk.mask_rate)
+    _require(not d.pack_sequences or mk.max_predictions_per_seq >= full_row_predictions,
+             f"config.data.pack_sequences fills rows of {d.max_seq_length} tokens, of which mask_rate "
+             f"{mk.mask_rate} selects up to {full_row_predictions}, but config.masking.max_predictions_per_seq is "
+             f"{mk.max_predictions_per_seq} per row; raise it to {full_row_predictions} (MLPerf uses 76 at 512) so "
+             "that packed instances are masked at the same rate as unpacked ones.")
     _require(d.max_instances_per_pack >= 1,
              f"config.data.max_instances_per_pack must be at least 1, got {d.max_instances_per_pack}.")
     _require(0.0 <= d.eval_fraction < 1.0, f"config.data.eval_fraction must be in [0, 1), got {d.eval_fraction}.")
