@@ -271,12 +271,9 @@ def measure_input_pipeline(config, workdir: str, *, seconds: float, num_workers:
     local_batch_size = config.train.global_batch_size // jax.process_count()
 
     def rate(workers: int) -> float:
-        iterator = pretraining.make_pretraining_iterator(
-            sources["train"], max_seq_length=config.data.max_seq_length, short_seq_prob=config.data.short_seq_prob,
-            batch_size=local_batch_size, seed=config.train.seed, process_index=jax.process_index(),
-            process_count=jax.process_count(), num_workers=workers, objective=config.objective,
-            instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
-            dupe_factor=config.masking.dupe_factor, special_ids=tokenizer.special_ids)
+        iterator = pretraining.iterator_from_config(
+            config, sources["train"], tokenizer.special_ids, local_batch_size, process_index=jax.process_index(),
+            process_count=jax.process_count(), num_workers=workers)
         warm_until = time.perf_counter() + seconds / 2  # workers start slowly: their first batches lag
         while time.perf_counter() < warm_until:
             next(iterator)

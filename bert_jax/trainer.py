@@ -33,7 +33,8 @@ from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pretraining
 from bert_jax.data import tokenizer as tokenizer_lib
 
-_TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels", "mask_seeds")
+_TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels", "mask_seeds",
+               "position_ids", "pair_positions", "pair_weights")  # the last three only in packed batches
 _SUMMED_SUFFIXES = ("_loss_sum", "_correct", "_count")
 
 
@@ -74,13 +75,8 @@ def _initial_state(config, setup, create_state, checkpointer) -> tuple[train.Tra
 
 def _train_iterator(config, source, tokenizer, local_batch_size: int, data_state):
     """This process's training batches, positioned where the restored run stopped."""
-    train_iter = pretraining.make_pretraining_iterator(
-        source, max_seq_length=config.data.max_seq_length, short_seq_prob=config.data.short_seq_prob,
-        batch_size=local_batch_size, seed=config.train.seed, process_index=jax.process_index(),
-        process_count=jax.process_count(), num_workers=config.data.num_workers, objective=config.objective,
-        instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
-        dupe_factor=config.masking.dupe_factor, special_ids=tokenizer.special_ids,
-        pack_sequences=config.data.pack_sequences, max_instances_per_pack=config.data.max_instances_per_pack)
+    train_iter = pretraining.iterator_from_config(config, source, tokenizer.special_ids, local_batch_size,
+                                                  process_index=jax.process_index(), process_count=jax.process_count())
     if data_state is not None:
         train_iter.set_state(data_state)
     return train_iter
@@ -131,8 +127,7 @@ def _adopt_init_checkpoint(config):
     if not config.data.tokenizer_model:
         config.data.tokenizer_model = checkpoint_lib.exported_tokenizer_path(config.train.init_checkpoint)
     config.data.tokenizer_vocab_size = min(config.data.tokenizer_vocab_size, config.model.vocab_size)
-    if config.data.max_seq_length > config.model.max_position_embeddings:
-        config.data.max_seq_length = config.model.max_position_embeddings
+    config.data.max_seq_length = min(config.data.max_seq_length, config.model.max_position_embeddings)
     logging.info("starting from %s: %s model, objective %s, tokenizer %s", config.train.init_checkpoint,
                  f"{config.model.num_hidden_layers}x{config.model.hidden_size}", config.objective,
                  config.data.tokenizer_model)

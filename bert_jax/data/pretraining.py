@@ -375,6 +375,19 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
     return iter(dataset)
 
 
+def iterator_from_config(config, source, special_ids: SpecialIds, batch_size: int, *, process_index: int,
+                         process_count: int, num_workers: int | None = None) -> grain.DatasetIterator:
+    """`make_pretraining_iterator` as a run's config asks for it: this process's `batch_size` rows
+    (training and the benchmark's pipeline measurement build it the same way)."""
+    return make_pretraining_iterator(
+        source, max_seq_length=config.data.max_seq_length, short_seq_prob=config.data.short_seq_prob,
+        batch_size=batch_size, seed=config.train.seed, process_index=process_index, process_count=process_count,
+        num_workers=config.data.num_workers if num_workers is None else num_workers, objective=config.objective,
+        instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
+        dupe_factor=config.masking.dupe_factor, special_ids=special_ids,
+        pack_sequences=config.data.pack_sequences, max_instances_per_pack=config.data.max_instances_per_pack)
+
+
 def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examples: int, seed: int = 0,
                       short_seq_prob: float = 0.1, objective: str = "mlm_nsp",
                       instance_format: str = "sentence_pairs",
