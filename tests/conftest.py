@@ -23,6 +23,11 @@ _WORDS = (
 ).split()
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: multi-process runs of a minute or more, left out of the default "
+                                       "command (run them with `python -m pytest -q tests -m slow`)")
+
+
 def make_documents(num_docs: int, seed: int) -> list[list[str]]:
     """Random English-like documents: 3-10 sentences of 5-13 words each."""
     rng = random.Random(seed)

@@ -86,6 +86,7 @@ def _assert_same(a, b, names=("loss", "mlm_loss", "mlm_accuracy", "nsp_accuracy"
             assert x[name] == pytest.approx(y[name], rel=1e-5, abs=1e-6), (x["step"], x["split"], name)
 
 
+@pytest.mark.slow  # two real processes, about a minute: `python -m pytest -q tests -m slow`
 def test_two_processes_match_one_and_checkpoints_cross_topologies(tmp_path, corpus_file, small_tokenizer, sources):
     single, multi, resumed = tmp_path / "single", tmp_path / "multi", tmp_path / "resumed"
     _run_single(_flags(corpus_file, small_tokenizer.model_path, single))

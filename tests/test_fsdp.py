@@ -177,6 +177,7 @@ def test_checkpoint_restores_across_fsdp_sizes(tmp_path):
     assert intermediate_kernel(state.params).sharding.spec == P(None, "fsdp")
 
 
+@pytest.mark.slow  # two real processes, about a minute: `python -m pytest -q tests -m slow`
 def test_two_processes_with_fsdp_match_one_without(tmp_path, corpus_file, small_tokenizer):
     """2 processes x 2 CPU devices, fsdp 2 (each fsdp group one process's devices) == 1 process x 4, fsdp 1."""
     wide = ["--config.model.hidden_size=128", "--config.model.intermediate_size=256"]  # kernels reach the minimum
