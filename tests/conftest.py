@@ -63,3 +63,35 @@ def sources(corpus_file, small_tokenizer, tmp_path_factory):
     """{'train', 'eval'} data sources of the corpus, 20% of documents held out."""
     data_dir = tmp_path_factory.mktemp("tfds")
     return corpus.build_corpus(corpus_file, "", 0.2, small_tokenizer, str(data_dir))
+
+
+def prepare_fake_tfds(data_dir, name, config, features, splits, version="1.0.0"):
+    """Prepares TFDS dataset `name` (`config`, or none) in array_record, laid out as the real builder
+    would lay it out, from `splits` {split: [feature dict]}: no network, no TensorFlow."""
+    import pathlib
+
+    import tensorflow_datasets as tfds
+
+    class Fake(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version(version)
+        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config)] if config else []
+
+        @tfds.core.utils.classproperty
+        @classmethod
+        def code_path(cls):
+            return pathlib.Path(__file__)
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(examples) for split, examples in splits.items()}
+
+        def _generate_examples(self, examples):
+            yield from enumerate(examples)
+
+    Fake.name = name
+    tfds.display_progress_bar(False)
+    Fake(data_dir=str(data_dir), file_format="array_record", **({"config": config} if config else {})
+         ).download_and_prepare()
+

@@ -10,11 +10,11 @@ import socket
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import make_documents, prepare_fake_tfds, write_corpus
 
 from bert_jax.config import InputError
 from bert_jax.data import corpus, sharded_corpus, tfds_text
 from bert_jax.data.tokenizer import load_tokenizer
-from conftest import make_documents, write_corpus
 
 DOCS_PER_SHARD = 40
 
@@ -167,33 +167,6 @@ def test_split_sentences():
     assert tfds_text.split_sentences("  \n\n ") == []
 
 
-def _prepare_tfds(data_dir, name, config, features, splits):
-    """Prepares `name/config` in array_record, laid out as the real builder would, from {split: [examples]}."""
-
-    class Fake(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        VERSION = tfds.core.Version("1.0.0")
-        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config)] if config else []
-
-        @tfds.core.utils.classproperty
-        @classmethod
-        def code_path(cls):
-            return pathlib.Path(__file__)
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
-
-        def _split_generators(self, dl_manager):
-            return {split: self._generate_examples(examples) for split, examples in splits.items()}
-
-        def _generate_examples(self, examples):
-            yield from enumerate(examples)
-
-    Fake.name = name
-    tfds.display_progress_bar(False)
-    Fake(data_dir=str(data_dir), file_format="array_record", **({"config": config} if config else {})
-         ).download_and_prepare()
-
-
 def _article(document) -> dict:
     """A wikipedia-like example: the title line, then paragraphs of sentences joined by spaces."""
     middle = len(document) // 2
@@ -205,11 +178,11 @@ def _article(document) -> dict:
 def tfds_data_dir(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds")
     text = {"title": tfds.features.Text(), "text": tfds.features.Text()}
-    _prepare_tfds(data_dir, "wikipedia", "20230601.en", text,
+    prepare_fake_tfds(data_dir, "wikipedia", "20230601.en", text,
                   {"train": [_article(d) for d in make_documents(50, seed=5)] + [{"title": "", "text": ""}],
                    "validation": [_article(d) for d in make_documents(6, seed=6)]})
-    _prepare_tfds(data_dir, "blank_text", None, text, {"train": [{"title": "t", "text": " \n "}] * 3})
-    _prepare_tfds(data_dir, "sentences_only", None, {"sentence": tfds.features.Text()},
+    prepare_fake_tfds(data_dir, "blank_text", None, text, {"train": [{"title": "t", "text": " \n "}] * 3})
+    prepare_fake_tfds(data_dir, "sentences_only", None, {"sentence": tfds.features.Text()},
                   {"train": [{"sentence": "One sentence."}]})
     return str(data_dir)
 

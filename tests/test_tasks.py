@@ -8,6 +8,7 @@ import socket
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import prepare_fake_tfds
 
 from bert_jax.config import InputError
 from bert_jax.data import tasks
@@ -301,31 +302,6 @@ def test_tfds_for_swag_points_to_local_files(tmp_path):
         load_examples(get_task("swag"), "train", tfds_data_dir=str(tmp_path))
 
 
-def _fake_tfds_dataset(data_dir, name, config, version, features, splits):
-    """Prepares `name/config` as the real builder would lay it out, from `splits` {split: [feature dict]}."""
-
-    class Fake(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        VERSION = tfds.core.Version(version)
-        BUILDER_CONFIGS = (tfds.core.BuilderConfig(name=config),)
-
-        @tfds.core.utils.classproperty
-        @classmethod
-        def code_path(cls):
-            return pathlib.Path(__file__)
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
-
-        def _split_generators(self, dl_manager):
-            return {split: self._generate_examples(examples) for split, examples in splits.items()}
-
-        def _generate_examples(self, examples):
-            yield from enumerate(examples)
-
-    Fake.name = name
-    Fake(data_dir=str(data_dir), config=config, file_format="array_record").download_and_prepare()
-
-
 def _glue_features(*text_features, label_names):
     return {**{name: tfds.features.Text() for name in text_features},
             "label": tfds.features.ClassLabel(names=label_names), "idx": np.int32}
@@ -336,29 +312,30 @@ def tfds_dir(tmp_path_factory):
     """A TFDS data dir with tiny glue/sst2, glue/rte (label order swapped), conll2003 and squad/v2.0."""
     data_dir = tmp_path_factory.mktemp("tfds")
     sst2 = _glue_features("sentence", label_names=["negative", "positive"])
-    _fake_tfds_dataset(data_dir, "glue", "sst2", "2.0.0", sst2,
-                       {"train": [{"sentence": "a gorgeous film", "label": 1, "idx": 7},
-                                  {"sentence": "dull", "label": 0, "idx": 8}],
-                        "test": [{"sentence": "héllo", "label": -1, "idx": 0}]})
-    _fake_tfds_dataset(data_dir, "glue", "rte", "2.0.0",
-                       _glue_features("sentence1", "sentence2", label_names=["not_entailment", "entailment"]),
-                       {"validation": [{"sentence1": "p", "sentence2": "h", "label": "entailment", "idx": 0}]})
+    prepare_fake_tfds(data_dir, "glue", "sst2", sst2,
+                      {"train": [{"sentence": "a gorgeous film", "label": 1, "idx": 7},
+                                 {"sentence": "dull", "label": 0, "idx": 8}],
+                       "test": [{"sentence": "héllo", "label": -1, "idx": 0}]}, version="2.0.0")
+    prepare_fake_tfds(data_dir, "glue", "rte",
+                      _glue_features("sentence1", "sentence2", label_names=["not_entailment", "entailment"]),
+                      {"validation": [{"sentence1": "p", "sentence2": "h", "label": "entailment", "idx": 0}]},
+                      version="2.0.0")
     conll = tfds.features.Sequence(tfds.features.ClassLabel(names=list(tasks.CONLL2003_TAGS)))
-    _fake_tfds_dataset(data_dir, "conll2003", "conll2003", "1.0.0",
-                       {"tokens": tfds.features.Sequence(tfds.features.Text()), "ner": conll},
-                       {"dev": [{"tokens": ["EU", "rejects"], "ner": ["B-ORG", "O"]},
-                                {"tokens": ["Peter"], "ner": ["B-PER"]}]})
+    prepare_fake_tfds(data_dir, "conll2003", "conll2003",
+                      {"tokens": tfds.features.Sequence(tfds.features.Text()), "ner": conll},
+                      {"dev": [{"tokens": ["EU", "rejects"], "ner": ["B-ORG", "O"]},
+                               {"tokens": ["Peter"], "ner": ["B-PER"]}]})
     answers = tfds.features.Sequence({"text": tfds.features.Text(), "answer_start": np.int32})
     squad_features = {"id": np.str_, "title": tfds.features.Text(), "context": tfds.features.Text(),
                       "plausible_answers": answers, "question": tfds.features.Text(), "is_impossible": np.bool_,
                       "answers": answers}
-    _fake_tfds_dataset(data_dir, "squad", "v2.0", "3.0.0", squad_features, {"validation": [
+    prepare_fake_tfds(data_dir, "squad", "v2.0", squad_features, {"validation": [
         {"id": "q1", "title": "T", "context": "Normandy is in France.", "question": "Where?", "is_impossible": False,
          "answers": {"text": ["France", "France"], "answer_start": [15, 15]},
          "plausible_answers": {"text": [], "answer_start": []}},
         {"id": "q2", "title": "T", "context": "Normandy is in France.", "question": "Who?", "is_impossible": True,
          "answers": {"text": [], "answer_start": []},
-         "plausible_answers": {"text": ["Normandy"], "answer_start": [0]}}]})
+         "plausible_answers": {"text": ["Normandy"], "answer_start": [0]}}]}, version="3.0.0")
     return str(data_dir)
 
 
