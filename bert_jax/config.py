@@ -292,6 +292,25 @@ def check_against_schema(config: ml_collections.ConfigDict, schema: ml_collectio
                              f"{expected.__name__}.")
 
 
+def check_attention_switches(attention_impl: str, attention_probs_dropout_prob: float, dtype: str) -> None:
+    """The attention kernel against the settings it cannot run with; `validate` and the model's own
+    BertConfig (which fine-tuning and exports build from stored configs) both ask here."""
+    _require(attention_impl in ATTENTION_IMPLS,
+             f"config.model.attention_impl={attention_impl!r} is not one of {ATTENTION_IMPLS}.")
+    _require(attention_impl == "xla" or attention_probs_dropout_prob == 0.0,
+             f"config.model.attention_impl={attention_impl!r} has no attention dropout, but "
+             f"config.model.attention_probs_dropout_prob is {attention_probs_dropout_prob}; set it to 0.0 "
+             "(as MosaicBERT and ModernBERT do) or use attention_impl='xla'.")
+    _require(attention_impl != "cudnn" or dtype == "bfloat16",
+             "config.model.attention_impl='cudnn' runs in 16-bit only, but config.model.dtype is "
+             f"{dtype!r}; set config.model.dtype='bfloat16' or use attention_impl='dot_product'.")
+
+
+def check_remat_policy(remat_policy: str) -> None:
+    _require(remat_policy in REMAT_POLICIES,
+             f"config.model.remat_policy={remat_policy!r} is not one of {REMAT_POLICIES}.")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks a config for values that cannot work and raises InputError naming the field and the fix."""
     check_against_schema(config, default_config(), "bert_jax/config.py")
@@ -321,19 +340,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"config.model.num_hidden_layers ({m.num_hidden_layers}).")
     _require(config.objective in _OBJECTIVES,
              f"config.objective={config.objective!r} is not one of {_OBJECTIVES}.")
-    _require(m.attention_impl in ATTENTION_IMPLS,
-             f"config.model.attention_impl={m.attention_impl!r} is not one of {ATTENTION_IMPLS}.")
-    _require(m.attention_impl == "xla" or m.attention_probs_dropout_prob == 0.0,
-             f"config.model.attention_impl={m.attention_impl!r} has no attention dropout, but "
-             f"config.model.attention_probs_dropout_prob is {m.attention_probs_dropout_prob}; set it to 0.0 "
-             "(as MosaicBERT and ModernBERT do) or use attention_impl='xla'.")
-    _require(m.attention_impl != "cudnn" or m.dtype == "bfloat16",
-             "config.model.attention_impl='cudnn' runs in 16-bit only, but config.model.dtype is "
-             f"{m.dtype!r}; set config.model.dtype='bfloat16' or use attention_impl='dot_product'.")
+    check_attention_switches(m.attention_impl, m.attention_probs_dropout_prob, m.dtype)
     _require(m.vocab_pad_multiple >= 0,
              f"config.model.vocab_pad_multiple must be 0 (no padding) or positive, got {m.vocab_pad_multiple}.")
-    _require(m.remat_policy in REMAT_POLICIES,
-             f"config.model.remat_policy={m.remat_policy!r} is not one of {REMAT_POLICIES}.")
+    check_remat_policy(m.remat_policy)
 
     mk = config.masking
     _require(mk.kind in _MASKING_KINDS, f"config.masking.kind={mk.kind!r} is not one of {_MASKING_KINDS}.")

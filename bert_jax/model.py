@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax.config import InputError
+from bert_jax import config as config_lib
 
 _NEG_INF = -1e9  # additive attention bias for padding; finite so fully padded rows stay NaN-free
 
@@ -61,15 +61,8 @@ class BertConfig:
     gather_masked_positions: bool = True  # the MLM head runs on the masked positions only
 
     def __post_init__(self):
-        if self.attention_impl not in ("xla", "dot_product", "cudnn"):
-            raise ValueError(f"attention_impl={self.attention_impl!r} is not one of 'xla', 'dot_product', 'cudnn'.")
-        if self.remat_policy != "none" and self.remat_policy not in CHECKPOINT_POLICIES:
-            raise ValueError(f"remat_policy={self.remat_policy!r} is not 'none' or one of "
-                             f"{tuple(CHECKPOINT_POLICIES)}.")
-        if self.attention_impl != "xla" and self.attention_probs_dropout_prob:
-            raise InputError(f"attention_impl={self.attention_impl!r} has no attention dropout, but "
-                             f"attention_probs_dropout_prob is {self.attention_probs_dropout_prob}; set it to 0.0 "
-                             "or use attention_impl='xla'.")
+        config_lib.check_attention_switches(self.attention_impl, self.attention_probs_dropout_prob, self.dtype)
+        config_lib.check_remat_policy(self.remat_policy)
 
     @classmethod
     def from_config(cls, model_config) -> "BertConfig":
@@ -194,14 +187,10 @@ def fused_attention(query, key, value, attention: AttentionMask, implementation:
     """
     if implementation == "cudnn":
         if jax.default_backend() != "gpu":
-            raise InputError(
+            raise config_lib.InputError(
                 f"config.model.attention_impl='cudnn' runs cuDNN's flash attention, which needs an NVIDIA GPU, "
                 f"but JAX is running on {jax.default_backend()!r}; use attention_impl='dot_product' (the same "
                 "fused attention through XLA, any device) or 'xla'.")
-        if query.dtype not in (jnp.bfloat16, jnp.float16):
-            raise InputError(
-                f"config.model.attention_impl='cudnn' needs a 16-bit compute dtype, but config.model.dtype is "
-                f"{query.dtype.name!r}; set config.model.dtype='bfloat16' or use attention_impl='dot_product'.")
     return jax.nn.dot_product_attention(
         query, key, value, bias=attention.bias, mask=attention.mask, query_seq_lengths=attention.seq_lengths,
         key_value_seq_lengths=attention.seq_lengths,
