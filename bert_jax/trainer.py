@@ -18,17 +18,7 @@ from absl import logging
 
 from bert_jax import checkpoint as checkpoint_lib
 from bert_jax import config as config_lib
-from bert_jax import (
-    evaluation,
-    exporting,
-    losses,
-    multihost,
-    numerics,
-    parallel,
-    preemption,
-    reporting,
-    train,
-)
+from bert_jax import evaluation, exporting, losses, multihost, numerics, parallel, preemption, reporting, train
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pretraining
 from bert_jax.data import tokenizer as tokenizer_lib
