@@ -7,7 +7,7 @@ host input pipeline on the corpus of the config (the embedded default if none); 
 (or `hf_flax`, in an environment with transformers 4.57.6) times Hugging Face's BertForPreTraining at the
 same sizes in the same run. The last line printed is one JSON object with every figure. Config
 overrides work as in training (`--config.model.dtype=bfloat16`). What is measured, and how, is in
-`bert_jax.benchmarking`. Only flag wiring and printing live here.
+`bert_jax.tools.benchmarking`. Only flag wiring and printing live here.
 """
 
 import json
@@ -19,8 +19,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bert_jax import benchmarking, cli, reporting
+from bert_jax import cli
 from bert_jax import config as config_lib
+from bert_jax.runtime import reporting
+from bert_jax.tools import benchmarking
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global batch size (sequences per step, all devices).")

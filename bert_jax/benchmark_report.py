@@ -3,7 +3,7 @@
 Each line of the files is the JSON object `bert_jax.benchmark --append_to=FILE` wrote. Rows are grouped
 by (config, batch, sequence length, device) so that each optimisation switch can be read against the run
 beside it; a switch column shows only values that differ from the defaults of `bert_jax/config.py`.
-Only reading and formatting live here: what is measured is in `bert_jax.benchmarking`.
+Only reading and formatting live here: what is measured is in `bert_jax.tools.benchmarking`.
 """
 
 import json
@@ -11,8 +11,9 @@ import sys
 
 from absl import app
 
-from bert_jax import benchmarking, cli
+from bert_jax import cli
 from bert_jax import config as config_lib
+from bert_jax.tools import benchmarking
 
 
 def read_results(paths: list[str]) -> list[dict]:

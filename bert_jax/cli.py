@@ -16,8 +16,8 @@ from ml_collections.config_flags import (
     config_flags,  # the module: its file parser is not re-exported
 )
 
-from bert_jax import reporting
 from bert_jax.config import InputError, unknown_key_message
+from bert_jax.runtime import reporting
 
 T = TypeVar("T")
 

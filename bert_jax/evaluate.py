@@ -10,7 +10,9 @@ import json
 
 from absl import app, flags
 
-from bert_jax import cli, evaluation, reporting
+from bert_jax import cli
+from bert_jax.pretraining import evaluation
+from bert_jax.runtime import reporting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining run directory (holds checkpoints/).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")

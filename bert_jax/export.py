@@ -5,7 +5,9 @@ python -m bert_jax.export --workdir=RUN [--step=N] --output=DIR --format=params|
 
 from absl import app, flags
 
-from bert_jax import cli, exporting
+from bert_jax import cli
+from bert_jax.hf import convert as hf_convert
+from bert_jax.pretraining import run_checkpoint
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining run directory (holds checkpoints/).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
@@ -16,8 +18,8 @@ flags.mark_flags_as_required(["workdir", "output"])
 
 
 def main(argv):
-    print(cli.run(argv, lambda: exporting.export_checkpoint(_WORKDIR.value, _OUTPUT.value, step=_STEP.value,
-                                                            fmt=_FORMAT.value)))
+    export = hf_convert.export_hf if _FORMAT.value == "hf" else run_checkpoint.export_params
+    print(cli.run(argv, lambda: export(_WORKDIR.value, _OUTPUT.value, step=_STEP.value)))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
-from bert_jax import cli, parallel
+from bert_jax import cli
 from bert_jax.finetuning import runner
+from bert_jax.runtime import parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a fine-tuning config (configs/finetune/*.py).",
                                           lock_config=True)

@@ -7,7 +7,8 @@ bare encoder has no MLM or NSP head) are initialised fresh and listed, and so ar
 
 from absl import app, flags
 
-from bert_jax import cli, exporting
+from bert_jax import cli
+from bert_jax.hf import convert as hf_convert
 
 _INPUT = flags.DEFINE_string("input", None, "HF model directory (config.json, model.safetensors or "
                              "pytorch_model.bin, vocab.txt).")
@@ -16,7 +17,7 @@ flags.mark_flags_as_required(["input", "output"])
 
 
 def main(argv):
-    print(cli.run(argv, lambda: exporting.import_hf_directory(_INPUT.value, _OUTPUT.value)))
+    print(cli.run(argv, lambda: hf_convert.import_hf_directory(_INPUT.value, _OUTPUT.value)))
 
 
 if __name__ == "__main__":

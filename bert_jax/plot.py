@@ -8,7 +8,8 @@ the path written. Works on a run in progress.
 
 from absl import flags
 
-from bert_jax import cli, plotting
+from bert_jax import cli
+from bert_jax.tools import plotting
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining run directory (holds metrics.jsonl).")
 _OUTPUT = flags.DEFINE_string("output", "", "A .png file, or a directory to write metrics.png in "

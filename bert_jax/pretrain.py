@@ -1,6 +1,6 @@
 """Pretrain a BERT-family encoder: python -m bert_jax.pretrain --config=configs/bert_tiny.py --workdir=DIR.
 
-Only flag wiring lives here; the work is `bert_jax.trainer.train_and_evaluate`. Re-running the same
+Only flag wiring lives here; the work is `bert_jax.pretraining.loop.train_and_evaluate`. Re-running the same
 command resumes from the newest checkpoint in the workdir.
 """
 
@@ -9,7 +9,9 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
-from bert_jax import cli, parallel, trainer
+from bert_jax import cli
+from bert_jax.pretraining import loop
+from bert_jax.runtime import parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                           lock_config=True)
@@ -23,7 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _pretrain():
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    return trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    return loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 def main(argv):

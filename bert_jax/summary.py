@@ -11,8 +11,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from bert_jax import cli
 from bert_jax import config as config_lib
-from bert_jax import cli, model_stats
+from bert_jax.tools import model_stats
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
 flags.mark_flags_as_required(["config"])

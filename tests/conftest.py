@@ -10,7 +10,7 @@ import random  # noqa: E402
 
 import pytest
 
-from bert_jax.data import corpus, tokenizer
+from bert_jax.data import corpus, sentencepiece_tokenizer, tokenizer_factory
 
 _WORDS = (
     "the a of and to in is was for on that with as by at from it his her they we this which be are "
@@ -55,7 +55,7 @@ def corpus_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_tokenizer(corpus_file, tmp_path_factory):
     prefix = tmp_path_factory.mktemp("spm") / "spm"
-    return tokenizer.load_tokenizer(tokenizer.train_tokenizer([corpus_file], str(prefix), 300))
+    return tokenizer_factory.load_tokenizer(sentencepiece_tokenizer.train_tokenizer([corpus_file], str(prefix), 300))
 
 
 @pytest.fixture(scope="session")

@@ -25,11 +25,13 @@ import orbax.checkpoint as ocp
 import pytest
 from test_pretrain import _small_config
 
-from bert_jax import cli, evaluation, exporting, parallel, trainer
+from bert_jax import cli
 from bert_jax import config as config_lib
-from bert_jax.data import task_files, tasks
 from bert_jax.finetuning import config as finetune_config
-from bert_jax.finetuning import qa
+from bert_jax.finetuning import qa, task_files, tasks
+from bert_jax.hf import convert as hf_convert
+from bert_jax.pretraining import loop, run_checkpoint
+from bert_jax.runtime import parallel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,7 +60,7 @@ class Context:
         return config
 
     def pretrain(self, config, workdir=None):
-        return trainer.train_and_evaluate(config, str(workdir or self.tmp_path / "run"))
+        return loop.train_and_evaluate(config, str(workdir or self.tmp_path / "run"))
 
     def file(self, name, content: bytes) -> str:
         path = self.tmp_path / name
@@ -78,7 +80,7 @@ def trained_run(tmp_path_factory, corpus_file, small_tokenizer):
     config = _small_config(corpus_file, "", small_tokenizer.model_path, num_steps=3)
     config.data.eval_fraction = 0.2
     config.checkpoint.async_save = False
-    trainer.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
     return workdir, config
 
 
@@ -197,7 +199,7 @@ def _disk_full_while_checkpointing(ctx):
         patch.undo()
         after = _tree_digest(workdir / "checkpoints")
         assert {name: after[name] for name in before} == before  # step 3 is byte for byte as it was
-        restored = evaluation.restore_run_checkpoint(str(workdir))  # and still restores
+        restored = run_checkpoint.restore_run_checkpoint(str(workdir))  # and still restores
         assert int(jax.device_get(restored.state.step)) == 3
 
 
@@ -260,11 +262,12 @@ def _tokenizer_missing(ctx):
 def _hf_directory(ctx):
     from flax import nnx
 
-    from bert_jax import hf_io, train
+    from bert_jax.hf import files as hf_files
+    from bert_jax.model import pretraining_heads
     config = ctx.config()
-    params = nnx.to_pure_dict(nnx.state(train.build_model(config, seed=0), nnx.Param))
+    params = nnx.to_pure_dict(nnx.state(pretraining_heads.build_model(config, seed=0), nnx.Param))
     directory = ctx.tmp_path / "hf"
-    hf_io.write_hf_directory(str(directory), params, config, ctx.small_tokenizer)
+    hf_files.write_hf_directory(str(directory), params, config, ctx.small_tokenizer)
     return directory
 
 
@@ -274,7 +277,7 @@ def _hf_with_tensors(change):
         directory = _hf_directory(ctx)
         tensors = load_file(str(directory / "model.safetensors"))
         save_file(change(tensors), str(directory / "model.safetensors"))
-        exporting.import_hf_directory(str(directory), str(ctx.tmp_path / "export"))
+        hf_convert.import_hf_directory(str(directory), str(ctx.tmp_path / "export"))
     return provoke
 
 
@@ -289,7 +292,7 @@ def _renamed(tensors):
 def _hf_without_weights(ctx):
     directory = _hf_directory(ctx)
     (directory / "model.safetensors").unlink()
-    exporting.import_hf_directory(str(directory), str(ctx.tmp_path / "export"))
+    hf_convert.import_hf_directory(str(directory), str(ctx.tmp_path / "export"))
 
 
 # ------------------------------------------------------------------ the catalogue

@@ -6,10 +6,10 @@ import types
 
 import numpy as np
 import pytest
+from conftest import make_documents, write_corpus
 
 from bert_jax.config import InputError
 from bert_jax.data import corpus
-from conftest import make_documents, write_corpus
 
 
 def test_resolve_text_files(tmp_path):

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from bert_jax import evaluation
-from bert_jax.data import pretraining
+from bert_jax.data import pipeline
+from bert_jax.pretraining import evaluation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_two_processes_match_one_and_checkpoints_cross_topologies(tmp_path, corp
 
     # Evaluation counts each held-out instance once: 2 processes x 8 rows of each 16-row batch, the last
     # batch padded with weight-0 rows. The reference counts instances in batches of 1 (no padding rows).
-    num_instances = len(pretraining.make_eval_batches(
+    num_instances = len(pipeline.make_eval_batches(
         sources["eval"], max_seq_length=64, batch_size=1, num_examples=10**6,
         special_ids=small_tokenizer.special_ids))
     expected = min(40, num_instances)  # data.eval_num_examples

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import exporting, hf_io
 from bert_jax.config import InputError
-from bert_jax.data import hf_tokenizers
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data import hf_tokenizers, sentencepiece_tokenizer, tokenizer_factory, vocab
+from bert_jax.hf import convert as hf_convert
+from bert_jax.hf import files as hf_files
+from bert_jax.runtime import checkpoint as checkpoint_lib
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -90,10 +90,10 @@ def _albert_prepared(text: str) -> str:
 
 
 def test_bpe_ids_and_offsets_match_roberta_tokenizer(roberta_dir):
-    ours = hf_io._read_tokenizer(str(roberta_dir))
+    ours = hf_files._read_tokenizer(str(roberta_dir))
     theirs = transformers.RobertaTokenizer.from_pretrained(str(roberta_dir))
     assert ours.kind == "bpe" and ours.vocab_size == len(theirs)
-    assert ours.special_ids == tokenizer_lib.SpecialIds(pad=theirs.pad_token_id, unk=theirs.unk_token_id,
+    assert ours.special_ids == vocab.SpecialIds(pad=theirs.pad_token_id, unk=theirs.unk_token_id,
                                                         cls=theirs.cls_token_id, sep=theirs.sep_token_id,
                                                         mask=theirs.mask_token_id)
     for text in SENTENCES:
@@ -107,7 +107,7 @@ def test_bpe_ids_and_offsets_match_roberta_tokenizer(roberta_dir):
 
 
 def test_bpe_encode_words_matches_roberta_with_prefix_space(roberta_dir):
-    ours = hf_io._read_tokenizer(str(roberta_dir))
+    ours = hf_files._read_tokenizer(str(roberta_dir))
     theirs = transformers.RobertaTokenizer.from_pretrained(str(roberta_dir), add_prefix_space=True)
     for words in [t.split() for t in SENTENCES] + [["EU", "rejects", "German", "call", "(", "isn't", ")", "."]]:
         per_word = ours.encode_words(words)
@@ -120,15 +120,15 @@ def test_bpe_encode_words_matches_roberta_with_prefix_space(roberta_dir):
 
 
 def test_bpe_tables_pickle_and_checkpoint_form(roberta_dir, tmp_path):
-    ours = hf_io._read_tokenizer(str(roberta_dir))
+    ours = hf_files._read_tokenizer(str(roberta_dir))
     special, starts = ours.special_table(), ours.word_start_table()
     assert special.shape == starts.shape == (ours.vocab_size,)
     assert sorted(np.flatnonzero(special)) == [0, 1, 2, 3, 4] and starts[:5].all()
     for i in range(5, ours.vocab_size):
         assert starts[i] == ours.id_to_piece(i).startswith("\u0120")
     restored = [pickle.loads(pickle.dumps(ours)),
-                tokenizer_lib.tokenizer_from_serialized("bpe", ours.serialized_model()),
-                tokenizer_lib.load_tokenizer(_saved(ours, tmp_path / "bpe.json"))]
+                tokenizer_factory.tokenizer_from_serialized("bpe", ours.serialized_model()),
+                tokenizer_factory.load_tokenizer(_saved(ours, tmp_path / "bpe.json"))]
     for clone in restored:
         assert type(clone) is hf_tokenizers.ByteLevelBPETokenizer and clone.special_ids == ours.special_ids
         assert clone.encode_batch(SENTENCES) == ours.encode_batch(SENTENCES)
@@ -140,22 +140,22 @@ def _saved(tokenizer, path) -> str:
 
 
 def test_bpe_export_round_trip(roberta_dir, tmp_path):
-    ours = hf_io._read_tokenizer(str(roberta_dir))
-    hf_io._write_tokenizer(str(tmp_path), ours)
+    ours = hf_files._read_tokenizer(str(roberta_dir))
+    hf_files._write_tokenizer(str(tmp_path), ours)
     assert {"vocab.json", "merges.txt", "tokenizer_config.json"} <= set(os.listdir(tmp_path))
     theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert type(theirs).__name__.startswith("RobertaTokenizer")
-    again = hf_io._read_tokenizer(str(tmp_path))
+    again = hf_files._read_tokenizer(str(tmp_path))
     for text in SENTENCES:
         assert again.encode(text) == ours.encode(text) == theirs.encode(text, add_special_tokens=False)
     assert theirs("a b")["input_ids"][0] == ours.special_ids.cls and theirs.mask_token_id == ours.special_ids.mask
 
 
 def test_albert_ids_match_albert_tokenizer(albert_dir):
-    ours = hf_io._read_tokenizer(str(albert_dir))  # no tokenizer_config.json: AlbertTokenizer's defaults
+    ours = hf_files._read_tokenizer(str(albert_dir))  # no tokenizer_config.json: AlbertTokenizer's defaults
     theirs = transformers.AlbertTokenizer.from_pretrained(str(albert_dir))
     assert ours.kind == "sentencepiece" and ours.lowercase and ours.strip_accents
-    assert ours.special_ids == tokenizer_lib.DEFAULT_SPECIAL_IDS
+    assert ours.special_ids == vocab.DEFAULT_SPECIAL_IDS
     assert [ours.id_to_piece(i) for i in range(5)] == ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
     for text in ALBERT_SENTENCES:
         ids, spans = ours.encode_with_offsets(text)
@@ -163,7 +163,7 @@ def test_albert_ids_match_albert_tokenizer(albert_dir):
         assert ours.encode(text) == ours.encode(text.lower())
         for token_id, (start, end) in zip(ids, spans):  # spans point into the original, upper-case text
             if token_id != ours.special_ids.unk:
-                piece = ours.id_to_piece(token_id).replace(tokenizer_lib.WORD_BOUNDARY, "")
+                piece = ours.id_to_piece(token_id).replace(sentencepiece_tokenizer.WORD_BOUNDARY, "")
                 assert _albert_prepared(text[start:end]) == piece, (text, start, end)
     assert ours.encode_batch(SENTENCES) == [ours.encode(t) for t in SENTENCES]
 
@@ -173,7 +173,7 @@ def test_albert_user_symbols_follow_sentencepiece(albert_dir):
     was trained with). transformers 5's AlbertTokenizer treats them as added tokens: a word after one
     starts with '▁' ('-', '▁known', not '-', 'known') and a space before one is dropped ('5', '£', not
     '5', '▁', '£'), so only sentences without them match it."""
-    ours = hf_io._read_tokenizer(str(albert_dir))
+    ours = hf_files._read_tokenizer(str(albert_dir))
     reference = spm.SentencePieceProcessor(model_file=str(albert_dir / "spiece.model"))
     for text in SENTENCES + ["Well-known (Very) fast.", "A - B", "x(y) £5 €10 3.14"]:
         assert ours.encode(text) == reference.encode(_albert_prepared(text)), text
@@ -184,15 +184,15 @@ def test_albert_tokenizer_config_and_export_round_trip(albert_dir, tmp_path):
     cased_dir.mkdir()
     (cased_dir / "spiece.model").write_bytes((albert_dir / "spiece.model").read_bytes())
     (cased_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False, "keep_accents": True}))
-    cased = hf_io._read_tokenizer(str(cased_dir))
+    cased = hf_files._read_tokenizer(str(cased_dir))
     assert not cased.lowercase and not cased.strip_accents and cased.encode("King") != cased.encode("king")
 
-    ours = hf_io._read_tokenizer(str(albert_dir))
+    ours = hf_files._read_tokenizer(str(albert_dir))
     (tmp_path / "export").mkdir()
-    hf_io._write_tokenizer(str(tmp_path / "export"), ours)
+    hf_files._write_tokenizer(str(tmp_path / "export"), ours)
     theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "export"))
-    restored = [hf_io._read_tokenizer(str(tmp_path / "export")), pickle.loads(pickle.dumps(ours)),
-                tokenizer_lib.tokenizer_from_serialized("sentencepiece", ours.serialized_model())]
+    restored = [hf_files._read_tokenizer(str(tmp_path / "export")), pickle.loads(pickle.dumps(ours)),
+                tokenizer_factory.tokenizer_from_serialized("sentencepiece", ours.serialized_model())]
     for text in ALBERT_SENTENCES:
         assert theirs.encode(text, add_special_tokens=False) == ours.encode(text)
         assert all(clone.encode(text) == ours.encode(text) for clone in restored)
@@ -206,13 +206,13 @@ def test_albert_style_models_without_the_special_pieces_are_refused(albert_dir, 
                                    pad_piece="<pad>", unk_piece="<unk>", control_symbols=["[CLS]", "[SEP]"],
                                    minloglevel=2)
     with pytest.raises(InputError, match="not trained by bert_jax"):
-        tokenizer_lib.load_tokenizer(str(tmp_path / "no_mask.model"))
+        tokenizer_factory.load_tokenizer(str(tmp_path / "no_mask.model"))
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "spiece.model").write_bytes(b"not a model")
     with pytest.raises(InputError, match="not a SentencePiece model"):
-        hf_io._read_tokenizer(str(tmp_path / "hf"))
+        hf_files._read_tokenizer(str(tmp_path / "hf"))
     with pytest.raises(InputError, match="vocab.json"):
-        hf_io._read_tokenizer(str(tmp_path))
+        hf_files._read_tokenizer(str(tmp_path))
 
 
 def _text_file(tmp_path):
@@ -228,25 +228,25 @@ def _tiny_hf_config(cls, tokenizer, **overrides):
 
 
 def test_roberta_directory_imports_with_its_tokenizer(roberta_dir, tmp_path):
-    tokenizer = hf_io._read_tokenizer(str(roberta_dir))
+    tokenizer = hf_files._read_tokenizer(str(roberta_dir))
     config = _tiny_hf_config(transformers.RobertaConfig, tokenizer, max_position_embeddings=66, type_vocab_size=1)
     torch.manual_seed(0)
     transformers.RobertaForMaskedLM(config).save_pretrained(str(tmp_path / "hf"))
     for name in ("vocab.json", "merges.txt"):
         (tmp_path / "hf" / name).write_bytes((roberta_dir / name).read_bytes())
-    exporting.import_hf_directory(str(tmp_path / "hf"), str(tmp_path / "out"))
+    hf_convert.import_hf_directory(str(tmp_path / "hf"), str(tmp_path / "out"))
     _, restored, _ = checkpoint_lib.read_export_info(str(tmp_path / "out"))
     assert restored.kind == "bpe" and restored.special_ids == tokenizer.special_ids
     assert restored.encode_batch(SENTENCES) == tokenizer.encode_batch(SENTENCES)
 
 
 def test_albert_directory_imports_with_its_tokenizer(albert_dir, tmp_path):
-    tokenizer = hf_io._read_tokenizer(str(albert_dir))
+    tokenizer = hf_files._read_tokenizer(str(albert_dir))
     config = _tiny_hf_config(transformers.AlbertConfig, tokenizer, embedding_size=16, max_position_embeddings=64)
     torch.manual_seed(0)
     transformers.AlbertForPreTraining(config).save_pretrained(str(tmp_path / "hf"))
     (tmp_path / "hf" / "spiece.model").write_bytes((albert_dir / "spiece.model").read_bytes())
-    exporting.import_hf_directory(str(tmp_path / "hf"), str(tmp_path / "out"))
+    hf_convert.import_hf_directory(str(tmp_path / "hf"), str(tmp_path / "out"))
     _, restored, _ = checkpoint_lib.read_export_info(str(tmp_path / "out"))
     assert restored.kind == "sentencepiece" and restored.lowercase and restored.strip_accents
     assert restored.encode_batch(SENTENCES) == tokenizer.encode_batch(SENTENCES)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import masking
+from bert_jax.pretraining import masking
 
 VOCAB, NUM_SPECIAL, MASK_ID = 1000, 5, 4
 

@@ -11,7 +11,9 @@ import numpy as np
 from flax import nnx
 
 from bert_jax import config as config_lib
-from bert_jax import model_stats, train
+from bert_jax.model import pretraining_heads
+from bert_jax.pretraining import steps as steps_lib
+from bert_jax.tools import model_stats
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -28,8 +30,8 @@ def _config(objective="mlm_nsp", **model):
 def test_parts_add_up_to_the_real_model():
     for config in (_config(), _config("mlm"), _config("mlm_sop", embedding_size=32, num_hidden_groups=1)):
         parts = model_stats.parameter_breakdown(config)
-        model = train.build_model(config, seed=0)
-        assert parts["total_params"] == train.parameter_count(nnx.state(model, nnx.Param))
+        model = pretraining_heads.build_model(config, seed=0)
+        assert parts["total_params"] == steps_lib.parameter_count(nnx.state(model, nnx.Param))
         assert parts["encoder_params"] + parts["head_params"] == parts["total_params"]
     assert model_stats.parameter_breakdown(_config("mlm"))["pair_head"] == 0
 
@@ -37,7 +39,7 @@ def test_parts_add_up_to_the_real_model():
 def test_flops_formula_matches_xla_cost_analysis():
     """The forward third of the formula against XLA's FLOP count of the real forward pass."""
     config = _config(num_hidden_layers=2)
-    model = train.build_model(config, seed=0)
+    model = pretraining_heads.build_model(config, seed=0)
     graphdef, params = nnx.split(model, nnx.Param)
     batch, seq, predictions = 8, 128, config.masking.max_predictions_per_seq
     ids = jnp.ones((batch, seq), jnp.int32)

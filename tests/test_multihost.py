@@ -6,8 +6,8 @@ The real 2-process run (process 0 failing, process 1 getting its message) is in 
 import jax
 import pytest
 
-from bert_jax import multihost
 from bert_jax.config import InputError
+from bert_jax.runtime import multihost
 
 
 class _Store:

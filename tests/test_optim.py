@@ -7,8 +7,8 @@ import optax
 from flax import nnx
 
 from bert_jax import config as config_lib
-from bert_jax import heads, optim
-from bert_jax import model as model_lib
+from bert_jax.model import encoder, pretraining_heads
+from bert_jax.pretraining import optim
 
 
 def _train_config(**overrides):
@@ -23,9 +23,9 @@ def test_warmup_then_linear_decay():
 
 
 def test_weight_decay_skips_layer_norm_and_biases():
-    config = model_lib.BertConfig(vocab_size=20, hidden_size=8, num_attention_heads=2, intermediate_size=16,
+    config = encoder.BertConfig(vocab_size=20, hidden_size=8, num_attention_heads=2, intermediate_size=16,
                                   num_hidden_layers=1, max_position_embeddings=8)
-    params = nnx.state(heads.BertForPreTraining(config, rngs=nnx.Rngs(0)), nnx.Param)
+    params = nnx.state(pretraining_heads.BertForPreTraining(config, rngs=nnx.Rngs(0)), nnx.Param)
     mask = nnx.to_pure_dict(optim.weight_decay_mask(params))
     flat = {"/".join(map(str, k)): v for k, v in jax.tree_util.tree_leaves_with_path(mask)
             for k in [[getattr(p, "key", p) for p in k]]}

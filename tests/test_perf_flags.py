@@ -10,8 +10,10 @@ import pytest
 from flax import nnx
 
 from bert_jax import config as config_lib
-from bert_jax import heads, losses, masking, parallel, train
-from bert_jax import model as model_lib
+from bert_jax.model import encoder, pretraining_heads
+from bert_jax.pretraining import losses, masking
+from bert_jax.pretraining import steps as steps_lib
+from bert_jax.runtime import parallel
 
 VOCAB, SEQ, PREDICTIONS = 100, 16, 4  # VOCAB is not a multiple of 128, so the default vocab padding is exercised
 # CPU compile time is most of this file's run time; LLVM's optimisations are not worth it for these tiny
@@ -21,8 +23,8 @@ _TINY = dict(vocab_size=VOCAB, hidden_size=16, num_attention_heads=2, intermedia
              max_position_embeddings=SEQ, attention_probs_dropout_prob=0.0)
 
 
-def tiny_config(**overrides) -> model_lib.BertConfig:
-    return model_lib.BertConfig(**{**_TINY, **overrides})
+def tiny_config(**overrides) -> encoder.BertConfig:
+    return encoder.BertConfig(**{**_TINY, **overrides})
 
 
 def pretraining_batch(seed=0):
@@ -43,14 +45,14 @@ def pretraining_batch(seed=0):
 
 
 @functools.lru_cache(maxsize=None)
-def build(config: model_lib.BertConfig, objective="mlm_nsp"):
+def build(config: encoder.BertConfig, objective="mlm_nsp"):
     """The model for `config` with the parameters of the plain configuration (seed 0), as (graphdef, params).
 
     Cached: a graphdef is a static jit argument, and two builds of one config are not equal (the
     activation is a fresh lambda each time), so the reference would otherwise be compiled per test.
     """
-    graphdef, _ = nnx.split(heads.BertForPreTraining(config, objective=objective, rngs=nnx.Rngs(0)))
-    _, params = nnx.split(heads.BertForPreTraining(tiny_config(num_hidden_layers=config.num_hidden_layers,
+    graphdef, _ = nnx.split(pretraining_heads.BertForPreTraining(config, objective=objective, rngs=nnx.Rngs(0)))
+    _, params = nnx.split(pretraining_heads.BertForPreTraining(tiny_config(num_hidden_layers=config.num_hidden_layers,
                                                                num_hidden_groups=config.num_hidden_groups),
                                                    objective=objective, rngs=nnx.Rngs(0)))
     return graphdef, params
@@ -140,7 +142,7 @@ def test_remat_of_the_layer_loop_keeps_the_dropout_stream():
 
 
 def test_scanned_layers_draw_different_dropout_masks():
-    keys = model_lib.dropout_keys(nnx.Rngs(dropout=0), 3, deterministic=False)
+    keys = encoder.dropout_keys(nnx.Rngs(dropout=0), 3, deterministic=False)
     data = jax.random.key_data(keys).reshape(3, -1)
     assert len({tuple(np.asarray(row)) for row in data}) == 3
 
@@ -167,7 +169,7 @@ def test_dot_product_attention_in_bfloat16_is_close_to_xla():
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="cuDNN attention runs on GPUs")
 def test_cudnn_attention_off_gpu_is_a_clear_error():
-    model = model_lib.BertModel(tiny_config(attention_impl="cudnn", dtype="bfloat16"), rngs=nnx.Rngs(0))
+    model = encoder.BertModel(tiny_config(attention_impl="cudnn", dtype="bfloat16"), rngs=nnx.Rngs(0))
     ids = jnp.ones((1, 8), jnp.int32)
     with pytest.raises(config_lib.InputError, match="needs an NVIDIA GPU.*'dot_product'"):
         model(ids, ids * 0, ids)
@@ -175,7 +177,7 @@ def test_cudnn_attention_off_gpu_is_a_clear_error():
 
 def test_attention_dropout_without_an_xla_kernel_is_refused():
     with pytest.raises(config_lib.InputError, match="attention_probs_dropout_prob"):
-        model_lib.BertConfig(attention_impl="dot_product", attention_probs_dropout_prob=0.1)
+        encoder.BertConfig(attention_impl="dot_product", attention_probs_dropout_prob=0.1)
 
 
 # ---------------------------------------------------------------- packed rows
@@ -259,10 +261,9 @@ def test_donate_state_switch(donate):
     config.mesh.data = 1
     config_lib.validate(config)
     mesh = parallel.make_mesh(config.mesh)
-    spec = masking.MaskingSpec.from_config(config.masking, mask_id=4, first_random_id=5, vocab_size=VOCAB)
-    setup, _ = train.make_setup(config, mesh, masking_spec=spec, special_tokens=5)
+    setup, _ = steps_lib.make_pretraining_setup(config, mesh)  # synthetic ids: specials 0..4, VOCAB pieces
     batch = {name: jax.ShapeDtypeStruct((2, SEQ), jnp.int32)
              for name in ("input_ids", "segment_ids", "attention_mask")}
     batch["next_sentence_labels"] = jax.ShapeDtypeStruct((2,), jnp.int32)
-    text = train.make_train_step(setup, mesh, config.train).lower(setup.abstract_state, batch).as_text()
+    text = steps_lib.make_train_step(setup, mesh, config.train).lower(setup.abstract_state, batch).as_text()
     assert ("tf.aliasing_output" in text or "jax.buffer_donor" in text) == donate

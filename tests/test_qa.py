@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bert_jax.config import InputError
-from bert_jax.data.tokenizer import SpecialIds
+from bert_jax.data.vocab import SpecialIds
 from bert_jax.finetuning import qa
 from bert_jax.finetuning.qa import Answer, QAExample
 

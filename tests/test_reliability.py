@@ -21,11 +21,12 @@ from typing import NamedTuple
 import jax
 import numpy as np
 import pytest
-
-from bert_jax import checkpoint as checkpoint_lib
-from bert_jax import config as config_lib
-from bert_jax import evaluation, numerics, parallel, reporting, trainer
 from test_train import build, synthetic_batch, tiny_config
+
+from bert_jax import config as config_lib
+from bert_jax.pretraining import loop, run_checkpoint
+from bert_jax.runtime import checkpoint as checkpoint_lib
+from bert_jax.runtime import numerics, parallel, reporting
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_STEPS = 12
@@ -74,7 +75,7 @@ def reference(corpus_file, small_tokenizer, tmp_path_factory) -> Reference:
 
 
 def _final_state(workdir):
-    run = evaluation.restore_run_checkpoint(str(workdir), step=NUM_STEPS)
+    run = run_checkpoint.restore_run_checkpoint(str(workdir), step=NUM_STEPS)
     return jax.device_get((run.state.params, run.state.opt_state, run.state.step))
 
 
@@ -172,7 +173,7 @@ def test_damaged_checkpoints_are_named_and_the_run_falls_back(reference, corpus_
 def test_no_restorable_checkpoint_is_an_error_naming_the_directory(reference, tmp_path):
     workdir = tmp_path / "all_damaged"
     shutil.copytree(reference.workdir, workdir)
-    abstract_state = evaluation.restore_run_checkpoint(str(workdir)).setup.abstract_state
+    abstract_state = run_checkpoint.restore_run_checkpoint(str(workdir)).setup.abstract_state
     checkpoints = pathlib.Path(checkpoint_lib.checkpoint_dir(str(workdir)))
     for step_dir in checkpoints.iterdir():
         (step_dir / "state" / "manifest.ocdbt").unlink()
@@ -252,7 +253,7 @@ def test_a_streak_with_no_earlier_checkpoint_stops_the_run_with_a_reason():
     streak.record(2, True)
     with pytest.raises(config_lib.InputError, match="steps 1-2 had non-finite .* no checkpoint from before them "
                                                     "exists in /runs/x/checkpoints"):
-        trainer._restore_before_streak(NoCheckpoints(), SimpleNamespace(abstract_state=None), None, streak)
+        loop._restore_before_streak(NoCheckpoints(), SimpleNamespace(abstract_state=None), None, streak)
 
 
 def test_resumed_tensorboard_and_jsonl_hold_each_step_once_even_after_a_torn_write(tmp_path):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bert_jax.config import InputError
-from bert_jax.data import instance_packing, pretraining
-from bert_jax.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
+from bert_jax.data import pipeline, sequence_packing
+from bert_jax.data.vocab import CLS_ID, PAD_ID, SEP_ID
 
 MAX_SEQ_LENGTH = 128
 K = 3
@@ -18,7 +18,7 @@ K = 3
 def _iterator(sources, **options):
     kwargs = dict(max_seq_length=MAX_SEQ_LENGTH, short_seq_prob=0.1, batch_size=4, seed=3, pack_sequences=True,
                   max_instances_per_pack=K) | options
-    return pretraining.make_pretraining_iterator(sources["train"], **kwargs)
+    return pipeline.make_pretraining_iterator(sources["train"], **kwargs)
 
 
 def _instances(batch):
@@ -82,7 +82,7 @@ def test_pack_row_by_hand():
 
     first = instance([CLS_ID, 7, SEP_ID, 8, SEP_ID], [0, 0, 0, 1, 1], 1, 11)
     second = instance([CLS_ID, 9, 9, SEP_ID, 5, SEP_ID], [0, 0, 0, 0, 1, 1], 0, 22)
-    row = instance_packing.pack_row([first, second], 12, 3, PAD_ID)
+    row = sequence_packing.pack_row([first, second], 12, 3, PAD_ID)
     np.testing.assert_array_equal(row["input_ids"], [CLS_ID, 7, SEP_ID, 8, SEP_ID, CLS_ID, 9, 9, SEP_ID, 5, SEP_ID,
                                                      PAD_ID])
     np.testing.assert_array_equal(row["segment_ids"], [0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0])
@@ -91,11 +91,11 @@ def test_pack_row_by_hand():
     np.testing.assert_array_equal(row["pair_positions"], [0, 5, 0])
     np.testing.assert_array_equal(row["next_sentence_labels"], [1, 0, 0])
     np.testing.assert_array_equal(row["pair_weights"], [1, 1, 0])
-    assert row["mask_seeds"] == instance_packing.row_mask_seed([11, 22]) != instance_packing.row_mask_seed([22, 11])
-    assert instance_packing.row_mask_seed([11]) == 11  # one instance per row: the unpacked masks
+    assert row["mask_seeds"] == sequence_packing.row_mask_seed([11, 22]) != sequence_packing.row_mask_seed([22, 11])
+    assert sequence_packing.row_mask_seed([11]) == 11  # one instance per row: the unpacked masks
     _check_packed_row(row, 12, 3)
     with pytest.raises(ValueError, match="do not fit"):
-        instance_packing.pack_row([first, second, second], 12, 3, PAD_ID)
+        sequence_packing.pack_row([first, second, second], 12, 3, PAD_ID)
 
 
 @pytest.mark.parametrize("options", [
@@ -111,7 +111,7 @@ def test_packed_batches_follow_the_contract(sources, options):
     counts = []
     for _ in range(4):
         batch = next(iterator)
-        assert set(batch) == set(instance_packing.PACKED_FEATURE_KEYS)
+        assert set(batch) == set(sequence_packing.PACKED_FEATURE_KEYS)
         for key in ("input_ids", "segment_ids", "attention_mask", "position_ids"):
             assert batch[key].shape == (4, max_seq_length) and batch[key].dtype == np.int32, key
         for key in ("pair_positions", "next_sentence_labels"):
@@ -131,7 +131,7 @@ def test_unpacked_batches_keep_their_keys(sources):
 
 def _epoch(sources, max_seq_length, **options):
     kwargs = dict(max_seq_length=max_seq_length, short_seq_prob=0.1, batch_size=1, seed=0, num_epochs=1) | options
-    return list(pretraining.make_pretraining_iterator(sources["train"], **kwargs))
+    return list(pipeline.make_pretraining_iterator(sources["train"], **kwargs))
 
 
 def reference_first_fit_decreasing(lengths, capacity, max_items):
@@ -151,7 +151,7 @@ def reference_first_fit_decreasing(lengths, capacity, max_items):
 def test_packing_lowers_padding(sources, max_seq_length, max_instances_per_pack):
     unpacked = _epoch(sources, max_seq_length)
     packed = _epoch(sources, max_seq_length, pack_sequences=True, max_instances_per_pack=max_instances_per_pack)
-    unpacked_padding, packed_padding = pretraining.padding_fraction(unpacked), pretraining.padding_fraction(packed)
+    unpacked_padding, packed_padding = pipeline.padding_fraction(unpacked), pipeline.padding_fraction(packed)
     print(f"seq {max_seq_length}, K {max_instances_per_pack}: {len(unpacked)} rows, padding {unpacked_padding:.3f} "
           f"unpacked; {len(packed)} rows, padding {packed_padding:.3f} packed")
     assert packed_padding < unpacked_padding
@@ -170,7 +170,7 @@ def test_packed_iterator_is_deterministic_and_resumable(sources, options):
     again = _iterator(sources, **options)
     for batch in batches:
         again_batch = next(again)
-        for key in instance_packing.PACKED_FEATURE_KEYS:
+        for key in sequence_packing.PACKED_FEATURE_KEYS:
             np.testing.assert_array_equal(again_batch[key], batch[key])
     for taken in (0, 1, 7, 23):  # resume at several points, so with different rows left open
         iterator = _iterator(sources, **options)
@@ -181,7 +181,7 @@ def test_packed_iterator_is_deterministic_and_resumable(sources, options):
         resumed.set_state(state)
         for expected in batches[taken:taken + 5]:
             batch = next(resumed)
-            for key in instance_packing.PACKED_FEATURE_KEYS:
+            for key in sequence_packing.PACKED_FEATURE_KEYS:
                 np.testing.assert_array_equal(batch[key], expected[key])
     other_seed = _iterator(sources, **(options | {"seed": 4}))
     assert not np.array_equal(next(other_seed)["input_ids"], batches[0]["input_ids"])
@@ -194,8 +194,8 @@ def test_packed_processes_are_disjoint_and_complete(sources):
     shards = [[x for batch in _iterator(sources, process_index=i, process_count=2, **kwargs) for x in _instances(batch)]
               for i in range(2)]
     single = [x for batch in _iterator(sources, **kwargs) for x in _instances(batch)]
-    assert len(unpacked) == len(pretraining.index_instances(
-        pretraining.load_sentence_lengths(sources["train"]), MAX_SEQ_LENGTH, 0.1, 0))
+    assert len(unpacked) == len(pipeline.index_instances(
+        pipeline.load_sentence_lengths(sources["train"]), MAX_SEQ_LENGTH, 0.1, 0))
     assert collections.Counter(single) == collections.Counter(unpacked)  # each instance once, none split
     assert collections.Counter(shards[0]) + collections.Counter(shards[1]) == collections.Counter(unpacked)
     assert abs(len(shards[0]) - len(shards[1])) <= 1  # process i takes stream positions i::2
@@ -233,16 +233,16 @@ def test_packed_iterator_with_grain_workers_resumes(sources):
     resumed.set_state(json.loads(json.dumps(state)))
     for expected in following:
         batch = next(resumed)
-        for key in instance_packing.PACKED_FEATURE_KEYS:
+        for key in sequence_packing.PACKED_FEATURE_KEYS:
             np.testing.assert_array_equal(batch[key], expected[key])
 
 
 def test_synthetic_packed_batch_follows_the_contract():
-    from bert_jax import benchmarking
+    from bert_jax.tools import benchmarking
     batch = benchmarking.synthetic_packed_batch(3, 64, 100, max_instances_per_pack=3, padding_fraction=0.25, seed=1)
-    assert set(batch) == set(instance_packing.PACKED_FEATURE_KEYS)
+    assert set(batch) == set(sequence_packing.PACKED_FEATURE_KEYS)
     for row in range(3):
         assert _check_packed_row({key: value[row] for key, value in batch.items()}, 64, 3) == 3
-    assert pretraining.padding_fraction([batch]) == pytest.approx(1 - 3 * 16 / 64)
+    assert pipeline.padding_fraction([batch]) == pytest.approx(1 - 3 * 16 / 64)
     with pytest.raises(InputError, match="padding_fraction"):
         benchmarking.synthetic_packed_batch(1, 16, 100, max_instances_per_pack=8)

@@ -11,8 +11,8 @@ import tensorflow_datasets as tfds
 from conftest import prepare_fake_tfds
 
 from bert_jax.config import InputError
-from bert_jax.data import tasks
-from bert_jax.data.tasks import ChoiceExample, ClassificationExample, TokenExample, get_task, load_examples
+from bert_jax.finetuning import tasks
+from bert_jax.finetuning.tasks import ChoiceExample, ClassificationExample, TokenExample, get_task, load_examples
 
 
 def _write(directory, name, lines):

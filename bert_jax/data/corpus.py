@@ -4,7 +4,7 @@ Text follows google-research/bert: one sentence per line, documents separated by
 prepared TFDS text dataset ('tfds:wikipedia/20230601.en', see `tfds_text.py`) works too. A corpus is
 tokenized once, by parallel worker processes, into sharded array_record files whose records are
 documents (`tokens`: all token ids, `sentence_lengths`: tokens per sentence; see `sharded_corpus.py`);
-the Grain pipeline in `pretraining.py` reads them by random access. The cache lives under a
+the Grain pipeline in `pipeline.py` reads them by random access. The cache lives under a
 fingerprint of the inputs, so a changed corpus, split or tokenizer builds a new dataset instead of
 reusing a stale one, and an interrupted build resumes from its complete shards.
 """
@@ -25,7 +25,8 @@ from absl import logging
 
 from bert_jax.config import InputError
 from bert_jax.data import sharded_corpus, tfds_text
-from bert_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from bert_jax.data.sentencepiece_tokenizer import Tokenizer, train_tokenizer
+from bert_jax.data.tokenizer_factory import load_tokenizer
 
 
 def resolve_text_files(spec: str) -> list[str]:

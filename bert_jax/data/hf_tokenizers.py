@@ -3,8 +3,8 @@
 They exist so a checkpoint imported from transformers keeps the vocabulary it was trained with: both are
 run by HF's `tokenizers` library (imported lazily, it is part of the [hf] extra), so their ids match
 transformers' BertTokenizer and RobertaTokenizer exactly. They offer the same interface as the
-SentencePiece `Tokenizer` in `tokenizer.py`, which also loads them (`load_tokenizer`,
-`tokenizer_from_serialized`).
+SentencePiece `Tokenizer` in `sentencepiece_tokenizer.py`; `tokenizer_factory.py` loads all three kinds
+(`load_tokenizer`, `tokenizer_from_serialized`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bert_jax.config import InputError
-from bert_jax.data.tokenizer import DEFAULT_SPECIAL_IDS, SPECIAL_TOKENS, UNK, SpecialIds, _strip_leading_space
+from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SPECIAL_TOKENS, UNK, SpecialIds, strip_leading_space
 
 # RoBERTa's pieces that play the parts of [PAD] [UNK] [CLS] [SEP] [MASK].
 BPE_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
@@ -77,7 +77,7 @@ class _TokenizersBackend:
         `text[start:end]` never starts with whitespace.
         """
         encoding = self._tok.encode(text, add_special_tokens=False)
-        return encoding.ids, _strip_leading_space(text, encoding.offsets)
+        return encoding.ids, strip_leading_space(text, encoding.offsets)
 
     def _word_ids(self, words: Sequence[str]) -> list[list[int]]:
         """Ids of each word as the backend pre-tokenises it alone; [UNK] for a word with no tokens."""
@@ -125,7 +125,8 @@ class WordPieceTokenizer(_TokenizersBackend):
 
     @classmethod
     def from_vocab(cls, vocab_path: str, *, lowercase: bool = True, strip_accents: bool | None = None):
-        from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers
+        from tokenizers import Tokenizer as Backend
+        from tokenizers import decoders, models, normalizers, pre_tokenizers
         if not os.path.isfile(vocab_path):
             raise InputError(f"WordPiece vocabulary not found: {vocab_path}.")
         backend = Backend(models.WordPiece.from_file(vocab_path, unk_token=UNK, max_input_chars_per_word=100))
@@ -166,7 +167,8 @@ class ByteLevelBPETokenizer(_TokenizersBackend):
     @classmethod
     def from_files(cls, vocab_path: str, merges_path: str, *, add_prefix_space: bool = False):
         """From RoBERTa's vocab.json and merges.txt, with RobertaTokenizer's pre-tokeniser and decoder."""
-        from tokenizers import Tokenizer as Backend, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as Backend
+        from tokenizers import decoders, models, pre_tokenizers
         try:
             model = models.BPE.from_file(vocab_path, merges_path, fuse_unk=False)
         except Exception as e:  # tokenizers raises its own Exception type for unreadable files

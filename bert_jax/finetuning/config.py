@@ -1,6 +1,6 @@
 """The fine-tuning config: one ConfigDict shape for every task, with the BERT paper's defaults.
 
-Files under configs/finetune/ set `task` (a name from `bert_jax.data.tasks.TASKS`) and the few values
+Files under configs/finetune/ set `task` (a name from `bert_jax.finetuning.tasks.TASKS`) and the few values
 that differ per task; everything can be overridden on the command line, e.g.
 `--config.init_checkpoint=/tmp/export --config.train.learning_rate=3e-5`.
 """
@@ -26,7 +26,7 @@ _MODEL_FIELDS = {"hidden_dropout_prob": float, "attention_probs_dropout_prob": f
 def default_config() -> ml_collections.ConfigDict:
     """The fields every fine-tuning config has; task files override `task` and a few others."""
     config = ml_collections.ConfigDict()
-    config.task = "sst2"  # a name from bert_jax.data.tasks.TASKS (glue tasks, conll2003, squad_v1.1, squad_v2.0, swag)
+    config.task = "sst2"  # a name from bert_jax.finetuning.tasks.TASKS (glue tasks, conll2003, squad_v1.1, squad_v2.0, swag)
     # A params-only export (bert_jax.export --format=params, bert_jax.import_hf) or a pretraining workdir.
     config.init_checkpoint = ""
 

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bert_jax import model as model_lib
 from bert_jax.config import InputError
 from bert_jax.finetuning import features, transfer
+from bert_jax.model import encoder
 
 POOLINGS = ("cls", "mean", "tokens")
 COMBINATIONS = ("concat", "mean")
@@ -39,13 +39,13 @@ class Embedder:
         if pooling not in POOLINGS or combination not in COMBINATIONS:
             raise InputError(f"pooling must be one of {POOLINGS} and combination one of {COMBINATIONS}; "
                              f"got {pooling!r}, {combination!r}.")
-        config = model_lib.BertConfig.from_config(pretrained.config.model)
+        config = encoder.BertConfig.from_config(pretrained.config.model)
         self.layers = _check_layers(list(layers), config.num_hidden_layers)
         self.tokenizer = pretrained.tokenizer
         self.max_positions = config.max_position_embeddings
         # Shapes only: every weight comes from the checkpoint, so a random initialisation would be wasted work.
-        encoder = nnx.eval_shape(lambda: model_lib.BertModel(config, add_pooling_layer=False, rngs=nnx.Rngs(0)))
-        graphdef, state = nnx.split(encoder, nnx.Param)
+        bert = nnx.eval_shape(lambda: encoder.BertModel(config, add_pooling_layer=False, rngs=nnx.Rngs(0)))
+        graphdef, state = nnx.split(bert, nnx.Param)
         encoder_params = {k: v for k, v in pretrained.params[transfer.ENCODER].items() if k != "pooler"}
         nnx.replace_by_pure_dict(state, encoder_params)
 

@@ -15,16 +15,16 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
-from bert_jax import parallel
 from bert_jax.config import InputError
-from bert_jax.data import tasks as tasks_lib
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.data import tokenizer_factory
 from bert_jax.finetuning import config as config_lib
 from bert_jax.finetuning import steps, task_data, transfer
+from bert_jax.finetuning import tasks as tasks_lib
+from bert_jax.runtime import checkpoint as checkpoint_lib
+from bert_jax.runtime import parallel
 
 
 def _batch_rows(indices: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -91,7 +91,7 @@ def _train_one_seed(task, config, data: _Data, model_config, pretrained, mesh, s
     logging.info("seed %d: %d training rows, %d steps (%d per epoch); %d encoder tensors loaded, fresh: %s, "
                  "dropped: %s", seed, num_examples, num_steps, steps_per_epoch, len(moved.loaded),
                  ", ".join(moved.fresh), ", ".join(sorted({n.split("/")[0] for n in moved.dropped})) or "none")
-    setup, state = steps.make_setup(model, task.kind, steps.optimizer_config(config.train, num_steps), mesh,
+    setup, state = steps.make_finetuning_setup(model, task.kind, steps.optimizer_config(config.train, num_steps), mesh,
                                     moved.params, seed)
     train_step, predict_step = steps.make_train_step(setup, mesh), steps.make_predict_step(setup, mesh)
     eval_every = max(1, steps_per_epoch // config.train.evals_per_epoch)
@@ -121,9 +121,7 @@ def _train_one_seed(task, config, data: _Data, model_config, pretrained, mesh, s
         for split, (examples, _) in data.eval_splits.items():
             task_data.write_predictions(os.path.join(seed_dir, f"predictions_{split}"), task, examples,
                                         best["payloads"][split])
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(os.path.join(os.path.abspath(seed_dir), "best_params"), best["params"], force=True)
-        checkpointer.wait_until_finished()
+        checkpoint_lib.save_finetuned_params(seed_dir, best["params"])
     return {"seed": seed, "best_step": best["step"], "best": best["metrics"], "history": history,
             "train_seconds": round(time.time() - started, 1), "num_train_steps": num_steps}
 
@@ -146,7 +144,7 @@ def finetune(config, workdir: str) -> dict:
     pretrained = transfer.load_pretrained(config.init_checkpoint)
     model_config = transfer.resolve_model_config(pretrained.config.model, config.model)
     tokenizer = pretrained.tokenizer
-    tokenizer_lib.check_fits_model(tokenizer, model_config.vocab_size)
+    tokenizer_factory.check_fits_model(tokenizer, model_config.vocab_size)
     if config.data.max_seq_length > model_config.max_position_embeddings:
         raise InputError(f"config.data.max_seq_length={config.data.max_seq_length} exceeds the checkpoint's "
                          f"max_position_embeddings={model_config.max_position_embeddings}; lower it.")

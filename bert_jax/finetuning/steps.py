@@ -17,17 +17,18 @@ import ml_collections
 import optax
 from flax import nnx
 
-from bert_jax import heads, optim, parallel
-from bert_jax import model as model_lib
-from bert_jax.train import TrainState
+from bert_jax.model import encoder, task_heads
+from bert_jax.pretraining import optim
+from bert_jax.pretraining.steps import TrainState
+from bert_jax.runtime import parallel
 
 MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")
 
 
 def build_task_model(model_config, kind: str, num_labels: int, seed: int) -> nnx.Module:
     """The task model of `kind` (heads.TASK_MODELS) with freshly initialised weights."""
-    config = model_lib.BertConfig.from_config(model_config)
-    return heads.TASK_MODELS[kind](config, num_labels, rngs=nnx.Rngs(params=seed))
+    config = encoder.BertConfig.from_config(model_config)
+    return task_heads.TASK_MODELS[kind](config, num_labels, rngs=nnx.Rngs(params=seed))
 
 
 def _cross_entropy_sums(logits, labels, weights):
@@ -78,7 +79,7 @@ class TaskSetup:
     state_sharding: Any
 
 
-def make_setup(model: nnx.Module, kind: str, opt_config, mesh, params, seed: int):
+def make_finetuning_setup(model: nnx.Module, kind: str, opt_config, mesh, params, seed: int):
     """(TaskSetup, initial TrainState on the mesh) of the task `model` with its weights set to `params`
     (a pure dict: the transferred encoder and the model's own fresh head)."""
     graphdef, state = nnx.split(model, nnx.Param)

@@ -17,8 +17,9 @@ import ml_collections
 import numpy as np
 from flax import nnx, traverse_util
 
-from bert_jax import checkpoint as checkpoint_lib
 from bert_jax.config import InputError
+from bert_jax.pretraining import run_checkpoint
+from bert_jax.runtime import checkpoint as checkpoint_lib
 
 ENCODER = "bert"
 _POOLER = (ENCODER, "pooler")
@@ -36,14 +37,13 @@ class Pretrained:
 
 def load_pretrained(path: str) -> Pretrained:
     """Reads a params-only export or the newest checkpoint of a pretraining workdir."""
-    from bert_jax import evaluation, exporting  # heavy imports, only needed here
     if not path:
         raise InputError("config.init_checkpoint is empty; give a params-only export (bert_jax.export / "
                          "bert_jax.import_hf) or a pretraining workdir.")
     if os.path.isfile(os.path.join(path, "export_info.json")):
-        config, tokenizer, params = exporting.load_params_only(path)
+        config, tokenizer, params = run_checkpoint.load_params_only(path)
     elif os.path.isdir(checkpoint_lib.checkpoint_dir(path)):
-        run = evaluation.restore_run_checkpoint(path)
+        run = run_checkpoint.restore_run_checkpoint(path)
         config, tokenizer, params = run.config, run.tokenizer, run.state.params
     else:
         raise InputError(f"config.init_checkpoint={path} is neither a params-only export (no export_info.json) "

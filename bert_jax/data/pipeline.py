@@ -1,0 +1,430 @@
+"""BERT, ALBERT and RoBERTa pretraining examples, built on the fly by one Grain pipeline.
+
+Follows google-research/bert `create_pretraining_data.py`, split in two so that nothing is written to
+disk per epoch: `index_instances` chunks each document into runs of consecutive sentences once (it
+reads only sentence lengths), and `make_sentence_pair` turns a chunk into `[CLS] A [SEP] B [SEP]` with
+a fresh random split and partner every time Grain visits it. Masking happens later, on the device, so
+batches here carry no MLM labels, only `mask_seeds` for static masking.
+
+Options, as in the papers:
+  objective 'mlm_nsp' (BERT): B is the chunk's rest (IsNext) or text of another document (NotNext).
+  objective 'mlm_sop' (ALBERT): A and B are the chunk's two halves, swapped half of the time.
+  objective 'mlm' (RoBERTa): no pair task; a chunk is one segment `[CLS] chunk [SEP]`, or with
+    instance_format 'full_sentences' a pack of whole sentences across documents (`full_sentences.py`).
+  dynamic_masking=False (BERT's precomputed data): an example depends only on (seed, instance,
+    epoch mod dupe_factor), never on where the stream visits it, so the data repeat every
+    `dupe_factor` epochs and `mask_seeds` tells the device to repeat the masks with them.
+  pack_sequences (MLPerf BERT): several built instances share one row (`sequence_packing.py`).
+
+Differences from the original, on purpose: each chunk draws its own target length (the original
+draws one per document), and a NotNext B never puts the chunk's unused sentences back, because the
+chunking is fixed before any pair is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from bert_jax.config import InputError
+from bert_jax.data.full_sentences import full_sentence_pieces, index_packs
+from bert_jax.data.sequence_packing import PackedInstances
+from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SpecialIds
+
+# Columns of the instance index.
+DOC, FIRST_SENTENCE, END_SENTENCE, TARGET_LENGTH = range(4)
+IS_NEXT, NOT_NEXT = 0, 1  # next_sentence_labels for NSP, as in BERT and HF
+IN_ORDER, SWAPPED = 0, 1  # next_sentence_labels for SOP, as in ALBERT
+OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm")
+INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
+
+_FEATURE_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels")
+_PACKED_PREFETCH = 4  # packed batches built ahead in a background thread when there are no workers
+_MASK_SEED_DOMAIN = 0x6D61736B  # "mask": keeps mask seeds apart from other hashes of the same numbers
+
+
+def load_sentence_lengths(source, chunk_size: int = 1024) -> list[np.ndarray]:
+    """Reads `sentence_lengths` of every document of a data source, in batches of reads."""
+    lengths = []
+    for start in range(0, len(source), chunk_size):
+        keys = list(range(start, min(start + chunk_size, len(source))))
+        examples = source.__getitems__(keys) if hasattr(source, "__getitems__") else [source[k] for k in keys]
+        lengths.extend(np.asarray(ex["sentence_lengths"]) for ex in examples)
+    return lengths
+
+
+def index_instances(sentence_lengths_per_doc: Sequence[np.ndarray], max_seq_length: int,
+                    short_seq_prob: float, seed: int, num_special_tokens: int = 3) -> np.ndarray:
+    """Chunks every document into runs of consecutive sentences, as google-research/bert does.
+
+    A chunk grows until its tokens reach a target length: `max_seq_length - num_special_tokens` (3 for
+    [CLS] A [SEP] B [SEP], 2 for one segment), or with probability `short_seq_prob` a random length in
+    [2, that], so the model also sees short sequences. A document's last chunk may be shorter.
+
+    Returns: int64 [num_instances, 4], rows (doc, first_sentence, end_sentence, target_length) with
+    `end_sentence` exclusive. `target_length` tells a NotNext B how much text to take.
+    """
+    max_num_tokens = max_seq_length - num_special_tokens
+    rng = np.random.default_rng(seed)
+
+    def draw_target() -> int:
+        if rng.random() < short_seq_prob:
+            return int(rng.integers(2, max_num_tokens + 1))
+        return max_num_tokens
+
+    rows = []
+    for doc, lengths in enumerate(sentence_lengths_per_doc):
+        num_sentences, first, current, target = len(lengths), 0, 0, draw_target()
+        for i, length in enumerate(lengths.tolist()):
+            current += length
+            if i == num_sentences - 1 or current >= target:
+                rows.append((doc, first, i + 1, target))
+                first, current, target = i + 1, 0, draw_target()
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def truncate_seq_pair(num_a: int, num_b: int, max_num_tokens: int,
+                      rng: np.random.Generator) -> tuple[slice, slice]:
+    """google-research/bert's `truncate_seq_pair` on lengths: returns the slices of A and B to keep.
+
+    While the pair is too long, the longer side (B on a tie) loses one token, from its front or its
+    back at random, so neither side is always cut at the same end.
+    """
+    bounds = [[0, num_a], [0, num_b]]  # [start, end) of A and of B
+    excess = num_a + num_b - max_num_tokens
+    if excess > 0:
+        for from_front in (rng.random(excess) < 0.5).tolist():
+            side = bounds[0] if bounds[0][1] - bounds[0][0] > bounds[1][1] - bounds[1][0] else bounds[1]
+            if from_front:
+                side[0] += 1
+            else:
+                side[1] -= 1
+    return slice(*bounds[0]), slice(*bounds[1])
+
+
+def make_sentence_pair(source, chunk: np.ndarray, rng: np.random.Generator, num_docs: int,
+                       max_seq_length: int, objective: str = "mlm_nsp",
+                       special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> dict[str, Any]:
+    """Builds one pair example `[CLS] A [SEP] B [SEP]` + padding from a chunk of `index_instances`.
+
+    A is the chunk's first 1..n-1 sentences. 'mlm_nsp': B is, with probability 0.5 or always for a
+    one-sentence chunk, text from a random other document starting at a random sentence (label
+    NotNext = 1; needs `num_docs >= 2`), else the rest of the chunk (label IsNext = 0). 'mlm_sop': B
+    is always the rest of the chunk (a one-sentence chunk is cut inside its sentence), and after
+    truncation A and B trade places with probability 0.5 (label Swapped = 1), so a negative holds
+    exactly the tokens of its positive. A one-token chunk has an empty B and is never swapped.
+
+    Returns int32 arrays `input_ids`, `segment_ids`, `attention_mask` [max_seq_length], scalars
+    `next_sentence_labels`, and `a_doc`, `b_doc` (the documents A and B came from).
+    """
+    if objective not in ("mlm_nsp", "mlm_sop"):
+        raise ValueError(f"make_sentence_pair builds NSP or SOP pairs, not objective={objective!r}.")
+    doc, first, end, target = (int(x) for x in chunk[:4])
+    document = source[doc]
+    tokens, offsets = document["tokens"], _offsets(document["sentence_lengths"])
+    num_sentences = end - first
+    a_end = first + (int(rng.integers(1, num_sentences)) if num_sentences >= 2 else 1)
+    split = offsets[a_end]
+    if objective == "mlm_sop" and num_sentences == 1 and offsets[end] - offsets[first] >= 2:
+        split = offsets[first] + int(rng.integers(1, offsets[end] - offsets[first]))
+    tokens_a, b_doc = tokens[offsets[first]:split], doc
+    if objective == "mlm_nsp" and (num_sentences == 1 or rng.random() < 0.5):
+        label = NOT_NEXT
+        b_doc = int(rng.integers(0, num_docs - 1))
+        b_doc += b_doc >= doc  # any document but this one, uniformly
+        other = source[b_doc]
+        other_offsets = _offsets(other["sentence_lengths"])
+        start = int(rng.integers(0, len(other_offsets) - 1))
+        # Take sentences from `start` until B reaches the chunk's target (at least one sentence).
+        filled = other_offsets[start + 1:] - other_offsets[start]  # [num_candidate_sentences]
+        count = min(int(np.searchsorted(filled, target - len(tokens_a))) + 1, len(filled))
+        tokens_b = other["tokens"][other_offsets[start]:other_offsets[start + count]]
+    else:
+        label = IS_NEXT  # == IN_ORDER
+        tokens_b = tokens[split:offsets[end]]
+    keep_a, keep_b = truncate_seq_pair(len(tokens_a), len(tokens_b), max_seq_length - 3, rng)
+    tokens_a, tokens_b = tokens_a[keep_a], tokens_b[keep_b]
+    if objective == "mlm_sop" and len(tokens_b) and rng.random() < 0.5:
+        label, tokens_a, tokens_b = SWAPPED, tokens_b, tokens_a
+    return _layout([tokens_a, tokens_b], [0, 1], max_seq_length, special_ids) | {
+        "next_sentence_labels": np.int32(label), "a_doc": np.int32(doc), "b_doc": np.int32(b_doc)}
+
+
+def make_single_segment(source, chunk: np.ndarray, rng: np.random.Generator, max_seq_length: int,
+                        special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> dict[str, Any]:
+    """Builds `[CLS] chunk [SEP]` + padding for MLM alone; a long chunk loses tokens at random ends.
+
+    Returns the features of `make_sentence_pair`, with `next_sentence_labels` 0 and no segment 1.
+    """
+    doc, first, end = (int(x) for x in chunk[:3])
+    document = source[doc]
+    offsets = _offsets(document["sentence_lengths"])
+    tokens = document["tokens"][offsets[first]:offsets[end]]
+    keep, _ = truncate_seq_pair(len(tokens), 0, max_seq_length - 2, rng)
+    return _layout([tokens[keep]], [0], max_seq_length, special_ids) | {
+        "next_sentence_labels": np.int32(0), "a_doc": np.int32(doc), "b_doc": np.int32(doc)}
+
+
+def _layout(pieces: Sequence[np.ndarray], segments: Sequence[int], max_seq_length: int,
+            special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> dict[str, np.ndarray]:
+    """`[CLS] piece [SEP] piece [SEP] ...` + padding; each piece and its [SEP] get that piece's segment id."""
+    ids, segment_ids = [np.asarray([special_ids.cls])], [np.zeros(1, np.int64)]
+    for piece, segment in zip(pieces, segments):
+        ids += [piece, np.asarray([special_ids.sep])]
+        segment_ids.append(np.full(len(piece) + 1, segment))
+    length = sum(map(len, ids))
+    input_ids = np.full(max_seq_length, special_ids.pad, np.int32)  # [max_seq_length]
+    input_ids[:length] = np.concatenate(ids)
+    segment_row = np.zeros(max_seq_length, np.int32)  # [max_seq_length]
+    segment_row[:length] = np.concatenate(segment_ids)
+    attention_mask = np.zeros(max_seq_length, np.int32)  # [max_seq_length]
+    attention_mask[:length] = 1
+    return {"input_ids": input_ids, "segment_ids": segment_row, "attention_mask": attention_mask}
+
+
+def _offsets(sentence_lengths: np.ndarray) -> np.ndarray:
+    """[num_sentences + 1] start of each sentence in the document's tokens, then the total."""
+    return np.concatenate([[0], np.cumsum(sentence_lengths)])
+
+
+def mask_seed(seed: int, instance: int, copy: int) -> np.int32:
+    """A 31-bit hash of (seed, instance, copy): the same example copy gets the same masks on any host."""
+    state = np.random.SeedSequence([_MASK_SEED_DOMAIN, seed, instance, copy]).generate_state(1)
+    return np.int32(state[0] >> 1)
+
+
+class _InstanceBuilder:
+    """Instance index + rng -> features, for every objective and format; picklable for Grain workers.
+
+    The index (chunks or packs) is computed once here, from sentence lengths only.
+    """
+
+    def __init__(self, source, *, max_seq_length: int, short_seq_prob: float, seed: int, objective: str,
+                 instance_format: str, special_ids: SpecialIds):
+        self._source, self._max_seq_length, self._objective = source, max_seq_length, objective
+        self._special_ids = special_ids
+        self._packed = instance_format == "full_sentences"
+        lengths = load_sentence_lengths(source)
+        if self._packed:
+            self.index = index_packs(lengths, max_seq_length)  # [num_instances, 4]
+        else:
+            num_special_tokens = 2 if objective == "mlm" else 3
+            self.index = index_instances(lengths, max_seq_length, short_seq_prob, seed, num_special_tokens)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __call__(self, instance: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        row = self.index[instance]
+        if self._packed:
+            pieces = full_sentence_pieces(self._source, row)
+            example = _layout(pieces, [0] * len(pieces), self._max_seq_length, self._special_ids)
+            example["next_sentence_labels"] = np.int32(0)
+        elif self._objective == "mlm":
+            example = make_single_segment(self._source, row, rng, self._max_seq_length, self._special_ids)
+        else:
+            example = make_sentence_pair(self._source, row, rng, len(self._source), self._max_seq_length,
+                                         self._objective, self._special_ids)
+        return {key: example[key] for key in _FEATURE_KEYS}
+
+
+class _DynamicInstances(grain.transforms.RandomMap):
+    """Dynamic masking: a new example from the stream position's rng; keeps the instance for its mask seed."""
+
+    def __init__(self, build: _InstanceBuilder):
+        self._build = build
+
+    def random_map(self, instance: np.int64, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return self._build(int(instance), rng) | {"instance": instance}
+
+
+class _DynamicMaskSeeds(grain.transforms.MapWithIndex):
+    """Adds `mask_seeds` hashed from (seed, instance, epoch); the trainer ignores them when dynamic."""
+
+    def __init__(self, seed: int, num_instances: int):
+        self._seed, self._num_instances = seed, num_instances
+
+    def map_with_index(self, index: int, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        example = dict(example)
+        instance = int(example.pop("instance"))
+        example["mask_seeds"] = mask_seed(self._seed, instance, index // self._num_instances)
+        return example
+
+
+class _StaticInstances(grain.transforms.MapWithIndex):
+    """Static masking: example and mask seed from (seed, instance, epoch mod dupe_factor) alone.
+
+    `index` is the position in the repeated stream (this map runs after `repeat`, before sharding), so
+    `index // num_instances` is the epoch however the epoch was shuffled.
+    """
+
+    def __init__(self, build: _InstanceBuilder, seed: int, dupe_factor: int):
+        self._build, self._seed, self._dupe_factor = build, seed, dupe_factor
+
+    def map_with_index(self, index: int, instance: np.int64) -> dict[str, np.ndarray]:
+        instance, copy = int(instance), index // len(self._build) % self._dupe_factor
+        example = self._build(instance, np.random.default_rng([self._seed, instance, copy]))
+        example["mask_seeds"] = mask_seed(self._seed, instance, copy)
+        return example
+
+
+class _ProcessRows(grain.MapDataset):
+    """This process's rows of every global batch: process i of P takes rows [i*L, (i+1)*L) of each
+    block of P*L consecutive examples (L = the per-process batch size).
+
+    So the global batch, assembled from the processes' parts in process order, holds the same examples
+    in the same order whatever the process count, and a run on 2 hosts computes what a run on 1 does.
+    """
+
+    def __init__(self, parent: grain.MapDataset, process_index: int, process_count: int, rows: int):
+        super().__init__(parent)
+        self._index, self._count, self._rows = process_index, process_count, rows
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._count
+
+    def _global_index(self, index: int) -> int:
+        block, row = divmod(index, self._rows)
+        return block * self._rows * self._count + self._index * self._rows + row
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self._global_index(index)]
+
+    def __str__(self) -> str:
+        return f"_ProcessRows(process {self._index} of {self._count}, {self._rows} rows)"
+
+
+def _check_options(source, objective: str, instance_format: str, pack_sequences: bool = False,
+                   max_instances_per_pack: int = 1) -> None:
+    if objective not in OBJECTIVES:
+        raise InputError(f"config.objective={objective!r} is not one of {OBJECTIVES}.")
+    if instance_format not in INSTANCE_FORMATS:
+        raise InputError(f"config.data.instance_format={instance_format!r} is not one of {INSTANCE_FORMATS}.")
+    if instance_format == "full_sentences" and objective != "mlm":
+        raise InputError(f"config.data.instance_format='full_sentences' packs sentences across documents, so it "
+                         f"has no sentence pairs for config.objective={objective!r}; use config.objective='mlm' "
+                         "with it, or config.data.instance_format='sentence_pairs' for NSP or SOP.")
+    if pack_sequences and instance_format != "sentence_pairs":
+        raise InputError("config.data.pack_sequences packs sentence-pair instances, but "
+                         f"config.data.instance_format is {instance_format!r}, whose rows are already full; "
+                         "turn pack_sequences off.")
+    if pack_sequences and max_instances_per_pack < 1:
+        raise InputError(f"config.data.max_instances_per_pack must be at least 1, got {max_instances_per_pack}.")
+    if objective == "mlm_nsp" and len(source) < 2:
+        raise InputError(f"next-sentence prediction needs at least 2 documents, the split has {len(source)}; "
+                         "give more text with blank lines between documents.")
+
+
+def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: float, batch_size: int,
+                              seed: int, shuffle: bool = True, num_epochs: int | None = None,
+                              process_index: int = 0, process_count: int = 1, num_workers: int = 0,
+                              objective: str = "mlm_nsp", instance_format: str = "sentence_pairs",
+                              dynamic_masking: bool = True, dupe_factor: int = 10,
+                              special_ids: SpecialIds = DEFAULT_SPECIAL_IDS, pack_sequences: bool = False,
+                              max_instances_per_pack: int = 3) -> grain.DatasetIterator:
+    """Endless (or `num_epochs`) batches for this process, resumable with get_state/set_state.
+
+    Instances are chunks of `index_instances` ('sentence_pairs') or packs of `index_packs`
+    ('full_sentences', which ignores `short_seq_prob`: RoBERTa fills every sequence). Each epoch
+    visits every instance once in a new order. With `dynamic_masking` the example at a
+    position depends only on `seed` and that position (a new A/B split every epoch); without it, only
+    on (seed, instance, epoch mod dupe_factor). Process `i` takes positions `i::process_count`, so
+    processes never overlap and any process count sees the same global stream. `batch_size` is per
+    process. `special_ids` are the tokenizer's [CLS]/[SEP]/[PAD]. Yields {'input_ids', 'segment_ids',
+    'attention_mask': int32 [batch, seq],
+    'next_sentence_labels', 'mask_seeds': int32 [batch]}.
+
+    With `pack_sequences`, up to `max_instances_per_pack` (K) whole instances share each row and
+    batches hold `instance_packing.PACKED_FEATURE_KEYS`: 'input_ids', 'segment_ids', 'attention_mask'
+    (k-th instance k, padding 0), 'position_ids': int32 [batch, seq]; 'pair_positions',
+    'next_sentence_labels': int32 and 'pair_weights': float32 [batch, K]; 'mask_seeds': int32 [batch].
+    Then process `i` packs its own instances, those at positions `i::process_count` of the stream:
+    processes stay disjoint and together complete, but the global batch depends on the process count
+    (and on `num_workers`, as each worker packs a slice of the process's instances).
+    """
+    _check_options(source, objective, instance_format, pack_sequences, max_instances_per_pack)
+    if not dynamic_masking and dupe_factor < 1:
+        raise InputError(f"config.masking.dupe_factor must be at least 1 for static masking, got {dupe_factor}.")
+    build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
+                             objective=objective, instance_format=instance_format, special_ids=special_ids)
+    dataset = grain.MapDataset.source(np.arange(len(build))).seed(seed)
+    if shuffle:
+        dataset = dataset.shuffle()  # before repeat: each epoch reshuffles, epochs never mix
+    dataset = dataset.repeat(num_epochs)
+    if dynamic_masking:
+        dataset = dataset.random_map(_DynamicInstances(build))
+        dataset = dataset.map_with_index(_DynamicMaskSeeds(seed, len(build)))
+    else:
+        dataset = dataset.map_with_index(_StaticInstances(build, seed, dupe_factor))
+    if pack_sequences:
+        dataset = PackedInstances(dataset[process_index::process_count], max_seq_length=max_seq_length,
+                                  max_instances_per_pack=max_instances_per_pack, pad_id=special_ids.pad)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+        if num_workers == 0:  # pack in a background thread, as the unpacked path reads in threads
+            dataset = grain.experimental.ThreadPrefetchIterDataset(dataset, prefetch_buffer_size=_PACKED_PREFETCH)
+    else:
+        dataset = _ProcessRows(dataset, process_index, process_count, batch_size)
+        dataset = dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
+    if num_workers > 0:
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return iter(dataset)
+
+
+def iterator_from_config(config, source, special_ids: SpecialIds, batch_size: int, *, process_index: int,
+                         process_count: int, num_workers: int | None = None) -> grain.DatasetIterator:
+    """`make_pretraining_iterator` as a run's config asks for it: this process's `batch_size` rows
+    (training and the benchmark's pipeline measurement build it the same way)."""
+    return make_pretraining_iterator(
+        source, max_seq_length=config.data.max_seq_length, short_seq_prob=config.data.short_seq_prob,
+        batch_size=batch_size, seed=config.train.seed, process_index=process_index, process_count=process_count,
+        num_workers=config.data.num_workers if num_workers is None else num_workers, objective=config.objective,
+        instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
+        dupe_factor=config.masking.dupe_factor, special_ids=special_ids,
+        pack_sequences=config.data.pack_sequences, max_instances_per_pack=config.data.max_instances_per_pack)
+
+
+def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examples: int, seed: int = 0,
+                      short_seq_prob: float = 0.1, objective: str = "mlm_nsp",
+                      instance_format: str = "sentence_pairs",
+                      special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> list[dict[str, np.ndarray]]:
+    """A fixed evaluation set: the same `num_examples` examples on every call, in batches.
+
+    The examples are the first `num_examples` instances of a seeded shuffle (spread over the whole
+    split), each built with its own fixed rng and `mask_seeds` (so its masks are fixed too); fewer if
+    the split has fewer instances. The last batch is filled with all-padding rows; `example_weights`
+    float32 [batch] is 1 for real rows and 0 for those, so each real example counts exactly once.
+    """
+    _check_options(source, objective, instance_format)
+    build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
+                             objective=objective, instance_format=instance_format, special_ids=special_ids)
+    chosen = np.random.default_rng(seed).permutation(len(build))[:num_examples]
+    examples = [build(int(i), np.random.default_rng([seed, int(i)])) | {"mask_seeds": mask_seed(seed, int(i), 0)}
+                for i in chosen]
+    padding = {"input_ids": np.full(max_seq_length, special_ids.pad, np.int32),
+               "segment_ids": np.zeros(max_seq_length, np.int32),
+               "attention_mask": np.zeros(max_seq_length, np.int32),
+               "next_sentence_labels": np.int32(0), "mask_seeds": np.int32(0)}
+    batches = []
+    for start in range(0, len(examples), batch_size):
+        rows = examples[start:start + batch_size]
+        weights = np.zeros(batch_size, np.float32)  # [batch]
+        weights[:len(rows)] = 1.0
+        rows = rows + [padding] * (batch_size - len(rows))
+        batch = {key: np.stack([row[key] for row in rows]) for key in padding}
+        batch["example_weights"] = weights
+        batches.append(batch)
+    return batches
+
+
+def padding_fraction(batches: Iterable[dict[str, np.ndarray]]) -> float:
+    """Fraction of all positions that are padding (`attention_mask` 0): compute spent on nothing."""
+    padded = total = 0
+    for batch in batches:
+        mask = np.asarray(batch["attention_mask"])  # [batch, seq]
+        padded, total = padded + int((mask == 0).sum()), total + mask.size
+    return padded / max(total, 1)

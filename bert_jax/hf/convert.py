@@ -1,0 +1,55 @@
+"""Conversion both ways between a bert_jax model and a Hugging Face transformers directory.
+
+`export_hf` writes a pretraining run's checkpoint as a transformers directory (`files.py` writes it,
+`names.py` maps the tensor names); `import_hf_directory` turns a transformers BERT/RoBERTa/ALBERT directory
+into a params-only export, which pretraining and fine-tuning read like their own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from flax import nnx
+
+from bert_jax import config as config_lib
+from bert_jax.data import tokenizer_factory
+from bert_jax.hf import files as hf_files
+from bert_jax.hf import names as hf_names
+from bert_jax.model import pretraining_heads
+from bert_jax.pretraining import run_checkpoint
+from bert_jax.runtime import checkpoint as checkpoint_lib
+
+
+def export_hf(workdir: str, output: str, *, step: int | None = None) -> str:
+    """Writes checkpoint `step` (default latest) of a pretraining run as a transformers directory; returns a
+    summary line."""
+    run = run_checkpoint.restore_run_checkpoint(workdir, step)
+    params = nnx.to_pure_dict(jax.device_get(run.state.params))
+    architecture = hf_files.write_hf_directory(output, params, run.config, run.tokenizer)
+    return f"wrote step {run.step} of {workdir} as {architecture} to {output}"
+
+
+def import_hf_directory(input_dir: str, output: str) -> str:
+    """Converts an HF BERT/RoBERTa/ALBERT directory into a params-only export; returns a summary line."""
+    tensors, hf_config, tokenizer = hf_files.read_hf_directory(input_dir)
+    imported = hf_names.from_hf_state_dict(tensors, hf_config)
+    config = config_lib.default_config()
+    config.model.update(imported.config_overrides["model"])
+    config.objective = imported.config_overrides["objective"]
+    config.data.tokenizer_vocab_size = tokenizer.vocab_size
+    config.data.max_seq_length = min(config.data.max_seq_length, config.model.max_position_embeddings)
+    config_lib.validate(config)
+    tokenizer_factory.check_fits_model(tokenizer, config.model.vocab_size)
+    fresh = nnx.to_pure_dict(nnx.state(pretraining_heads.build_model(config, seed=config.train.seed), nnx.Param))
+    params = nnx.state(nnx.eval_shape(lambda: pretraining_heads.build_model(config, seed=0)), nnx.Param)
+    nnx.replace_by_pure_dict(params, hf_names.with_fresh_heads(imported.params, fresh))
+    info = {"source": os.path.abspath(input_dir), "hf_architecture": hf_config.get("architectures"),
+            "fresh_heads": imported.missing_heads, "unused_hf_tensors": imported.unexpected_keys}
+    checkpoint_lib.save_params_only(output, params, config, tokenizer, info)
+    notes = []
+    if imported.missing_heads:
+        notes.append(f"initialised fresh (absent from the checkpoint): {', '.join(imported.missing_heads)}")
+    if imported.unexpected_keys:
+        notes.append(f"unused HF tensors: {', '.join(imported.unexpected_keys)}")
+    return f"imported {input_dir} ({config.objective}) to {output}" + "".join(f"\n  {n}" for n in notes)

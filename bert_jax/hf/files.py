@@ -1,0 +1,119 @@
+"""Hugging Face directories on disk: write what transformers' `from_pretrained` loads, and read one back.
+
+The tensor names and conversions live in `names.py`; this module only does the files: `config.json`,
+`model.safetensors` (or a legacy `pytorch_model.bin` when reading) and the tokenizer files. A SentencePiece
+vocabulary is written as `spiece.model` for transformers' `AlbertTokenizer` (its own lower-casing and
+accent options: none for one trained here, ALBERT's for an imported one); a WordPiece vocabulary as
+`vocab.txt` + `tokenizer.json` for `BertTokenizer`; a byte-level BPE one as `vocab.json` + `merges.txt`
+for `RobertaTokenizer`. Reading accepts the same three.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from bert_jax.config import InputError
+from bert_jax.data import hf_tokenizers, tokenizer_factory
+from bert_jax.hf import names as hf_names
+
+
+def _write_json(path: str, content: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2)
+
+
+def _special_tokens_map(tokenizer) -> dict[str, str]:
+    """transformers' names of the special tokens, spelled as this vocabulary spells them."""
+    ids = tokenizer.special_ids
+    tokens = {"unk_token": ids.unk, "sep_token": ids.sep, "pad_token": ids.pad, "cls_token": ids.cls,
+              "mask_token": ids.mask}
+    if tokenizer.kind != "wordpiece":  # AlbertTokenizer and RobertaTokenizer also name bos and eos
+        tokens.update(bos_token=ids.cls, eos_token=ids.sep)
+    return {name: tokenizer.id_to_piece(token_id) for name, token_id in tokens.items()}
+
+
+def _write_tokenizer(output_dir: str, tokenizer) -> None:
+    if tokenizer.kind == "wordpiece":
+        with open(os.path.join(output_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.writelines(tokenizer.id_to_piece(i) + "\n" for i in range(tokenizer.vocab_size))
+        tokenizer.save(os.path.join(output_dir, "tokenizer.json"))
+        tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase,
+                            "strip_accents": tokenizer.strip_accents}
+    elif tokenizer.kind == "bpe":
+        # No tokenizer.json: from vocab.json + merges.txt RobertaTokenizer adds its <s> ... </s> template.
+        tokenizer.save_vocab(output_dir)
+        tokenizer_config = {"tokenizer_class": "RobertaTokenizer", "add_prefix_space": False, "trim_offsets": True}
+    else:
+        with open(os.path.join(output_dir, "spiece.model"), "wb") as f:
+            f.write(tokenizer.serialized_model())
+        tokenizer_config = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": tokenizer.lowercase,
+                            "keep_accents": not tokenizer.strip_accents, "remove_space": True}
+    special_tokens = _special_tokens_map(tokenizer)
+    _write_json(os.path.join(output_dir, "tokenizer_config.json"), {**tokenizer_config, **special_tokens})
+    _write_json(os.path.join(output_dir, "special_tokens_map.json"), special_tokens)
+
+
+def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
+    """Writes config.json, model.safetensors and the tokenizer; returns the HF architecture name."""
+    from safetensors.numpy import save_file  # the [hf] extra
+    if os.path.exists(os.path.join(output_dir, "model.safetensors")):
+        raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
+    os.makedirs(output_dir, exist_ok=True)
+    ids = tokenizer.special_ids
+    state_dict = hf_names.to_hf_state_dict(params, config, pad_token_id=ids.pad)
+    hf_config = hf_names.hf_config_dict(config, pad_token_id=ids.pad, bos_token_id=ids.cls, eos_token_id=ids.sep)
+    save_file({name: np.ascontiguousarray(value, np.float32) for name, value in state_dict.items()},
+              os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
+    _write_json(os.path.join(output_dir, "config.json"), hf_config)
+    _write_tokenizer(output_dir, tokenizer)
+    return hf_config["architectures"][0]
+
+
+def _read_tensors(input_dir: str) -> dict[str, np.ndarray]:
+    safetensors_path = os.path.join(input_dir, "model.safetensors")
+    if os.path.isfile(safetensors_path):
+        from safetensors.numpy import load_file
+        return dict(load_file(safetensors_path))
+    bin_path = os.path.join(input_dir, "pytorch_model.bin")
+    if os.path.isfile(bin_path):
+        import torch  # only legacy checkpoints need it
+        state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        return {name: value.float().numpy() for name, value in state.items()}
+    raise InputError(f"{input_dir} has neither model.safetensors nor pytorch_model.bin; point --input at a "
+                     "Hugging Face model directory that holds its weights (save_pretrained writes one).")
+
+
+def _read_tokenizer(input_dir: str):
+    config_path = os.path.join(input_dir, "tokenizer_config.json")
+    tokenizer_config = {}
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            tokenizer_config = json.load(f)
+    vocab = os.path.join(input_dir, "vocab.txt")
+    if os.path.isfile(vocab):
+        return hf_tokenizers.WordPieceTokenizer.from_vocab(
+            vocab, lowercase=tokenizer_config.get("do_lower_case", True),
+            strip_accents=tokenizer_config.get("strip_accents"))
+    bpe_vocab, merges = os.path.join(input_dir, "vocab.json"), os.path.join(input_dir, "merges.txt")
+    if os.path.isfile(bpe_vocab) and os.path.isfile(merges):
+        return hf_tokenizers.ByteLevelBPETokenizer.from_files(
+            bpe_vocab, merges, add_prefix_space=tokenizer_config.get("add_prefix_space", False))
+    spiece = os.path.join(input_dir, "spiece.model")
+    if os.path.isfile(spiece):  # AlbertTokenizer's defaults: lower-case, strip accents
+        return tokenizer_factory.load_tokenizer(spiece, lowercase=tokenizer_config.get("do_lower_case", True),
+                                            strip_accents=not tokenizer_config.get("keep_accents", False))
+    raise InputError(f"{input_dir} has no tokenizer bert_jax can read: give BERT's vocab.txt, RoBERTa's "
+                     "vocab.json + merges.txt, or ALBERT's spiece.model.")
+
+
+def read_hf_directory(input_dir: str) -> tuple[dict[str, np.ndarray], dict, object]:
+    """(tensors by HF name, config.json as a dict, tokenizer) of an HF BERT/RoBERTa/ALBERT directory."""
+    config_path = os.path.join(input_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise InputError(f"{input_dir} has no config.json: point --input at a Hugging Face model directory.")
+    with open(config_path, encoding="utf-8") as f:
+        hf_config = json.load(f)
+    return _read_tensors(input_dir), hf_config, _read_tokenizer(input_dir)

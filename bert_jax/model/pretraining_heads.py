@@ -1,0 +1,107 @@
+"""Pretraining heads on top of the encoder: masked LM (tied, gathered) and next-sentence prediction.
+
+As in google-research/bert, the MLM head gathers the masked positions *before* the vocabulary projection,
+so the [*, vocab] matmul runs on ~20 positions per sequence instead of all of them: on BERT-mini that
+projection is most of the step's FLOPs (`gather_masked_positions=False` projects every position, to
+measure that). Packed rows get one pair prediction per instance, from the pooler at each [CLS].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bert_jax.model import encoder
+
+
+def gather_positions(sequence_output: jax.Array, positions: jax.Array) -> jax.Array:
+    """sequence_output [batch, seq, hidden], positions [batch, num_masked] -> [batch, num_masked, hidden]."""
+    return jnp.take_along_axis(sequence_output, positions[:, :, None], axis=1)
+
+
+class MaskedLMHead(nnx.Module):
+    """dense + activation + LayerNorm, then logits against the word embeddings (tied) plus a bias.
+
+    The dense layer maps hidden_size to the embedding width, so with ALBERT's factorized embeddings it
+    is the H -> E projection back into the embedding space. The output matmul runs against the
+    embeddings zero-padded to a multiple of `vocab_pad_multiple` rows (30522 -> 30592 for BERT), which
+    keeps the accelerator's matmul tiles full; the padded logits are dropped, so the parameters and the
+    loss are those of the unpadded vocabulary.
+    """
+
+    def __init__(self, config: encoder.BertConfig, *, rngs: nnx.Rngs):
+        self.dense = encoder.make_dense(config, config.hidden_size, config.embedding_width, rngs)
+        self.layer_norm = encoder.make_layer_norm(config, config.embedding_width, rngs)
+        self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.float32))
+        self.activation = encoder.get_activation(config.hidden_act)
+        self.dtype = config.compute_dtype
+        self.vocab_pad_multiple = config.vocab_pad_multiple
+        self.gather_masked_positions = config.gather_masked_positions
+
+    def __call__(self, sequence_output, masked_positions, word_embeddings: nnx.Embed):
+        """Returns MLM logits [batch, num_masked, vocab] in float32."""
+        hidden = sequence_output  # [batch, seq, hidden]
+        if self.gather_masked_positions:
+            hidden = gather_positions(sequence_output, masked_positions)  # [batch, num_masked, hidden]
+        hidden = self.layer_norm(self.activation(self.dense(hidden))).astype(self.dtype)  # [.., embedding]
+        embedding = word_embeddings.embedding[...].astype(self.dtype)  # [vocab, embedding]
+        vocab_size = embedding.shape[0]
+        multiple = max(self.vocab_pad_multiple, 1)
+        padded_size = -(-vocab_size // multiple) * multiple
+        embedding = jnp.pad(embedding, ((0, padded_size - vocab_size), (0, 0)))  # [padded_vocab, embedding]
+        logits = jnp.einsum("bph,vh->bpv", hidden, embedding, preferred_element_type=jnp.float32)
+        logits = logits[..., :vocab_size]  # [batch, num_masked or seq, vocab]
+        if not self.gather_masked_positions:
+            logits = gather_positions(logits, masked_positions)  # [batch, num_masked, vocab]
+        return logits + self.bias[...]
+
+
+class PairClassificationHead(nnx.Module):
+    """Two-way classifier on the pooled [CLS] output: NSP (0 = IsNext, 1 = NotNext) or SOP (1 = swapped)."""
+
+    def __init__(self, config: encoder.BertConfig, *, rngs: nnx.Rngs):
+        self.dense = encoder.make_dense(config, config.hidden_size, 2, rngs)
+
+    def __call__(self, pooled_output):
+        return self.dense(pooled_output).astype(jnp.float32)  # [batch, 2], or [batch, K, 2] for packed rows
+
+
+OBJECTIVES_WITH_PAIR_HEAD = ("mlm_nsp", "mlm_sop")
+
+
+class BertForPreTraining(nnx.Module):
+    """Encoder + MLM head, plus the pooler and a pair head for NSP/SOP (HF's *ForPreTraining layout).
+
+    objective 'mlm' (RoBERTa) builds neither pooler nor pair head: every parameter gets a gradient.
+    """
+
+    def __init__(self, config: encoder.BertConfig, *, objective: str = "mlm_nsp", rngs: nnx.Rngs):
+        has_pair_head = objective in OBJECTIVES_WITH_PAIR_HEAD
+        self.bert = encoder.BertModel(config, add_pooling_layer=has_pair_head, rngs=rngs)
+        self.mlm_head = MaskedLMHead(config, rngs=rngs)
+        self.pair_head = PairClassificationHead(config, rngs=rngs) if has_pair_head else None
+
+    def __call__(self, input_ids, segment_ids, attention_mask, masked_positions, *, position_ids=None,
+                 pair_positions=None, deterministic: bool = True, rngs: nnx.Rngs | None = None):
+        """Returns (mlm_logits [batch, num_masked, vocab], pair_logits or None), float32.
+
+        Unpacked rows: pair_logits [batch, 2] from the [CLS] at position 0. Packed rows (position_ids and
+        pair_positions [batch, K] given, see BertModel): pair_logits [batch, K, 2], one per instance's
+        [CLS]; the logits of empty slots are meaningless and weighted 0 by the loss.
+        """
+        sequence_output, pooled_output = self.bert(
+            input_ids, segment_ids, attention_mask, position_ids=position_ids, deterministic=deterministic,
+            rngs=rngs)
+        mlm_logits = self.mlm_head(sequence_output, masked_positions, self.bert.embeddings.word_embeddings)
+        if self.pair_head is None:
+            return mlm_logits, None
+        if pair_positions is not None:
+            pooled_output = self.bert.pooler(sequence_output, pair_positions)  # [batch, K, hidden]
+        return mlm_logits, self.pair_head(pooled_output)
+
+
+def build_model(config, seed: int) -> BertForPreTraining:
+    """A freshly initialised BertForPreTraining for `config.model` and `config.objective`."""
+    return BertForPreTraining(encoder.BertConfig.from_config(config.model), objective=config.objective,
+                              rngs=nnx.Rngs(params=jax.random.key(seed)))

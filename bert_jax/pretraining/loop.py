@@ -1,0 +1,218 @@
+"""The pretraining loop: `train_and_evaluate(config, workdir)` reads top to bottom.
+
+Prepare data and tokenizer (cached in the workdir) -> build or restore the state -> step, log, evaluate
+and checkpoint. Restarting the same command resumes from the newest checkpoint that restores, including
+the position of the data iterator, so the resumed run sees the batches the interrupted one would have
+seen and ends bitwise where an uninterrupted run ends. Each checkpoint step also closes a logging
+interval, so a resumed run pools the same steps into each metrics line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from bert_jax import config as config_lib
+from bert_jax.data import corpus as corpus_lib
+from bert_jax.data import pipeline, tokenizer_factory
+from bert_jax.pretraining import evaluation, losses, run_checkpoint
+from bert_jax.pretraining import steps as steps_lib
+from bert_jax.runtime import checkpoint as checkpoint_lib
+from bert_jax.runtime import multihost, numerics, parallel, preemption, reporting
+
+_TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels", "mask_seeds",
+               "position_ids", "pair_positions", "pair_weights")  # the last three only in packed batches
+_SUMMED_SUFFIXES = ("_loss_sum", "_correct", "_count")
+
+
+def _summarize_train(step_metrics: list[dict], seconds: float, timed_steps: int, global_batch_size: int) -> dict:
+    """Pools the per-step sums of a logging interval into the reported train metrics.
+
+    Skipped (non-finite) steps are counted in `skipped_steps` and left out of the pooled figures, unless
+    the whole interval was skipped.
+    """
+    skipped = sum(int(m["nonfinite"]) for m in step_metrics)
+    pooled = [m for m in step_metrics if not m["nonfinite"]] or step_metrics
+    summed = [name for name in pooled[0] if name.endswith(_SUMMED_SUFFIXES)]
+    totals = {name: sum(float(m[name]) for m in pooled) for name in summed}
+    metrics = losses.summarize(totals)
+    metrics["loss"] = float(np.mean([m["loss"] for m in pooled]))
+    metrics["grad_norm"] = float(np.mean([m["grad_norm"] for m in pooled]))
+    metrics["learning_rate"] = float(step_metrics[-1]["learning_rate"])
+    metrics["skipped_steps"] = skipped
+    metrics["sequences_per_second"] = timed_steps * global_batch_size / max(seconds, 1e-9)
+    return metrics
+
+
+def _initial_state(config, setup, create_state, checkpointer) -> tuple[steps_lib.TrainState, dict | None]:
+    """(state, data-iterator state): the newest good checkpoint's, else fresh (or from `train.init_checkpoint`)."""
+    restored = checkpointer.restore_latest(setup.abstract_state)
+    if restored is not None:
+        step, state, meta = restored
+        logging.info("resumed from step %d of %s", step, checkpointer.directory)
+        return state, meta.get("data_state")
+    state = create_state()
+    if config.train.init_checkpoint:
+        _, _, params = run_checkpoint.load_params_only(config.train.init_checkpoint)
+        state = state.replace(params=jax.device_put(params, setup.state_sharding.params))
+    logging.info("initialised %s parameters (no checkpoint in %s)", f"{steps_lib.parameter_count(state.params):,}",
+                 checkpointer.directory)
+    return state, None
+
+
+def _train_iterator(config, source, tokenizer, local_batch_size: int, data_state):
+    """This process's training batches, positioned where the restored run stopped."""
+    train_iter = pipeline.iterator_from_config(config, source, tokenizer.special_ids, local_batch_size,
+                                                  process_index=jax.process_index(), process_count=jax.process_count())
+    if data_state is not None:
+        train_iter.set_state(data_state)
+    return train_iter
+
+
+def _prepare_data(config, workdir: str):
+    """Corpus, tokenizer and tokenized splits; with several processes, process 0 builds them first.
+
+    If process 0 fails (an empty corpus, a bad file), every other process raises InputError with its
+    message instead of waiting at a barrier process 0 never reaches.
+    """
+    prepared, done_here = multihost.process_zero_first(
+        lambda: corpus_lib.prepare_default_or_given(config.data, workdir), "prepare the data")
+    if done_here:
+        return prepared
+    return corpus_lib.prepare_default_or_given(config.data, workdir)  # now only reads the caches
+
+
+def _restore_before_streak(checkpointer, setup, state, streak: numerics.NonFiniteStreak):
+    """The newest checkpoint from before a streak of non-finite steps, carried on at the current step.
+
+    The step count and the data iterator are not rewound: the batches of the streak (and those between
+    the checkpoint and the streak) are skipped, and the step numbers in the metrics stay unique.
+    """
+    checkpointer.wait()
+    restored = checkpointer.restore_latest(setup.abstract_state, before=streak.first_step - 1)
+    if restored is None:
+        raise config_lib.InputError(
+            f"steps {streak.first_step}-{streak.first_step + streak.length - 1} had non-finite losses or gradients "
+            f"and no checkpoint from before them exists in {checkpointer.directory}: the run cannot recover; lower "
+            "config.train.learning_rate or check the data.")
+    checkpoint_step, good_state, _ = restored
+    current = int(jax.device_get(state.step))
+    logging.warning("steps %d-%d: %d non-finite steps in a row (updates skipped); restored the parameters and "
+                    "optimizer state of step %d from %s and continue at step %d, skipping the batches of steps %d-%d",
+                    streak.first_step, current, streak.length, checkpoint_step, checkpointer.step_path(checkpoint_step),
+                    current + 1, checkpoint_step + 1, current)
+    streak.restored(checkpoint_step)
+    return good_state.replace(step=state.step)
+
+
+def _adopt_init_checkpoint(config):
+    """With `train.init_checkpoint`, the run takes that export's model, objective and tokenizer."""
+    export_config, _, _ = checkpoint_lib.read_export_info(config.train.init_checkpoint)
+    config = config_lib.from_stored(config.to_dict())
+    config.model = export_config.model
+    config.objective = export_config.objective
+    if not config.data.tokenizer_model:
+        config.data.tokenizer_model = checkpoint_lib.exported_tokenizer_path(config.train.init_checkpoint)
+    config.data.tokenizer_vocab_size = min(config.data.tokenizer_vocab_size, config.model.vocab_size)
+    config.data.max_seq_length = min(config.data.max_seq_length, config.model.max_position_embeddings)
+    logging.info("starting from %s: %s model, objective %s, tokenizer %s", config.train.init_checkpoint,
+                 f"{config.model.num_hidden_layers}x{config.model.hidden_size}", config.objective,
+                 config.data.tokenizer_model)
+    return config
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+    """Pretrains as `config` says, in `workdir`; returns the final held-out metrics."""
+    if config.train.init_checkpoint:
+        config = _adopt_init_checkpoint(config)
+    config = config_lib.validate(config)
+    checkpoint_lib.check_resumable(workdir, config)  # before config.json is overwritten
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:  # for people; the checkpoints carry their own copy
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json(indent=2))
+    tokenizer, sources = _prepare_data(config, workdir)
+    tokenizer_factory.check_fits_model(tokenizer, config.model.vocab_size)
+
+    mesh = parallel.make_mesh(config.mesh)
+    logging.info("process %d of %d: %d local devices of %d in the mesh", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), mesh.devices.size)
+    local_batch_size = parallel.check_batch_size(config.train.global_batch_size, mesh)
+    setup, create_state = steps_lib.make_pretraining_setup(config, mesh, tokenizer)
+    checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
+                                               async_save=config.checkpoint.async_save, cleanup_tmp=True)
+    state, data_state = _initial_state(config, setup, create_state, checkpointer)
+    train_iter = _train_iterator(config, sources["train"], tokenizer, local_batch_size, data_state)
+    eval_set = evaluation.eval_batches(sources["eval"], config, mesh, tokenizer.special_ids)
+    train_step = steps_lib.make_train_step(setup, mesh, config.train)
+    eval_step = steps_lib.make_eval_step(setup, mesh)
+    batch_sharding = parallel.batch_sharding(mesh)
+
+    start_step, num_steps = int(jax.device_get(state.step)), config.train.num_train_steps
+    writer = reporting.MetricsWriter(workdir, resume_step=start_step)
+
+    def evaluate(step: int) -> dict[str, float]:
+        metrics = evaluation.run_evaluation(eval_step, state.params, eval_set, mesh, config.data.eval_seed)
+        logging.info(reporting.eval_log_line(step, metrics))
+        writer.write(step, "eval", metrics)
+        return metrics
+
+    eval_metrics, pending, preempted, metrics = {}, [], False, None
+    watcher = preemption.PreemptionWatcher()
+    streak = numerics.NonFiniteStreak(config.train.max_consecutive_nonfinite_steps)
+    run_start = interval_start = time.perf_counter()
+    timed_steps = 0
+    try:
+        for step in range(start_step, num_steps):
+            host_batch = {k: v for k, v in next(train_iter).items() if k in _TRAIN_KEYS}
+            # The previous step's verdict, read once this batch is ready so the device was busy meanwhile.
+            if streak.limit and metrics is not None and streak.record(step, bool(metrics["nonfinite"])):
+                state = _restore_before_streak(checkpointer, setup, state, streak)
+            state, metrics = train_step(state, parallel.to_global_batch(host_batch, batch_sharding))
+            pending.append(metrics)
+            done = step + 1
+            if step == start_step:  # the first step pays for compilation: keep it out of the throughput
+                jax.block_until_ready(metrics)
+                logging.info("compiled and ran the first train step in %.1fs", time.perf_counter() - run_start)
+                interval_start = time.perf_counter()
+            else:
+                timed_steps += 1
+            preempted = watcher.should_stop(done)
+            checkpoint_due = done % config.checkpoint.every_steps == 0 or done == num_steps or preempted
+            if done % config.train.log_every_steps == 0 or checkpoint_due:
+                host_metrics = jax.device_get(pending)
+                seconds = time.perf_counter() - interval_start
+                summary = _summarize_train(host_metrics, seconds, timed_steps, config.train.global_batch_size)
+                seconds_left = (num_steps - done) * seconds / max(timed_steps, 1)
+                logging.info(reporting.train_log_line(done, num_steps, summary, seconds_left))
+                writer.write(done, "train", summary)
+                pending, timed_steps, interval_start = [], 0, time.perf_counter()
+            if done % config.train.eval_every_steps == 0 or done == num_steps:
+                eval_metrics = evaluate(done)
+            preemption.kill_if_test_asks(done, "step")
+            if checkpoint_due:
+                checkpointer.save(done, state, config=config, tokenizer=tokenizer, data_state=train_iter.get_state())
+                preemption.kill_if_test_asks(done, "save")
+            if preempted:
+                break
+    finally:
+        watcher.close()
+    if preempted:
+        checkpointer.close()  # returns once the checkpoint is on disk
+        writer.close()
+        logging.warning("preempted: stopped at step %d with its checkpoint saved; run the same command to resume",
+                        done)
+        return {**eval_metrics, "step": done, "preempted": True}
+    if start_step >= num_steps:
+        logging.info("the run in %s is already at step %d of %d; evaluating it", workdir, start_step, num_steps)
+        eval_metrics = evaluate(start_step)
+    checkpointer.close()
+    writer.close()
+    logging.info("wall time %s; the train step was compiled %s time(s)",
+                 reporting.format_duration(time.perf_counter() - run_start),
+                 getattr(train_step, "_cache_size", lambda: "?")())
+    return {**eval_metrics, "step": max(start_step, num_steps)}

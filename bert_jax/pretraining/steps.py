@@ -1,0 +1,207 @@
+"""TrainState, the pure train step, and state creation with explicit shardings.
+
+`make_train_step` returns `train_step(state, batch) -> (state, metrics)`: masking, forward, loss,
+gradients and the optax update, all inside one jitted program compiled once with donated buffers.
+The step's randomness comes from (seed, step) only, so a restarted run reproduces the same masks and
+dropout, and 1 or 8 devices give the same result for the same global batch. A step whose loss or gradient
+is not finite applies no update (parameters and optimizer state stay bitwise as they were) but still
+advances the step; its `nonfinite` metric tells the trainer, which counts such steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from bert_jax.data import vocab
+from bert_jax.model import pretraining_heads
+from bert_jax.pretraining import losses, masking, optim
+from bert_jax.runtime import parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a checkpoint needs to continue training exactly."""
+
+    step: jax.Array  # [] int32: number of updates applied so far
+    params: nnx.State  # the model's nnx.Param variables
+    opt_state: optax.OptState
+    rng: jax.Array  # [2] uint32 raw key data of the run's base key (from config.train.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """The static pieces the jitted functions close over."""
+
+    graphdef: Any  # nnx.GraphDef of BertForPreTraining
+    optimizer: optax.GradientTransformation
+    masking_spec: masking.MaskingSpec
+    special_tokens: Any  # bool [tokenizer vocab] table of never-masked ids, or n for ids [0, n)
+    pair_task: str | None  # 'nsp', 'sop' or None (objective 'mlm')
+    dynamic_masking: bool  # False: one key per example from its `mask_seeds` (static masks)
+    word_start_table: Any  # np.ndarray bool [tokenizer vocab]: pieces that begin a word, or None
+    state_sharding: Any  # pytree of NamedSharding matching TrainState
+    abstract_state: Any  # pytree of ShapeDtypeStruct matching TrainState (a restore target)
+
+
+def masking_spec(config, tokenizer) -> masking.MaskingSpec:
+    """The masking parameters of a config with the special ids and vocabulary of its tokenizer."""
+    if tokenizer.kind == "sentencepiece":  # specials are ids 0..4: draw random tokens from the rest
+        return masking.MaskingSpec.from_config(config.masking, mask_id=tokenizer.special_ids.mask,
+                                               first_random_id=len(vocab.SPECIAL_TOKENS),
+                                               vocab_size=tokenizer.vocab_size)
+    candidates = tuple(int(i) for i in np.flatnonzero(~tokenizer.special_table()))
+    return masking.MaskingSpec.from_config(config.masking, mask_id=tokenizer.special_ids.mask,
+                                           vocab_size=tokenizer.vocab_size, random_token_ids=candidates)
+
+
+def make_pretraining_setup(config, mesh, tokenizer=None) -> tuple[Setup, Callable]:
+    """The one builder of a pretraining Setup (training, evaluation, export and the benchmark use it),
+    and a function that creates the initial TrainState on the mesh.
+
+    The tokenizer decides the special ids, the vocabulary masking draws from and the word starts. Without
+    one (the benchmark's synthetic ids) the vocabulary is that of a SentencePiece model trained here:
+    `config.data.tokenizer_vocab_size` pieces, the five special tokens at ids 0..4, every piece a word start.
+    """
+    if tokenizer is None:
+        num_special = len(vocab.SPECIAL_TOKENS)
+        spec = masking.MaskingSpec.from_config(config.masking, mask_id=vocab.DEFAULT_SPECIAL_IDS.mask,
+                                               first_random_id=num_special,
+                                               vocab_size=config.data.tokenizer_vocab_size)
+        special_tokens, word_start_table = num_special, np.ones(config.data.tokenizer_vocab_size, bool)
+    else:
+        spec = masking_spec(config, tokenizer)
+        special_tokens, word_start_table = tokenizer.special_table(), tokenizer.word_start_table()
+    optimizer = optim.make_optimizer(config.train)
+    seed = config.train.seed
+
+    def init_state() -> TrainState:
+        graph, params = nnx.split(pretraining_heads.build_model(config, seed), nnx.Param)
+        del graph
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                          rng=jax.random.key_data(jax.random.key(seed)))
+
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: pretraining_heads.build_model(config, seed)), nnx.Param)
+    abstract = jax.eval_shape(init_state)
+    state_sharding = parallel.state_shardings(abstract, mesh)  # FSDP: big arrays split over 'fsdp'
+    abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                  abstract, state_sharding)
+    setup = Setup(graphdef=graphdef, optimizer=optimizer, masking_spec=spec,
+                  special_tokens=special_tokens, pair_task=losses.pair_task(config.objective),
+                  dynamic_masking=config.masking.dynamic, word_start_table=word_start_table,
+                  state_sharding=state_sharding, abstract_state=abstract_state)
+    create = jax.jit(init_state, out_shardings=state_sharding)
+    return setup, create
+
+
+def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, example_weights, *,
+                 deterministic: bool, dropout_key=None) -> dict[str, jax.Array]:
+    """Runs the pretraining model on a masked batch and returns the loss/accuracy sums."""
+    model = nnx.merge(setup.graphdef, params)
+    rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
+    # Packed batches add position_ids, pair_positions and pair_weights (see BertForPreTraining); unpacked
+    # batches lack them, and the model takes its cheaper unpacked path.
+    mlm_logits, pair_logits = model(masked.input_ids, batch["segment_ids"], batch["attention_mask"],
+                                    masked.masked_positions, position_ids=batch.get("position_ids"),
+                                    pair_positions=batch.get("pair_positions"), deterministic=deterministic,
+                                    rngs=rngs)
+    return losses.pretraining_sums(mlm_logits, masked.masked_lm_ids, masked.masked_lm_weights, pair_logits,
+                                   batch["next_sentence_labels"], example_weights, pair=setup.pair_task,
+                                   pair_weights=batch.get("pair_weights"))
+
+
+def mask_batch(setup: Setup, batch, key) -> masking.MaskedBatch:
+    """Masks a batch with `key`: one key for the batch, or [batch] keys (static masking)."""
+    input_ids = batch["input_ids"]
+    maskable = masking.maskable_positions(input_ids, batch["attention_mask"], setup.special_tokens)
+    word_starts = None
+    if setup.masking_spec.kind != "token":
+        word_starts = jnp.asarray(setup.word_start_table)[input_ids]  # [batch, seq]
+    return masking.mask_tokens(key, input_ids, maskable, setup.masking_spec, word_starts=word_starts)
+
+
+def static_mask_keys(state: TrainState, mask_seeds: jax.Array) -> jax.Array:
+    """[batch] keys that depend only on the run's seed and each example's `mask_seeds` (not the step)."""
+    base = jax.random.fold_in(jax.random.wrap_key_data(state.rng), _STATIC_MASK_STREAM)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, mask_seeds)
+
+
+_STATIC_MASK_STREAM = 2**31 - 1  # a fold-in constant that no step number reaches
+
+
+def step_key(state: TrainState) -> jax.Array:
+    """The key of one step: a pure function of (seed, step)."""
+    return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+
+def make_train_step(setup: Setup, mesh, train_config):
+    """The jitted `train_step(state, batch) -> (state, metrics)`; state buffers are donated unless
+    `train_config.donate_state` is False (configs from before that field donate)."""
+    schedule = optim.learning_rate_schedule(train_config)
+    poison_steps = tuple(int(s) for s in train_config.debug_poison_steps)
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+        mask_key, dropout_key = jax.random.split(step_key(state))
+        if not setup.dynamic_masking:
+            mask_key = static_mask_keys(state, batch["mask_seeds"])
+        masked = mask_batch(setup, batch, mask_key)
+        example_weights = jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+
+        def loss_fn(params):
+            sums = forward_sums(setup, params, batch, masked, example_weights,
+                                deterministic=False, dropout_key=dropout_key)
+            loss = losses.pretraining_loss(sums)
+            if poison_steps:  # test hook: a NaN loss (and so NaN gradients) at the listed steps
+                loss = loss * jnp.where(jnp.isin(state.step + 1, jnp.asarray(poison_steps)), jnp.nan, 1.0)
+            return loss, sums
+
+        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        params, opt_state = keep_if_finite(finite, (params, opt_state), (state.params, state.opt_state))
+        metrics = dict(sums, loss=loss, grad_norm=grad_norm, nonfinite=(~finite).astype(jnp.int32),
+                       learning_rate=schedule(schedule_count(state.opt_state)))
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    batch_spec = parallel.batch_sharding(mesh)
+    return jax.jit(train_step, in_shardings=(setup.state_sharding, batch_spec),
+                   out_shardings=(setup.state_sharding, parallel.replicated(mesh)),
+                   donate_argnums=(0,) if getattr(train_config, "donate_state", True) else ())
+
+
+def keep_if_finite(finite: jax.Array, updated, previous):
+    """`updated` where `finite`, else `previous`, leaf by leaf: a bad step leaves the state bitwise as it was."""
+    return jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, previous)
+
+
+def schedule_count(opt_state) -> jax.Array:
+    """The optimizer's own step count, which sets its learning rate; it lags `TrainState.step` by the
+    number of skipped (non-finite) steps and rewinds when the trainer restores a checkpoint's optimizer."""
+    return optax.tree_utils.tree_get(
+        opt_state, "count", filtering=lambda path, _: getattr(path[-1], "tuple_name", "") == "ScaleByScheduleState")
+
+
+def make_eval_step(setup: Setup, mesh):
+    """The jitted `eval_step(params, batch, key) -> sums`: fixed masks from `key`, no dropout."""
+
+    def eval_step(params, batch, key):
+        masked = mask_batch(setup, batch, key)
+        sums = forward_sums(setup, params, batch, masked, batch["example_weights"], deterministic=True)
+        return dict(sums, num_examples=batch["example_weights"].sum())
+
+    return jax.jit(eval_step, in_shardings=(setup.state_sharding.params, parallel.batch_sharding(mesh),
+                                            parallel.replicated(mesh)),
+                   out_shardings=parallel.replicated(mesh))
+
+
+def parameter_count(params) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))

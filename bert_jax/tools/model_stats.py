@@ -1,0 +1,104 @@
+"""What a config costs: parameter counts by part, training FLOPs per token, parameter/optimizer memory.
+
+Counts come from the real model built abstractly (`nnx.eval_shape`: no memory is allocated), so they
+cannot drift from the code. FLOPs are the model FLOPs of a training step (forward + backward = 3x the
+forward matmuls), the convention of MFU figures:
+
+  per token = 6 * (L * (4 H^2 + 2 H I) + [E H if factorized])      dense layers, every layer applied
+            + 12 * L * S * H                                       attention scores and context (QK^T, PV)
+            + 6 * (P / S) * (H E + E V)                            MLM head on the P gathered positions
+            + 6 * (H^2 + 2 H) / S                                  pooler and pair head, once per sequence
+
+with L layers, hidden H, intermediate I, embedding width E, vocabulary V, sequence length S and P =
+max_predictions_per_seq. Embedding lookups, LayerNorm, softmax and biases are left out, as usual.
+
+Per-device memory under FSDP applies `parallel.state_shardings` (the rule the trainer uses) to the abstract
+train state on an AbstractMesh, so it can be asked for 8 devices on a machine with one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import AbstractMesh
+
+from bert_jax.model import encoder, pretraining_heads
+from bert_jax.pretraining import optim
+from bert_jax.runtime import parallel
+
+_BYTES_PER_PARAM = 4  # float32 parameters
+_ADAM_MOMENTS = 2  # AdamW keeps two float32 moments per parameter
+
+
+def _count(tree) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def _abstract_params(config) -> nnx.State:
+    """The pretraining model's nnx.Param state for `config`, as ShapeDtypeStructs."""
+    model = nnx.eval_shape(lambda: pretraining_heads.BertForPreTraining(
+        encoder.BertConfig.from_config(config.model), objective=config.objective, rngs=nnx.Rngs(0)))
+    return nnx.state(model, nnx.Param)
+
+
+def parameter_breakdown(config) -> dict[str, int]:
+    """Parameters of the pretraining model for `config`, by part (shared layers counted once)."""
+    params = _abstract_params(config)
+    encoder = params["bert"]
+    layers = encoder["layer_groups"] if "layer_groups" in encoder else encoder["layers"]
+    parts = {
+        "embeddings": _count(encoder["embeddings"]),
+        "layers": _count(layers),
+        "pooler": _count(encoder["pooler"]) if "pooler" in encoder else 0,
+        "mlm_head": _count(params["mlm_head"]),
+        "pair_head": _count(params["pair_head"]) if "pair_head" in params else 0,
+    }
+    parts["encoder_params"] = parts["embeddings"] + parts["layers"] + parts["pooler"]
+    parts["head_params"] = parts["mlm_head"] + parts["pair_head"]
+    parts["total_params"] = parts["encoder_params"] + parts["head_params"]
+    return parts
+
+
+def training_flops_per_token(config, seq_length: int | None = None) -> float:
+    """Model FLOPs of one training step per token (the formula of this module's docstring)."""
+    m = encoder.BertConfig.from_config(config.model)
+    seq = seq_length or config.data.max_seq_length
+    hidden, layers, width = m.hidden_size, m.num_hidden_layers, m.embedding_width
+    predictions = min(config.masking.max_predictions_per_seq, seq)
+    dense = layers * (4 * hidden**2 + 2 * hidden * m.intermediate_size)
+    if m.factorized:
+        dense += width * hidden
+    attention = 12 * layers * seq * hidden
+    mlm_head = 6 * predictions / seq * (hidden * width + width * m.vocab_size)
+    pair = 6 * (hidden**2 + 2 * hidden) / seq if config.objective != "mlm" else 0.0
+    return 6 * dense + attention + mlm_head + pair
+
+
+def memory_bytes(num_params: int) -> dict[str, int]:
+    """float32 parameters and AdamW moments (gradients and activations come on top, during the step)."""
+    params = num_params * _BYTES_PER_PARAM
+    optimizer = num_params * _BYTES_PER_PARAM * _ADAM_MOMENTS
+    return {"param_bytes": params, "optimizer_bytes": optimizer, "param_and_optimizer_bytes": params + optimizer}
+
+
+def per_device_memory_bytes(config, fsdp: int | None = None) -> dict[str, int]:
+    """Bytes of parameters and optimizer state that one device holds with the fsdp size `fsdp` (default
+    `config.mesh.fsdp`): the real train state of `config` (its optimizer, its dtypes), sharded by the
+    trainer's rule. Gradients and activations come on top during the step; the 'data' size does not matter.
+    """
+    fsdp = int(config.mesh.fsdp if fsdp is None else fsdp)
+    params = _abstract_params(config)
+    opt_state = jax.eval_shape(optim.make_optimizer(config.train).init, params)
+    mesh = AbstractMesh((1, fsdp), (parallel.DATA_AXIS, parallel.FSDP_AXIS))
+
+    def shard_bytes(tree) -> int:
+        leaves, shardings = jax.tree.leaves(tree), jax.tree.leaves(parallel.state_shardings(tree, mesh))
+        return sum(math.prod(sharding.shard_shape(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
+                   for leaf, sharding in zip(leaves, shardings, strict=True))
+
+    param_bytes, optimizer_bytes = shard_bytes(params), shard_bytes(opt_state)
+    return {"fsdp": fsdp, "param_bytes_per_device": param_bytes, "optimizer_bytes_per_device": optimizer_bytes,
+            "param_and_optimizer_bytes_per_device": param_bytes + optimizer_bytes}

@@ -1,0 +1,37 @@
+"""Trains a SentencePiece tokenizer on text files, with BERT's special tokens at ids 0..4.
+
+  python -m bert_jax.train_tokenizer --input=corpus/ --vocab_size=8000 --output=/tmp/spm
+
+(`python -m bert_jax.data.tokenizer`, its released name, runs this same command.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from absl import flags
+
+from bert_jax import cli
+from bert_jax.config import InputError
+from bert_jax.data.corpus import resolve_text_files
+from bert_jax.data.sentencepiece_tokenizer import train_tokenizer
+from bert_jax.data.tokenizer_factory import load_tokenizer
+
+_INPUT = flags.DEFINE_string("input", None, "Text: a file, a directory or a glob; comma-separated list allowed.")
+_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 30522, "Requested vocabulary size.")
+_OUTPUT = flags.DEFINE_string("output", None, "Model prefix; writes <output>.model and <output>.vocab.")
+
+
+def _train() -> str:
+    if not _INPUT.value or not _OUTPUT.value:
+        raise InputError("--input and --output are required, e.g. --input=corpus/ --output=/tmp/spm.")
+    model_path = train_tokenizer(resolve_text_files(_INPUT.value), _OUTPUT.value, _VOCAB_SIZE.value)
+    return f"{model_path} vocab_size={load_tokenizer(model_path).vocab_size}"
+
+
+def main(argv: Sequence[str]) -> None:
+    print(cli.run(argv, _train))
+
+
+if __name__ == "__main__":
+    cli.run_app(main)
