@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 import pytest
-from test_pretrain import _small_config
+from test_loop import _small_config
 
 from bert_jax import cli
 from bert_jax import config as config_lib

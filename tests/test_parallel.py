@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 from test_distributed import _assert_same, _flags, _metrics, _run_single, _run_two_processes
-from test_train import synthetic_batch, tiny_config
+from test_steps import synthetic_batch, tiny_config
 
 from bert_jax import config as config_lib
 from bert_jax.config import InputError
@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def fsdp_config():
-    """test_train's tiny model, wide enough (hidden 128) that its kernels and embeddings reach FSDP_MIN_SIZE."""
+    """test_steps' tiny model, wide enough (hidden 128) that its kernels and embeddings reach FSDP_MIN_SIZE."""
     config = tiny_config()
     config.model.update({"hidden_size": 128, "intermediate_size": 256})
     return config_lib.validate(config)

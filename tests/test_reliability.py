@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 import pytest
-from test_train import build, synthetic_batch, tiny_config
+from test_steps import build, synthetic_batch, tiny_config
 
 from bert_jax import config as config_lib
 from bert_jax.pretraining import loop, run_checkpoint

@@ -248,7 +248,7 @@ def test_several_seeds_are_run_and_summarised(pretrained, tmp_path):
 
 def test_starts_from_a_pretraining_workdir(tmp_path, corpus_file, small_tokenizer):
     """init_checkpoint may be a pretraining run itself: its newest checkpoint's encoder is what is loaded."""
-    from test_pretrain import _small_config
+    from test_loop import _small_config
 
     from bert_jax.pretraining import loop
     workdir = str(tmp_path / "pretrain")

@@ -1,1 +1,2 @@
-"""Input side: tokenizer, tokenized corpora (TFDS array_record) and Grain pipelines."""
+"""Input side: special tokens, tokenizers, text corpora, tokenized shards (TFDS array_record), Grain
+pipelines and packing. Imports neither the model nor pretraining nor fine-tuning."""

@@ -1,7 +1,7 @@
 """The official metrics of the fine-tuning tasks (GLUE, CoNLL NER, multiple choice), from their definitions.
 
 Written out in NumPy rather than imported so the library needs neither sklearn, scipy nor seqeval;
-tests/test_finetune_metrics.py checks each against those references. Scores are fractions in [0, 1].
+tests/test_metrics.py checks each against those references. Scores are fractions in [0, 1].
 """
 
 from __future__ import annotations

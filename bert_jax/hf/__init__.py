@@ -1,0 +1,1 @@
+"""Hugging Face transformers interop: parameter names, directories on disk, conversion both ways."""

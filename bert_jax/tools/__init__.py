@@ -1,0 +1,1 @@
+"""Measuring tools the commands use: the benchmark, model statistics and plots."""
