@@ -394,6 +394,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(d.max_instances_per_pack >= 1,
              f"config.data.max_instances_per_pack must be at least 1, got {d.max_instances_per_pack}.")
     _require(0.0 <= d.eval_fraction < 1.0, f"config.data.eval_fraction must be in [0, 1), got {d.eval_fraction}.")
+    _require(d.eval_num_examples >= 1,
+             f"config.data.eval_num_examples must be at least 1 (the held-out set is evaluated every "
+             f"eval_every_steps and at the end), got {d.eval_num_examples}.")
     _require(
         d.tokenizer_vocab_size <= m.vocab_size,
         f"config.data.tokenizer_vocab_size ({d.tokenizer_vocab_size}) is larger than config.model.vocab_size "
@@ -417,4 +420,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(config.mesh.fsdp >= 1, f"config.mesh.fsdp must be at least 1 (1: no sharding), got {config.mesh.fsdp}.")
     _require(config.checkpoint.every_steps > 0,
              f"config.checkpoint.every_steps must be positive, got {config.checkpoint.every_steps}.")
+    # Orbax reads max_to_keep=0 as "keep none": a run would end with no checkpoint and restart from step 0.
+    _require(config.checkpoint.max_to_keep >= 1,
+             f"config.checkpoint.max_to_keep must be at least 1 (the newest checkpoint is what a resume starts "
+             f"from), got {config.checkpoint.max_to_keep}; give a large number to keep every checkpoint.")
     return config

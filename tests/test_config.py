@@ -15,6 +15,9 @@ from bert_jax import config as config_lib
     ({"model.num_hidden_groups": 5}, "must be 0 \\(no sharing\\) or divide"),
     ({"masking.kind": "words"}, "is not one of"),
     ({"train.warmup_steps": 2_000_000}, "must be within"),
+    ({"checkpoint.max_to_keep": 0}, "max_to_keep must be at least 1"),
+    ({"checkpoint.max_to_keep": -2}, "max_to_keep must be at least 1"),
+    ({"data.eval_num_examples": 0}, "eval_num_examples must be at least 1"),
 ])
 def test_invalid_configs_name_the_problem(overrides, message):
     config = config_lib.default_config()

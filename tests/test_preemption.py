@@ -1,5 +1,5 @@
-"""Preemption: a real SIGTERM makes the run save a checkpoint at the next step boundary and exit 0;
-running the same command again resumes from that step."""
+"""Preemption: a real SIGTERM or Ctrl-C (SIGINT) makes the run save a checkpoint at the next step boundary
+and exit 0; running the same command again resumes from that step."""
 
 import json
 import os
@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from test_distributed import _env, _flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus_file, small_tokenizer):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_a_stop_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus_file, small_tokenizer, signum):
     workdir = tmp_path / "run"
     args = _flags(corpus_file, small_tokenizer.model_path, workdir) + [
         "--config.train.num_train_steps=100000", "--config.checkpoint.every_steps=100000",
@@ -26,11 +29,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus_file, sma
         seen.append(line)
         if "step 5/100000" in line or time.time() > deadline:
             break
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, rest = proc.communicate(timeout=300)
     log = "".join(seen) + rest
     assert proc.returncode == 0, log[-3000:]
-    assert "preempted: stopped at step" in log
+    assert "preempted: stopped at step" in log and "Traceback" not in log
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert len(steps) == 1 and steps[0] >= 5  # the on-demand checkpoint, and no other
     stopped = steps[0]

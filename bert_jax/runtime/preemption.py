@@ -1,4 +1,5 @@
-"""Preemption: a SIGTERM (spot GPUs, preemptible TPUs) ends the run cleanly at the next step boundary.
+"""Preemption: a SIGTERM (spot GPUs, preemptible TPUs) or a Ctrl-C ends the run cleanly at the next step
+boundary. A second Ctrl-C stops at once (the newest checkpoint is then what survives, as after a SIGKILL).
 
 The trainer asks `should_stop(step)` after every step; when it says so, it writes a checkpoint, waits
 until it is durable and returns, so the process exits 0 and the same command resumes. With several
@@ -25,14 +26,19 @@ class PreemptionWatcher:
     def __init__(self):
         self._notified = False
         self._multi_process = jax.process_count() > 1
-        self._previous_handler = None
+        self._previous_handlers = {}
         if not self._multi_process:
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
-    def _on_sigterm(self, signum, frame) -> None:
-        del signum, frame
+    def _on_signal(self, signum, frame) -> None:
+        del frame
         self._notified = True
-        logging.warning("SIGTERM received: saving a checkpoint after the current step, then exiting.")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        logging.warning("%s received: saving a checkpoint after the current step, then exiting%s.", name,
+                        " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else "")
+        if signum == signal.SIGINT:  # the second Ctrl-C is Python's own KeyboardInterrupt
+            signal.signal(signal.SIGINT, self._previous_handlers.get(signal.SIGINT, signal.default_int_handler))
 
     def should_stop(self, step: int) -> bool:
         if not self._multi_process:
@@ -43,9 +49,9 @@ class PreemptionWatcher:
             return False
 
     def close(self) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_handler)
-            self._previous_handler = None
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
 
 
 _KILL_ENV = "BERT_JAX_TEST_KILL_AT"
