@@ -295,6 +295,39 @@ def _hf_without_weights(ctx):
     hf_convert.import_hf_directory(str(directory), str(ctx.tmp_path / "export"))
 
 
+def _glue_train_without_labels(ctx):
+    task_files.read_glue_tsv(ctx.file("train.tsv", b"sentence\na fine film\na dull one\n"), tasks.TASKS["sst2"],
+                             "train")
+
+
+def _task_file_latin1(ctx):
+    path = ctx.file("dev.tsv", b"sentence\tlabel\na fine film\t1\ncaf\xe9 au lait\t0\n")
+    task_files.read_glue_tsv(path, tasks.TASKS["sst2"], "validation")
+
+
+def _conll_latin1(ctx):
+    path = ctx.file("train.txt", b"-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nM\xfcller NNP I-NP B-PER\n")
+    task_files.read_conll(path, tasks.TASKS["conll2003"], "train")
+
+
+def _swag_train_without_labels(ctx):
+    header = b"video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3\n"
+    row = b"v,0,s,He walks.,He,gold,runs.,sits.,flies.,sleeps.\n"
+    task_files.read_swag_csv(ctx.file("train.csv", header + row), tasks.TASKS["swag"], "train")
+
+
+def _squad_answer_start_not_an_integer(ctx):
+    task_files.read_squad_json(ctx.file("train.json", _squad("The cat sat.", "cat", "four")))
+
+
+def _hf_config_edited(content: bytes):
+    def provoke(ctx):
+        directory = _hf_directory(ctx)
+        (directory / "config.json").write_bytes(content)
+        hf_convert.import_hf_directory(str(directory), str(ctx.tmp_path / "export"))
+    return provoke
+
+
 # ------------------------------------------------------------------ the catalogue
 
 def _pretrain_argv(*flags):
@@ -393,6 +426,30 @@ CASES = [
     Case("hf_renamed_tensor", _hf_with_tensors(_renamed),
          r"checkpoint lacks 4 encoder tensors, e\.g\. \['bert\.encoder\.layer\.0\.attention\.self\.query.*"
          r"present but unknown: \[.*q_proj"),
+    Case("hf_config_not_json", _hf_config_edited(b'{"model_type": "bert", "hidden_size": 32,'),
+         r"hf/config\.json is not valid JSON \(.*\); re-download or re-save the model"),
+    Case("hf_config_not_an_object", _hf_config_edited(b'["bert"]'),
+         r"hf/config\.json holds a JSON list, not an object; re-download or re-save"),
+    Case("hf_config_without_sizes", _hf_config_edited(b'{"model_type": "bert"}'),
+         r"config\.json lacks \['vocab_size', 'hidden_size'.*it does not describe a bert model"),
+    # Checkpoint retention and evaluation sizes.
+    Case("max_to_keep_zero", _validate(checkpoint__max_to_keep=0),
+         r"config\.checkpoint\.max_to_keep must be at least 1 .*got 0; give a large number to keep every checkpoint"),
+    Case("max_to_keep_negative", _validate(checkpoint__max_to_keep=-1),
+         r"config\.checkpoint\.max_to_keep must be at least 1 .*got -1"),
+    Case("eval_num_examples_zero", _validate(data__eval_num_examples=0),
+         r"config\.data\.eval_num_examples must be at least 1 .*got 0"),
+    # Fine-tuning files in other shapes and encodings.
+    Case("glue_train_without_label_column", _glue_train_without_labels,
+         r"train\.tsv:1: the header sentence has no label column 'label', but the train split is scored; give "
+         r"the sst2 TSV with its labels"),
+    Case("task_file_latin1", _task_file_latin1,
+         r"dev\.tsv:3: byte 0xe9 is not UTF-8; save the file as UTF-8 \(e\.g\. `iconv -f latin1 -t utf-8"),
+    Case("conll_latin1", _conll_latin1, r"train\.txt:4: byte 0xfc is not UTF-8; save the file as UTF-8"),
+    Case("swag_train_without_label_column", _swag_train_without_labels,
+         r"train\.csv:1: the header has no 'label' column, but the train split is scored"),
+    Case("squad_answer_start_not_an_integer", _squad_answer_start_not_an_integer,
+         r"question id 'q1': answer_start 'four' is not a character offset; give the answer's start as an integer"),
     Case("hf_without_weights", _hf_without_weights, r"hf has neither model\.safetensors nor pytorch_model\.bin; point --input at a Hugging Face model"),
 ]
 

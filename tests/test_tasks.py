@@ -365,3 +365,14 @@ def test_tfds_squad_v2(tfds_dir, no_network):
     assert answerable == qa.QAExample("q1", "Where?", "Normandy is in France.",
                                       (qa.Answer("France", 15), qa.Answer("France", 15)), False)
     assert impossible == qa.QAExample("q2", "Who?", "Normandy is in France.", (), True)
+
+
+def test_a_test_split_without_labels_reads_as_unlabelled(tmp_path):
+    """GLUE's test.tsv has no label column: its examples carry None, while train/dev files must have labels."""
+    from bert_jax.finetuning import task_files
+    path = tmp_path / "test.tsv"
+    path.write_text("index\tsentence\n0\ta fine film\n1\ta dull one\n", encoding="utf-8")
+    examples = task_files.read_glue_tsv(str(path), tasks.TASKS["sst2"], "test")
+    assert [e.label for e in examples] == [None, None] and examples[1].text_a == "a dull one"
+    with pytest.raises(InputError, match="no label column 'label', but the validation split is scored"):
+        task_files.read_glue_tsv(str(path), tasks.TASKS["sst2"], "validation")

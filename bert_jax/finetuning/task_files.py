@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,27 @@ class ChoiceExample:
     label: int | None
 
 
+def _read_text(path: str, *, encoding: str = "utf-8", newline: str | None = None) -> str:
+    """The whole file as text. A file in another encoding (latin-1, cp1252, UTF-16) is an InputError naming
+    the line of the first byte that is not UTF-8, not a UnicodeDecodeError from deep inside csv."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: byte 0x{data[error.start]:02x} is not UTF-8; save the file as UTF-8 "
+                         f"(e.g. `iconv -f latin1 -t utf-8 {path}`).") from None
+    if newline is None:  # universal newlines, as open() in text mode would give
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _needs_labels(task: TaskSpec, split: str) -> bool:
+    """The training split and the dev splits are scored, so their files must carry labels; test files need not."""
+    return split == task.train_split or split in task.eval_splits
+
+
 def _valid_labels(task: TaskSpec) -> str:
     return ", ".join(f"{name!r} (or {i})" for i, name in enumerate(task.label_names))
 
@@ -82,8 +104,8 @@ def read_glue_tsv(path: str, task: TaskSpec, split: str) -> list[ClassificationE
     Read without quoting, like the GLUE baselines: sentences contain bare quote characters.
     `guid` is `{split}-{row}` with rows counted from 0, the `idx` TFDS gives the same row.
     """
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = list(csv.reader(io.StringIO(_read_text(path, encoding="utf-8-sig", newline="")), delimiter="\t",
+                           quoting=csv.QUOTE_NONE))
     if not rows:
         raise InputError(f"{path} is empty; give the {task.name} {split} TSV from the GLUE download.")
     if task.name == "cola" and rows[0][:1] != ["index"]:
@@ -96,6 +118,10 @@ def read_glue_tsv(path: str, task: TaskSpec, split: str) -> list[ClassificationE
                          f"{task.name} TSV as the GLUE download script writes it.")
     text_columns = [header.index(c) for c in task.tsv_text_columns]
     label_column = header.index(task.tsv_label_column) if task.tsv_label_column in header else None
+    if label_column is None and _needs_labels(task, split):
+        raise InputError(f"{path}:1: the header {'/'.join(header)} has no label column "
+                         f"{task.tsv_label_column!r}, but the {split} split is scored; give the {task.name} TSV "
+                         "with its labels as the GLUE download script writes it.")
     examples = []
     for line_number, row in enumerate(rows[first_data_line - 1:], first_data_line):
         if not row:
@@ -130,23 +156,22 @@ def read_conll(path: str, task: TaskSpec, split: str) -> list[TokenExample]:
             words.clear()
             tags.clear()
 
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            columns = line.split()
-            if not columns or columns[0] == "-DOCSTART-":
-                end_sentence()
-                continue
-            where = f"{path}:{line_number}"
-            num_columns = num_columns or len(columns)
-            if len(columns) < 2 or len(columns) != num_columns:
-                expected = f"the file's first token line has {num_columns}" if num_columns > 1 else "needs 2 or 4"
-                raise InputError(f"{where}: {len(columns)} columns in {line.strip()!r} where {expected}; CoNLL "
-                                 "lines are 'word ... NER-tag' separated by spaces.")
-            if columns[-1] not in task.label_names:
-                raise InputError(f"{where}: NER tag {columns[-1]!r} is not a {task.name} tag; valid tags: "
-                                 f"{', '.join(task.label_names)}.")
-            words.append(columns[0])
-            tags.append(columns[-1])
+    for line_number, line in enumerate(_read_text(path).splitlines(keepends=True), 1):
+        columns = line.split()
+        if not columns or columns[0] == "-DOCSTART-":
+            end_sentence()
+            continue
+        where = f"{path}:{line_number}"
+        num_columns = num_columns or len(columns)
+        if len(columns) < 2 or len(columns) != num_columns:
+            expected = f"the file's first token line has {num_columns}" if num_columns > 1 else "needs 2 or 4"
+            raise InputError(f"{where}: {len(columns)} columns in {line.strip()!r} where {expected}; CoNLL "
+                             "lines are 'word ... NER-tag' separated by spaces.")
+        if columns[-1] not in task.label_names:
+            raise InputError(f"{where}: NER tag {columns[-1]!r} is not a {task.name} tag; valid tags: "
+                             f"{', '.join(task.label_names)}.")
+        words.append(columns[0])
+        tags.append(columns[-1])
     end_sentence()
     return examples
 
@@ -155,12 +180,12 @@ def read_conll(path: str, task: TaskSpec, split: str) -> list[TokenExample]:
 
 def read_squad_json(path: str) -> list[QAExample]:
     """Reads SQuAD v1.1 or v2.0 JSON (data -> paragraphs -> qas); v1.1 questions are all answerable."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); give the SQuAD file "
-                             "as downloaded (train-v1.1.json, dev-v2.0.json, ...).") from None
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); give the SQuAD file "
+                         "as downloaded (train-v1.1.json, dev-v2.0.json, ...).") from None
     if not isinstance(data, dict) or "data" not in data:
         raise InputError(f"{path} is not SQuAD JSON: it has no top-level 'data' list; give the SQuAD "
                          "v1.1/v2.0 file as downloaded.")
@@ -173,7 +198,8 @@ def read_squad_json(path: str) -> list[QAExample]:
                 context = paragraph["context"]
                 for qa in paragraph["qas"]:
                     where = f"{path}: question id {qa['id']!r}"
-                    answers = tuple(Answer(text=a["text"], start=int(a["answer_start"])) for a in qa["answers"])
+                    answers = tuple(Answer(text=a["text"], start=_answer_start(a["answer_start"], where))
+                                    for a in qa["answers"])
                     for answer in answers:
                         if not 0 <= answer.start <= len(context) - len(answer.text):
                             raise InputError(f"{where}: answer_start {answer.start} puts {answer.text!r} "
@@ -187,6 +213,18 @@ def read_squad_json(path: str) -> list[QAExample]:
     return examples
 
 
+def _answer_start(value, where: str) -> int:
+    """A character offset: an int, or a string or float that is one ("17", 17.0); anything else is named."""
+    try:
+        start = int(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        start = None
+    if start is None or (isinstance(value, float) and value != start):
+        raise InputError(f"{where}: answer_start {value!r} is not a character offset; give the answer's start "
+                         "as an integer index into the context.")
+    return start
+
+
 # ------------------------------------------------------------------ SWAG CSV
 
 _SWAG_ENDINGS = ("ending0", "ending1", "ending2", "ending3")
@@ -194,27 +232,29 @@ _SWAG_ENDINGS = ("ending0", "ending1", "ending2", "ending3")
 
 def read_swag_csv(path: str, task: TaskSpec, split: str) -> list[ChoiceExample]:
     """Reads a swagaf CSV (train.csv, val.csv, test.csv) by its header names; test.csv has no label."""
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise InputError(f"{path} is empty; give the SWAG {split} CSV from the swagaf repository.")
-        missing = [c for c in ("sent1", "sent2") + _SWAG_ENDINGS if c not in header]
-        if missing:
-            raise InputError(f"{path}:1: the header has no column {missing[0]!r}; give the swagaf CSV with "
-                             "its header (video-id, fold-ind, startphrase, sent1, sent2, gold-source, "
-                             "ending0..ending3, label).")
-        column = {name: i for i, name in enumerate(header)}
-        examples = []
-        for row in reader:
-            if not row:
-                continue
-            where = f"{path}:{reader.line_num}"
-            if len(row) != len(header):
-                raise InputError(f"{where}: {len(row)} comma-separated columns where the header has "
-                                 f"{len(header)}; fix or delete that row.")
-            label = parse_label(row[column["label"]], task, where) if "label" in column else None
-            examples.append(ChoiceExample(
-                guid=f"{split}-{len(examples)}", context=row[column["sent1"]], question=row[column["sent2"]],
-                choices=tuple(row[column[e]] for e in _SWAG_ENDINGS), label=label))
+    reader = csv.reader(io.StringIO(_read_text(path, newline="")))
+    header = next(reader, None)
+    if header is None:
+        raise InputError(f"{path} is empty; give the SWAG {split} CSV from the swagaf repository.")
+    missing = [c for c in ("sent1", "sent2") + _SWAG_ENDINGS if c not in header]
+    if missing:
+        raise InputError(f"{path}:1: the header has no column {missing[0]!r}; give the swagaf CSV with "
+                         "its header (video-id, fold-ind, startphrase, sent1, sent2, gold-source, "
+                         "ending0..ending3, label).")
+    column = {name: i for i, name in enumerate(header)}
+    if "label" not in column and _needs_labels(task, split):
+        raise InputError(f"{path}:1: the header has no 'label' column, but the {split} split is scored; give "
+                         "the swagaf CSV with its labels (test.csv alone comes without).")
+    examples = []
+    for row in reader:
+        if not row:
+            continue
+        where = f"{path}:{reader.line_num}"
+        if len(row) != len(header):
+            raise InputError(f"{where}: {len(row)} comma-separated columns where the header has "
+                             f"{len(header)}; fix or delete that row.")
+        label = parse_label(row[column["label"]], task, where) if "label" in column else None
+        examples.append(ChoiceExample(
+            guid=f"{split}-{len(examples)}", context=row[column["sent1"]], question=row[column["sent2"]],
+            choices=tuple(row[column[e]] for e in _SWAG_ENDINGS), label=label))
     return examples

@@ -72,26 +72,63 @@ def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
     return hf_config["architectures"][0]
 
 
+def _read_json(path: str) -> dict:
+    """A JSON object from an HF directory; a damaged or truncated file is named, not a JSONDecodeError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON ({error}); re-download or re-save the model "
+                         "(save_pretrained writes it).") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path} holds a JSON {type(value).__name__}, not an object; re-download or re-save "
+                         "the model (save_pretrained writes it).")
+    return value
+
+
+def _shard_files(input_dir: str, index_name: str) -> list[str]:
+    """The shard files a sharded checkpoint's index (`weight_map`: tensor -> file) names, each once, in order."""
+    index = _read_json(os.path.join(input_dir, index_name))
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{os.path.join(input_dir, index_name)} has no weight_map; re-download or re-save the model.")
+    files = list(dict.fromkeys(weight_map.values()))
+    missing = [name for name in files if not os.path.isfile(os.path.join(input_dir, name))]
+    if missing:
+        raise InputError(f"{input_dir} lacks {len(missing)} of the {len(files)} shards its {index_name} names, "
+                         f"e.g. {missing[0]}; download every shard.")
+    return [os.path.join(input_dir, name) for name in files]
+
+
 def _read_tensors(input_dir: str) -> dict[str, np.ndarray]:
-    safetensors_path = os.path.join(input_dir, "model.safetensors")
-    if os.path.isfile(safetensors_path):
-        from safetensors.numpy import load_file
-        return dict(load_file(safetensors_path))
-    bin_path = os.path.join(input_dir, "pytorch_model.bin")
-    if os.path.isfile(bin_path):
-        import torch  # only legacy checkpoints need it
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        return {name: value.float().numpy() for name, value in state.items()}
+    """Every tensor of model.safetensors or pytorch_model.bin, or of all shards their index.json names."""
+    candidates = [("model.safetensors", _load_safetensors), ("pytorch_model.bin", _load_torch_bin)]
+    for name, load in candidates:
+        if os.path.isfile(os.path.join(input_dir, name)):
+            return load(os.path.join(input_dir, name))
+        if os.path.isfile(os.path.join(input_dir, name + ".index.json")):
+            tensors = {}
+            for shard in _shard_files(input_dir, name + ".index.json"):
+                tensors.update(load(shard))
+            return tensors
     raise InputError(f"{input_dir} has neither model.safetensors nor pytorch_model.bin; point --input at a "
                      "Hugging Face model directory that holds its weights (save_pretrained writes one).")
 
 
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+    return dict(load_file(path))
+
+
+def _load_torch_bin(path: str) -> dict[str, np.ndarray]:
+    import torch  # only legacy checkpoints need it
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {name: value.float().numpy() for name, value in state.items()}
+
+
 def _read_tokenizer(input_dir: str):
     config_path = os.path.join(input_dir, "tokenizer_config.json")
-    tokenizer_config = {}
-    if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            tokenizer_config = json.load(f)
+    tokenizer_config = _read_json(config_path) if os.path.isfile(config_path) else {}
     vocab = os.path.join(input_dir, "vocab.txt")
     if os.path.isfile(vocab):
         return hf_tokenizers.WordPieceTokenizer.from_vocab(
@@ -114,6 +151,4 @@ def read_hf_directory(input_dir: str) -> tuple[dict[str, np.ndarray], dict, obje
     config_path = os.path.join(input_dir, "config.json")
     if not os.path.isfile(config_path):
         raise InputError(f"{input_dir} has no config.json: point --input at a Hugging Face model directory.")
-    with open(config_path, encoding="utf-8") as f:
-        hf_config = json.load(f)
-    return _read_tensors(input_dir), hf_config, _read_tokenizer(input_dir)
+    return _read_tensors(input_dir), _read_json(config_path), _read_tokenizer(input_dir)
