@@ -13,7 +13,7 @@ from absl import flags
 
 from bert_jax import cli
 from bert_jax.config import InputError
-from bert_jax.data.corpus import resolve_text_files
+from bert_jax.data.corpus import check_text_files, resolve_text_files
 from bert_jax.data.sentencepiece_tokenizer import train_tokenizer
 from bert_jax.data.tokenizer_factory import load_tokenizer
 
@@ -25,7 +25,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "Model prefix; writes <output>.mod
 def _train() -> str:
     if not _INPUT.value or not _OUTPUT.value:
         raise InputError("--input and --output are required, e.g. --input=corpus/ --output=/tmp/spm.")
-    model_path = train_tokenizer(resolve_text_files(_INPUT.value), _OUTPUT.value, _VOCAB_SIZE.value)
+    files = resolve_text_files(_INPUT.value)
+    check_text_files(files)  # bad text is refused by name before SentencePiece would skip it silently
+    model_path = train_tokenizer(files, _OUTPUT.value, _VOCAB_SIZE.value)
     return f"{model_path} vocab_size={load_tokenizer(model_path).vocab_size}"
 
 

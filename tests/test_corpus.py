@@ -148,3 +148,25 @@ def test_prepare_default_corpus(tmp_path):
     assert os.path.getsize(tmp_path / "corpus" / "stdlib_docstrings.txt") > 500_000
     assert 1000 < tokenizer.vocab_size <= 8000
     assert len(splits["train"]) > 1000 and len(splits["eval"]) > 20
+
+
+def test_symlinked_folders_are_followed_once(tmp_path):
+    """os.walk skips linked folders by default: a corpus of 1 real and 1 linked folder read only half."""
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    (real / "b.txt").write_text("Linked text.\n", encoding="utf-8")
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    (corpus_dir / "a.txt").write_text("Real text.\n", encoding="utf-8")
+    os.symlink(real, corpus_dir / "linked")
+    os.symlink(corpus_dir, corpus_dir / "linked" / "back_to_corpus")  # a loop through both folders
+    os.symlink(real, corpus_dir / "same_folder_again")
+    files = corpus.resolve_text_files(str(corpus_dir))
+    assert [os.path.basename(f) for f in files] == ["a.txt", "b.txt"]  # each real file once, the loop cut
+    assert [d for d in corpus.read_documents(files)] == [["Real text."], ["Linked text."]]
+
+
+def test_cr_only_line_endings_split_like_newlines(tmp_path):
+    path = tmp_path / "old_mac.txt"
+    path.write_bytes(b"First sentence.\rSecond sentence.\r\rNext document.\r")
+    assert list(corpus.read_documents([str(path)])) == [["First sentence.", "Second sentence."], ["Next document."]]

@@ -161,3 +161,28 @@ def test_encode_words_matches_encoding_the_joined_sentence(small_tokenizer, corp
             assert [i for ids in per_word for i in ids] == tok.encode(" ".join(words))
         assert tok.encode_words(["king", "\x07", "home"])[1] == [tok.special_ids.unk]  # no token: [UNK]
         assert tok.encode_words([]) == []
+
+
+def test_the_trainer_gets_what_the_corpus_reader_accepts(tmp_path):
+    """CR-only line endings and a paragraph per line (over SentencePiece's 4,192-byte line limit, which it
+    drops silently) both used to leave the trainer with no sentences: now every line reaches it."""
+    sentences = [f"Sentence number {i} talks about rivers, bridges and towers of the old city." for i in range(400)]
+    cr_only = tmp_path / "cr.txt"
+    cr_only.write_bytes("\r".join(sentences).encode("utf-8") + b"\r")
+    paragraphs = tmp_path / "paragraphs.txt"
+    paragraphs.write_text(" ".join(sentences[:200]) + "\n\n" + " ".join(sentences[200:]) + "\n", encoding="utf-8")
+    assert os.path.getsize(paragraphs) > 2 * 4192
+    for path in (cr_only, paragraphs):
+        lines = list(sentencepiece_tokenizer.training_sentences([str(path)]))
+        assert all(len(line.encode("utf-8")) <= 4192 for line in lines)
+        assert " ".join(lines).split() == " ".join(sentences).split()  # nothing dropped, nothing added
+        model = sentencepiece_tokenizer.train_tokenizer([str(path)], str(tmp_path / path.stem), 300)
+        tokenizer = tokenizer_factory.load_tokenizer(model)
+        assert tokenizer.vocab_size > 40 and tokenizer.decode(tokenizer.encode("rivers and towers")) == "rivers and towers"
+
+
+def test_a_word_longer_than_the_line_limit_is_cut_at_character_boundaries():
+    word = "é" * 5000  # 10,000 UTF-8 bytes, no space to split at
+    pieces = list(sentencepiece_tokenizer._short_lines("Intro. " + word))
+    assert "".join(pieces).replace(" ", "") == ("Intro." + word)
+    assert all(len(p.encode("utf-8")) <= 4000 for p in pieces)

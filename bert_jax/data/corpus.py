@@ -36,15 +36,27 @@ def resolve_text_files(spec: str) -> list[str]:
         if not part:
             continue
         if os.path.isdir(part):
-            for root, dirs, names in os.walk(part):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                files.extend(os.path.join(root, n) for n in names if not n.startswith("."))
+            files.extend(_walk_following_links(part))
         else:
             files.extend(glob.glob(os.path.expanduser(part), recursive=True))
     files = sorted({f for f in files if os.path.isfile(f)})
     if not files:
         raise InputError(f"no text files match config.data.corpus={spec!r}; give a file, a directory or a glob.")
     return files
+
+
+def _walk_following_links(directory: str) -> Iterator[str]:
+    """The non-hidden files under `directory`, through symlinked folders too (os.walk skips them by default,
+    which silently dropped a linked folder's text); a link back to a folder already walked is walked once."""
+    seen = set()
+    for root, dirs, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a symlink loop or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from (os.path.join(root, n) for n in names if not n.startswith("."))
 
 
 # A "sentence" longer than this is not one-sentence-per-line text (a dump with no newlines, a minified

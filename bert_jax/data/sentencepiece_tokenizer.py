@@ -12,8 +12,9 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -53,6 +54,10 @@ def train_tokenizer(
 ) -> str:
     """Trains a SentencePiece unigram model on one-sentence-per-line text; returns the `.model` path.
 
+    The trainer gets the lines of `training_sentences`, not the files: SentencePiece splits files on
+    '\\n' only and drops lines over 4,192 bytes, so CR-only line endings or a paragraph per line would
+    leave it with no sentences although the corpus reader accepts them.
+
     `hard_vocab_limit=False` lets a small corpus ask for a large vocabulary (the model then gets as
     many pieces as the text supports). Sampling of at most `max_sentences` lines is seeded, so the same
     input gives the same vocabulary.
@@ -69,7 +74,7 @@ def train_tokenizer(
     os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
     spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.train(
-        input=list(input_files),
+        sentence_iterator=training_sentences(input_files),
         model_prefix=model_prefix,
         model_type="unigram",
         vocab_size=vocab_size,
@@ -89,6 +94,51 @@ def train_tokenizer(
         logging.info("Tokenizer has %d pieces, fewer than the %d requested: the corpus supports no more.",
                      actual, vocab_size)
     return model_path
+
+
+# SentencePiece's trainer drops longer lines (its max_sentence_length, 4,192 bytes) without a word.
+_MAX_TRAINING_LINE_BYTES = 4000
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def training_sentences(input_files: Sequence[str]) -> Iterator[str]:
+    """The non-blank lines of `input_files` (any line ending), each cut to at most 4,000 UTF-8 bytes: a
+    longer line is split after sentence ends, then at spaces, then (a run without spaces) anywhere."""
+    for path in input_files:
+        with open(path, encoding="utf-8", errors="replace") as f:  # the corpus reader refuses bad UTF-8 first
+            for line in f:
+                line = line.rstrip("\n")
+                if line.strip():
+                    yield from _short_lines(line)
+
+
+def _short_lines(line: str) -> Iterator[str]:
+    if len(line.encode("utf-8")) <= _MAX_TRAINING_LINE_BYTES:
+        yield line
+        return
+    pending = ""
+    for unit in _units(line):
+        if pending and len((pending + " " + unit).encode("utf-8")) > _MAX_TRAINING_LINE_BYTES:
+            yield pending
+            pending = ""
+        pending = f"{pending} {unit}" if pending else unit
+    if pending:
+        yield pending
+
+
+def _units(line: str) -> Iterator[str]:
+    """Sentences of `line`; a sentence still too long, its words; a word still too long, its byte-bounded runs."""
+    for sentence in _SENTENCE_END.split(line):
+        if len(sentence.encode("utf-8")) <= _MAX_TRAINING_LINE_BYTES:
+            yield sentence
+            continue
+        for word in sentence.split():
+            while len(word.encode("utf-8")) > _MAX_TRAINING_LINE_BYTES:
+                cut = len(word.encode("utf-8")[:_MAX_TRAINING_LINE_BYTES].decode("utf-8", errors="ignore"))
+                yield word[:cut]
+                word = word[cut:]
+            if word:
+                yield word
 
 
 def _has_text(path: str) -> bool:
