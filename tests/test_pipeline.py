@@ -474,3 +474,28 @@ def test_eval_mask_seeds_are_fixed_per_instance(sources):
         chosen = np.random.default_rng(9).permutation(num_instances)[:12]  # the instances make_eval_batches picks
         assert seeds.dtype == np.int32
         assert seeds.tolist() == [int(pipeline.mask_seed(9, int(i), 0)) for i in chosen]
+
+
+def _documents(sentences_per_doc, num_docs=40, sentence_length=6):
+    """An in-memory source: documents of `sentences_per_doc` sentences of random real-piece ids."""
+    rng = np.random.default_rng(0)
+    return [{"tokens": rng.integers(5, 300, size=sentences_per_doc * sentence_length).astype(np.int32),
+             "sentence_lengths": np.full(sentences_per_doc, sentence_length, np.int32)} for _ in range(num_docs)]
+
+
+@pytest.mark.parametrize("sentences_per_doc,warned", [(1, True), (6, False)])
+def test_one_sentence_documents_are_reported(sentences_per_doc, warned, caplog):
+    """Every chunk of a one-sentence document is NotNext: nsp_acc 1.0 would mean nothing, so the run says so."""
+    source = _documents(sentences_per_doc)
+    caplog.set_level("INFO")
+    iterator = pipeline.make_pretraining_iterator(source, max_seq_length=MAX_SEQ_LENGTH, short_seq_prob=0.0,
+                                                  batch_size=8, seed=0)
+    labels = np.concatenate([next(iterator)["next_sentence_labels"] for _ in range(20)])
+    index = pipeline.index_instances(pipeline.load_sentence_lengths(source), MAX_SEQ_LENGTH, 0.0, 0)
+    expected = pipeline.not_next_fraction(index)
+    assert abs(labels.mean() - expected) < 0.1  # the reported figure is what the stream holds
+    warnings = [r.getMessage() for r in caplog.records if "of the NSP pairs will be NotNext" in r.getMessage()]
+    assert len(warnings) == 1
+    assert ("most chunks are a single sentence" in warnings[0]) == warned
+    if warned:
+        assert expected == 1.0 and labels.mean() == 1.0 and warnings[0].startswith("100%")

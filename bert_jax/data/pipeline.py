@@ -28,6 +28,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from absl import logging
 
 from bert_jax.config import InputError
 from bert_jax.data.full_sentences import full_sentence_pieces, index_packs
@@ -320,6 +321,26 @@ def _check_options(source, objective: str, instance_format: str, pack_sequences:
                          "give more text with blank lines between documents.")
 
 
+def not_next_fraction(index: np.ndarray) -> float:
+    """The share of NSP pairs that will be NotNext: a one-sentence chunk (a one-sentence document, or a
+    sentence as long as the target) always is, any other half the time."""
+    one_sentence = float(np.mean(index[:, 2] - index[:, 1] == 1)) if len(index) else 0.0
+    return one_sentence + 0.5 * (1.0 - one_sentence)
+
+
+def _report_not_next_fraction(index: np.ndarray) -> None:
+    """Degenerate text (documents of one sentence) makes almost every pair NotNext, so nsp_acc near 1.0
+    says nothing: said once, with the figure, when the run starts."""
+    fraction = not_next_fraction(index)
+    if fraction > 0.75:
+        logging.warning("%.0f%% of the NSP pairs will be NotNext (50%% is BERT's): most chunks are a single "
+                        "sentence, so nsp accuracy measures little; give documents of several sentences, one "
+                        "sentence per line with blank lines between documents, or use config.objective='mlm'.",
+                        100 * fraction)
+    else:
+        logging.info("%.1f%% of the NSP pairs will be NotNext.", 100 * fraction)
+
+
 def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: float, batch_size: int,
                               seed: int, shuffle: bool = True, num_epochs: int | None = None,
                               process_index: int = 0, process_count: int = 1, num_workers: int = 0,
@@ -352,6 +373,8 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
         raise InputError(f"config.masking.dupe_factor must be at least 1 for static masking, got {dupe_factor}.")
     build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
                              objective=objective, instance_format=instance_format, special_ids=special_ids)
+    if objective == "mlm_nsp" and instance_format == "sentence_pairs":
+        _report_not_next_fraction(build.index)
     dataset = grain.MapDataset.source(np.arange(len(build))).seed(seed)
     if shuffle:
         dataset = dataset.shuffle()  # before repeat: each epoch reshuffles, epochs never mix
