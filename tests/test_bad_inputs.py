@@ -295,6 +295,11 @@ def _hf_without_weights(ctx):
     hf_convert.import_hf_directory(str(directory), str(ctx.tmp_path / "export"))
 
 
+def _with_model(config, **model):
+    config.model.update(model)
+    return config
+
+
 def _glue_train_without_labels(ctx):
     task_files.read_glue_tsv(ctx.file("train.tsv", b"sentence\na fine film\na dull one\n"), tasks.TASKS["sst2"],
                              "train")
@@ -396,6 +401,9 @@ CASES = [
     Case("disk_full_while_checkpointing", _disk_full_while_checkpointing,
          r"no space left on device while saving the checkpoint of step 6 in .*checkpoints; the complete "
          r"checkpoints there \(3\) are untouched: free space .* run the same command again to resume"),
+    Case("model_too_large_for_memory", lambda ctx: ctx.pretrain(_with_model(ctx.config(), vocab_size=200_000_000)),
+         r"the model needs at least [\d,.]+ GiB per device for its 6,\d{3},\d{3},\d{3} parameters, their gradients "
+         r"and optimizer state, but [\d,.]+ GiB are available; lower config\.model's sizes"),
     # Tokenizers.
     Case("tokenizer_not_sentencepiece", _tokenizer_not_sentencepiece,
          r"vocab\.txt is not a SentencePiece model .*give a \.model file"),

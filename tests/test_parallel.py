@@ -194,3 +194,22 @@ def test_two_processes_with_fsdp_match_one_without(tmp_path, corpus_file, small_
     for a, b in zip(jax.tree.leaves(jax.device_get(split.state.params)),
                     jax.tree.leaves(jax.device_get(whole.state.params)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_memory_check_counts_each_devices_shard():
+    """check_state_fits counts what one device holds: under fsdp 4 a quarter of the big arrays, as the summary
+    command's per-device figure (computed over an abstract mesh) says; a state 4096x that is refused."""
+    from bert_jax.tools import model_stats
+    config = _bert_large()
+    config.mesh.update({"data": 2, "fsdp": 4})
+    setup, _ = steps_lib.make_pretraining_setup(config, parallel.make_mesh(config.mesh))
+    expected = model_stats.per_device_memory_bytes(config, fsdp=4)
+    small = setup.abstract_state.step, setup.abstract_state.rng  # replicated scalars the summary leaves out
+    assert parallel.bytes_per_device(setup.abstract_state) - parallel.bytes_per_device(small) == (
+        expected["param_bytes_per_device"] + expected["optimizer_bytes_per_device"])
+    replicated = model_stats.per_device_memory_bytes(config, fsdp=1)
+    assert parallel.bytes_per_device(setup.abstract_state.params) < replicated["param_bytes_per_device"] / 3.5
+    with pytest.raises(config_lib.InputError, match=r"needs at least [\d,.]+ GiB per device for its [\d,]+ param"):
+        parallel.check_state_fits(jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(
+            (leaf.shape[0] * 4096,) + leaf.shape[1:] if leaf.ndim else leaf.shape, leaf.dtype,
+            sharding=leaf.sharding) if leaf.ndim else leaf, setup.abstract_state))

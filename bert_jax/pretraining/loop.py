@@ -131,6 +131,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         config = _adopt_init_checkpoint(config)
     config = config_lib.validate(config)
     checkpoint_lib.check_resumable(workdir, config)  # before config.json is overwritten
+    # Before hours of data preparation: the state's shapes do not depend on the tokenizer.
+    abstract_setup, _ = steps_lib.make_pretraining_setup(config, parallel.make_mesh(config.mesh))
+    parallel.check_state_fits(abstract_setup.abstract_state)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:  # for people; the checkpoints carry their own copy
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:

@@ -118,6 +118,52 @@ def state_shardings(abstract_state, mesh):
     return jax.tree.map(lambda leaf: NamedSharding(mesh, fsdp_spec(tuple(leaf.shape), fsdp)), abstract_state)
 
 
+def bytes_per_device(abstract_tree, shardings=None) -> int:
+    """Bytes one device holds of a tree of ShapeDtypeStructs: its shard of every leaf, by the leaves' own
+    shardings or by `shardings` (a matching tree, e.g. `state_shardings` over an AbstractMesh)."""
+    leaves = jax.tree.leaves(abstract_tree)
+    shardings = [leaf.sharding for leaf in leaves] if shardings is None else jax.tree.leaves(shardings)
+    return sum(math.prod(sharding.shard_shape(tuple(leaf.shape))) * np.dtype(leaf.dtype).itemsize
+               for leaf, sharding in zip(leaves, shardings, strict=True))
+
+
+def _available_bytes_per_device() -> int | None:
+    """An accelerator's own limit, or on CPU the host's available memory shared by its local devices."""
+    device = jax.local_devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics raise instead of returning None
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    return available // jax.local_device_count()
+
+
+def check_state_fits(abstract_state, what: str = "the model") -> None:
+    """Refuses, before anything is allocated, a train state that cannot fit: an impossible config (a
+    200M-piece vocabulary) would otherwise allocate until the machine swaps, or block forever.
+
+    Counts the state (parameters and optimizer moments, as sharded) plus one copy of the parameters for
+    the gradients: a lower bound, as activations come on top.
+    """
+    limit = _available_bytes_per_device()
+    params = getattr(abstract_state, "params", abstract_state)
+    need = bytes_per_device(abstract_state) + bytes_per_device(params)
+    if limit is None or need <= limit:
+        return
+    count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+    raise InputError(f"{what} needs at least {need / 2**30:,.1f} GiB per device for its {count:,} parameters, their "
+                     f"gradients and optimizer state, but {limit / 2**30:,.1f} GiB are available; lower "
+                     "config.model's sizes (vocab_size, hidden_size, num_hidden_layers), split the state over "
+                     "more devices with config.mesh.fsdp, or use devices with more memory.")
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "config.train.global_batch_size") -> int:
     """Returns this process's share of the global batch, or explains why it cannot be split."""
     devices = mesh.devices.size

@@ -18,10 +18,8 @@ train state on an AbstractMesh, so it can be asked for 8 devices on a machine wi
 
 from __future__ import annotations
 
-import math
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import AbstractMesh
 
@@ -94,11 +92,7 @@ def per_device_memory_bytes(config, fsdp: int | None = None) -> dict[str, int]:
     opt_state = jax.eval_shape(optim.make_optimizer(config.train).init, params)
     mesh = AbstractMesh((1, fsdp), (parallel.DATA_AXIS, parallel.FSDP_AXIS))
 
-    def shard_bytes(tree) -> int:
-        leaves, shardings = jax.tree.leaves(tree), jax.tree.leaves(parallel.state_shardings(tree, mesh))
-        return sum(math.prod(sharding.shard_shape(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
-                   for leaf, sharding in zip(leaves, shardings, strict=True))
-
-    param_bytes, optimizer_bytes = shard_bytes(params), shard_bytes(opt_state)
+    param_bytes, optimizer_bytes = (parallel.bytes_per_device(tree, parallel.state_shardings(tree, mesh))
+                                    for tree in (params, opt_state))
     return {"fsdp": fsdp, "param_bytes_per_device": param_bytes, "optimizer_bytes_per_device": optimizer_bytes,
             "param_and_optimizer_bytes_per_device": param_bytes + optimizer_bytes}
