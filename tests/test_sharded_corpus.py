@@ -246,3 +246,37 @@ def test_tfds_corpus_errors(offline_tfds, small_tokenizer, tmp_path, spec, messa
     with pytest.raises(InputError, match=message) as error:
         corpus.build_corpus(spec, "", 0.2, small_tokenizer, str(tmp_path), num_workers=1)
     assert "\n" not in str(error.value)
+
+
+_ORPHAN_PARENT = """
+import concurrent.futures, multiprocessing, os, time
+from bert_jax.data import sharded_corpus
+if __name__ == "__main__":
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=sharded_corpus._init_worker, initargs=(None, 1, os.getpid()))
+    print(pool.submit(os.getpid).result(), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A SIGKILLed preparation used to leave its tokenizing workers running (~250 MB each), forever."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_PARENT, encoding="utf-8")
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root,
+                              env={**os.environ, "PYTHONPATH": root})
+    worker = psutil.Process(int(parent.stdout.readline()))
+    assert worker.is_running() and worker.ppid() == parent.pid
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.2)
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, "the worker outlived its parent"

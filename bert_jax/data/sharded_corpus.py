@@ -23,6 +23,7 @@ import glob
 import json
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -123,11 +124,20 @@ _worker_tokenizer = None  # set in each worker process by _init_worker
 _worker_threads: int | None = None  # None in the main process: SentencePiece uses every core
 
 
-def _init_worker(tokenizer, threads: int) -> None:
-    """Each worker process tokenizes with its share of the cores, so N workers do not run N x cores threads."""
+def _init_worker(tokenizer, threads: int, parent_pid: int) -> None:
+    """Each worker process tokenizes with its share of the cores, so N workers do not run N x cores threads,
+    and ends itself when its parent is gone (a SIGKILLed run left ~250 MB orphans per worker)."""
     global _worker_tokenizer, _worker_threads
     _worker_tokenizer, _worker_threads = tokenizer, threads
     os.environ["RAYON_NUM_THREADS"] = str(threads)  # HF `tokenizers`' pool, read when it first starts
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """Polls the parent's pid (portable, unlike Linux's PR_SET_PDEATHSIG); an orphan is re-parented."""
+    while os.getppid() == parent_pid:
+        time.sleep(poll_seconds)
+    os._exit(1)
 
 
 def _shard_name(split: str, shard: int) -> str:
@@ -212,7 +222,7 @@ class _ShardPool:
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 self._num_workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self._tokenizer, max(1, (os.cpu_count() or 1) // self._num_workers)))
+                initargs=(self._tokenizer, max(1, (os.cpu_count() or 1) // self._num_workers), os.getpid()))
         while len(self._in_flight) > self._num_workers:  # every worker busy and one chunk queued
             self._collect(concurrent.futures.FIRST_COMPLETED)
         self._in_flight.add(self._executor.submit(write_shard, *args))
