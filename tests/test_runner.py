@@ -84,6 +84,11 @@ def test_classification_learns_keyword_and_writes_outputs(pretrained, tmp_path):
     assert {r[1] for r in rows[1:]} <= {"negative", "positive"}
     assert os.path.isdir(tmp_path / "run" / "seed_0" / "best_params")
 
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    with pytest.raises(InputError, match=r"run already holds a finished fine-tune .*metrics\.json\); give a new "):
+        runner.finetune(_config("sst2", pretrained, tmp_path), str(tmp_path / "run"))
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before  # the results are kept as they were
+
 
 def test_regression_learns_a_count(pretrained, tmp_path):
     """STS-B format; the score is the number of 'gold' words in sentence 1 (0-3)."""

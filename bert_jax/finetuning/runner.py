@@ -137,9 +137,18 @@ def _summary(task, results: list[dict]) -> dict:
     return summary
 
 
+def _refuse_finished_workdir(workdir: str) -> None:
+    """A finished fine-tune's metrics, predictions and parameters are results: a rerun never overwrites them."""
+    metrics_path = os.path.join(workdir, "metrics.json")
+    if os.path.exists(metrics_path):
+        raise InputError(f"{workdir} already holds a finished fine-tune ({metrics_path}); give a new --workdir, "
+                         "or delete that directory to run again.")
+
+
 def finetune(config, workdir: str) -> dict:
     """Fine-tunes `config.init_checkpoint` on `config.task`; returns (and writes) the metrics JSON."""
     config = config_lib.validate(config)
+    _refuse_finished_workdir(workdir)
     task = tasks_lib.get_task(config.task)
     pretrained = transfer.load_pretrained(config.init_checkpoint)
     model_config = transfer.resolve_model_config(pretrained.config.model, config.model)
