@@ -280,3 +280,22 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
     while time.time() < deadline and worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE:
         time.sleep(0.2)
     assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, "the worker outlived its parent"
+
+
+def test_a_damaged_index_or_shard_statistics_is_rebuilt(one_worker, big_corpus_file, small_tokenizer, tmp_path):
+    """index.json and the shard statistics are the cache's own files: cut or garbled, they are rebuilt (the
+    damaged shard rewritten, the others kept), never reported as the user's error."""
+    def build():
+        return corpus.build_corpus(big_corpus_file, "", 0.2, small_tokenizer, str(tmp_path), num_workers=1,
+                                   docs_per_shard=DOCS_PER_SHARD)
+
+    dataset_dir = _dataset_dir(build())
+    index_path = pathlib.Path(dataset_dir, sharded_corpus.INDEX_FILE)
+    index_path.write_bytes(index_path.read_bytes()[:40])  # a write cut short
+    stats_path = pathlib.Path(dataset_dir, "train-00001.json")
+    stats_path.write_bytes(b"\x00garbage")
+    untouched = os.stat(os.path.join(dataset_dir, "train-00002.array_record")).st_mtime_ns
+    rebuilt = build()
+    assert sharded_corpus.read_index(dataset_dir)["throughput"]["shards_written"] == 1  # only the damaged one
+    assert os.stat(os.path.join(dataset_dir, "train-00002.array_record")).st_mtime_ns == untouched
+    assert _files(_dataset_dir(rebuilt)) == _files(_dataset_dir(one_worker))

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from absl import logging
 from array_record.python import array_record_data_source, array_record_module
 
 from bert_jax.config import InputError
@@ -102,9 +103,20 @@ def read_index(dataset_dir: str) -> dict[str, Any] | None:
     path = os.path.join(dataset_dir, INDEX_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        index = json.load(f)
-    return index if index.get("format_version") == FORMAT_VERSION else None
+    index = _read_cached_json(path)
+    return index if index and index.get("format_version") == FORMAT_VERSION else None
+
+
+def _read_cached_json(path: str) -> dict[str, Any] | None:
+    """A cache file of ours, or None when it is damaged (a crash, a full disk, an edit): the cache is then
+    rebuilt, never reported as the user's error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        logging.warning("%s is damaged (%s); rebuilding it.", path, error)
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def load_sources(dataset_dir: str, index: dict[str, Any]) -> dict[str, ShardedCorpusSource]:
@@ -195,8 +207,7 @@ def _complete_shard(dataset_dir: str, split: str, shard: int) -> dict[str, Any] 
     stats_path = os.path.join(dataset_dir, name + ".json")
     if not (os.path.isfile(os.path.join(dataset_dir, name + ".array_record")) and os.path.isfile(stats_path)):
         return None
-    with open(stats_path, encoding="utf-8") as f:
-        return json.load(f)
+    return _read_cached_json(stats_path)
 
 
 # ------------------------------------------------------------------ the whole dataset (main process)
