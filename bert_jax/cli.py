@@ -54,6 +54,14 @@ def path_error_message(error: OSError) -> str:
             "write to (or fix the permissions of that path).")
 
 
+def refuse_empty(*names: str) -> None:
+    """Path flags given as `--workdir=` (an unset shell variable) are refused while parsing, in one line,
+    instead of reaching os.makedirs('') as a FileNotFoundError traceback."""
+    for name in names:
+        flags.register_validator(name, lambda value: value is None or bool(str(value).strip()),
+                                 message=f"--{name} is empty; give a path (an unset shell variable?)")
+
+
 def run_app(main: Callable) -> None:
     """`absl.app.run(main)`, with mistakes in the flags (above all in --config overrides) said in one line."""
     app.run(main, flags_parser=parse_flags)

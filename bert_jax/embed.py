@@ -11,7 +11,7 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from bert_jax import cli
 from bert_jax.config import InputError
@@ -27,6 +27,7 @@ _POOLING = flags.DEFINE_enum("pooling", "cls", embedding.POOLINGS, "[CLS] vector
 _MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", 128, "Tokens per line, [CLS] and [SEP] included.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Lines per forward pass.")
 flags.mark_flags_as_required(["checkpoint", "input", "output"])
+cli.refuse_empty("checkpoint", "input", "output")
 
 
 def _read_lines(path: str) -> list[str]:
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

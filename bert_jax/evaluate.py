@@ -8,7 +8,7 @@ num_examples and step. Without --corpus it uses the run's own held-out split.
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from bert_jax import cli
 from bert_jax.pretraining import evaluation
@@ -18,6 +18,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining run directory (hold
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 _CORPUS = flags.DEFINE_string("corpus", "", "Text files (file, directory or glob); default: the run's held-out split.")
 flags.mark_flags_as_required(["workdir"])
+cli.refuse_empty("workdir")
 
 
 def main(argv):
@@ -29,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

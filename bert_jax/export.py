@@ -3,7 +3,7 @@
 python -m bert_jax.export --workdir=RUN [--step=N] --output=DIR --format=params|hf
 """
 
-from absl import app, flags
+from absl import flags
 
 from bert_jax import cli
 from bert_jax.hf import convert as hf_convert
@@ -15,6 +15,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "Directory to write (must not hold
 _FORMAT = flags.DEFINE_enum("format", "params", ["params", "hf"],
                             "params: params-only Orbax checkpoint + config + tokenizer; hf: transformers directory.")
 flags.mark_flags_as_required(["workdir", "output"])
+cli.refuse_empty("workdir", "output")
 
 
 def main(argv):
@@ -23,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

@@ -5,7 +5,7 @@ The result is what fine-tuning and continued pretraining start from; heads the c
 bare encoder has no MLM or NSP head) are initialised fresh and listed, and so are unused HF tensors.
 """
 
-from absl import app, flags
+from absl import flags
 
 from bert_jax import cli
 from bert_jax.hf import convert as hf_convert
@@ -14,6 +14,7 @@ _INPUT = flags.DEFINE_string("input", None, "HF model directory (config.json, mo
                              "pytorch_model.bin, vocab.txt).")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory to write the params-only export to.")
 flags.mark_flags_as_required(["input", "output"])
+cli.refuse_empty("input", "output")
 
 
 def main(argv):
@@ -21,4 +22,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

@@ -15,6 +15,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Pretraining run directory (hold
 _OUTPUT = flags.DEFINE_string("output", "", "A .png file, or a directory to write metrics.png in "
                               "(default: <workdir>/plots/metrics.png).")
 flags.mark_flags_as_required(["workdir"])
+cli.refuse_empty("workdir")
 
 
 def main(argv):

@@ -22,6 +22,7 @@ from bert_jax.data import corpus, sharded_corpus
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: the tokenizer and corpus caches go here.")
 flags.mark_flags_as_required(["config", "workdir"])
+cli.refuse_empty("workdir")
 
 
 def prepare(config, workdir: str) -> dict:

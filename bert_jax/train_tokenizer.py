@@ -20,6 +20,7 @@ from bert_jax.data.tokenizer_factory import load_tokenizer
 _INPUT = flags.DEFINE_string("input", None, "Text: a file, a directory or a glob; comma-separated list allowed.")
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 30522, "Requested vocabulary size.")
 _OUTPUT = flags.DEFINE_string("output", None, "Model prefix; writes <output>.model and <output>.vocab.")
+cli.refuse_empty("input", "output")
 
 
 def _train() -> str:

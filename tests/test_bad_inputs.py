@@ -391,6 +391,10 @@ CASES = [
     Case("model_vocab_smaller_than_tokenizer", _model_vocab_smaller_than_tokenizer,
          r"has \d+ pieces but config\.model\.vocab_size is 200; raise config\.model\.vocab_size or use a smaller"),
     # Run directories and disks.
+    Case("workdir_empty", ["bert_jax.pretrain", "--config=configs/bert_tiny.py", "--workdir="],
+         r"flag --workdir=: --workdir is empty; give a path \(an unset shell variable\?\)", subprocess=True),
+    Case("export_output_empty", ["bert_jax.export", "--workdir={tmp}/run", "--output="],
+         r"flag --output=: --output is empty; give a path", subprocess=True),
     Case("workdir_not_writable", _workdir_not_writable,
          r"cannot use .*(read_only|a_file).*: (permission denied|a parent is a file, not a directory); choose a "
          r"--workdir/--output directory you can write to"),
