@@ -49,3 +49,20 @@ def test_finetuned_params_round_trip_bitwise(tmp_path):
     restored = checkpoint_lib.restore_finetuned_params(str(tmp_path / "seed_0"))
     np.testing.assert_array_equal(restored["bert"]["layers"]["0"]["kernel"], params["bert"]["layers"]["0"]["kernel"])
     np.testing.assert_array_equal(restored["classifier"]["bias"], params["classifier"]["bias"])
+
+
+def test_a_step_removed_while_read_is_not_called_damaged(tmp_path, monkeypatch):
+    """A live run deletes old steps (max_to_keep); a reader that loses the race is told that, not 'damaged'."""
+    shutil.copytree(FIXTURE / "run", tmp_path / "run")
+    checkpointer = checkpoint_lib.Checkpointer(str(tmp_path / "run"), create=False)
+    real_restore = checkpointer.manager.restore
+
+    def rotated_away(step, args=None):
+        shutil.rmtree(checkpointer.step_path(step))  # the writer's rotation, between listing and reading
+        return real_restore(step, args=args)
+
+    monkeypatch.setattr(checkpointer.manager, "restore", rotated_away)
+    with pytest.raises(config_lib.InputError, match=r"checkpoints/2 was removed while it was read: a running "
+                                                    r"pretraining keeps only"):
+        checkpointer.restore_meta(2)
+    assert not (tmp_path / "run" / "checkpoints_damaged").exists()  # nothing set aside as damaged

@@ -124,6 +124,7 @@ class Checkpointer:
             meta = dict(restored["meta"])
             meta["tokenizer_model"] = base64.b64decode(meta["tokenizer_model"])
         except Exception as e:  # a missing, truncated or overwritten file: Orbax raises many kinds
+            self._raise_if_removed(step, e)
             raise InputError(f"the checkpoint {self.step_path(step)} cannot be read ({_first_line(e)}); it is "
                              "damaged: delete it or use an older step.") from e
         meta.setdefault("tokenizer_kind", "sentencepiece")
@@ -134,6 +135,7 @@ class Checkpointer:
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         except Exception as e:  # damage and a model mismatch look alike to Orbax (missing or odd metadata)
+            self._raise_if_removed(step, e)
             raise InputError(f"the checkpoint {self.step_path(step)} cannot be restored ({_first_line(e)}); it is "
                              "damaged, or it was written by an older bert_jax or another config: use an older "
                              "step, the code and config it was written with, or a new --workdir.") from e
@@ -167,10 +169,17 @@ class Checkpointer:
                              f"newest: {failures[0]}")
         return None
 
+    def _raise_if_removed(self, step: int, error: Exception) -> None:
+        """A step that vanished while it was read was not damaged: a live run rotated it away."""
+        if not os.path.isdir(self.step_path(step)):
+            raise InputError(f"the checkpoint {self.step_path(step)} was removed while it was read: a running "
+                             "pretraining keeps only its newest checkpoint.max_to_keep checkpoints; use a newer step, "
+                             "or read it after the run ends.") from error
+
     def _set_aside(self, step: int) -> None:
         """Moves a damaged step directory out of Orbax's sight, keeping it for inspection."""
         self.wait()
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and os.path.isdir(self.step_path(step)):
             damaged_dir = os.path.join(os.path.dirname(self.directory), _DAMAGED_DIR)
             os.makedirs(damaged_dir, exist_ok=True)
             target, n = os.path.join(damaged_dir, str(step)), 1
