@@ -28,7 +28,7 @@ cli.refuse_empty("workdir")
 def prepare(config, workdir: str) -> dict:
     """Tokenizer and tokenized splits of `config` in `workdir`; returns their statistics."""
     config = config_lib.validate(config)
-    tokenizer, sources = corpus.prepare_default_or_given(config.data, workdir)
+    tokenizer, sources = corpus.prepare_locked(config.data, workdir)
     summary = {"tokenizer": tokenizer.model_path, "vocab_size": tokenizer.vocab_size,
                "splits": {split: source.statistics for split, source in sources.items()}}
     index = sharded_corpus.read_index(sources["train"].statistics["directory"])

@@ -27,6 +27,7 @@ from bert_jax.config import InputError
 from bert_jax.data import sharded_corpus, tfds_text
 from bert_jax.data.sentencepiece_tokenizer import Tokenizer, train_tokenizer
 from bert_jax.data.tokenizer_factory import load_tokenizer
+from bert_jax.runtime import workdir_lock
 
 
 def resolve_text_files(spec: str) -> list[str]:
@@ -352,3 +353,14 @@ def prepare_default_or_given(config_data, workdir: str,
                            os.path.join(workdir, "corpus", "tokenized"), num_workers=config_data.preprocess_workers,
                            docs_per_shard=config_data.docs_per_shard)
     return tokenizer, sources
+
+
+def prepare_locked(config_data, workdir: str) -> tuple[Tokenizer, dict[str, Any]]:
+    """`prepare_default_or_given` with the workdir locked: what `python -m bert_jax.prepare_corpus` runs.
+
+    A preparation then never builds the tokenizer and corpus caches of a workdir that another preparation
+    or a training run is writing. The trainer calls `prepare_default_or_given` inside the lock it holds
+    for the whole run; evaluation calls it without one, as it only reads caches the run has built.
+    """
+    with workdir_lock.workdir_lock(workdir, "corpus preparation"):
+        return prepare_default_or_given(config_data, workdir)

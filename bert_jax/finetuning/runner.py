@@ -24,7 +24,7 @@ from bert_jax.finetuning import config as config_lib
 from bert_jax.finetuning import steps, task_data, transfer
 from bert_jax.finetuning import tasks as tasks_lib
 from bert_jax.runtime import checkpoint as checkpoint_lib
-from bert_jax.runtime import parallel
+from bert_jax.runtime import parallel, workdir_lock
 
 
 def _batch_rows(indices: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -146,10 +146,20 @@ def _refuse_finished_workdir(workdir: str) -> None:
 
 
 def finetune(config, workdir: str) -> dict:
-    """Fine-tunes `config.init_checkpoint` on `config.task`; returns (and writes) the metrics JSON."""
+    """Fine-tunes `config.init_checkpoint` on `config.task`; returns (and writes) the metrics JSON.
+
+    Holds the workdir's lock throughout, from before the checkpoint and data are loaded, so a second
+    fine-tuning in the same workdir is refused at once rather than overwriting this one's seeds.
+    """
     config = config_lib.validate(config)
     _refuse_finished_workdir(workdir)
     task = tasks_lib.get_task(config.task)
+    with workdir_lock.workdir_lock(workdir, "fine-tuning"):
+        return _finetune(config, task, workdir)
+
+
+def _finetune(config, task, workdir: str) -> dict:
+    """The fine-tuning itself, which `finetune` calls with the workdir locked."""
     pretrained = transfer.load_pretrained(config.init_checkpoint)
     model_config = transfer.resolve_model_config(pretrained.config.model, config.model)
     tokenizer = pretrained.tokenizer

@@ -18,6 +18,7 @@ import numpy as np
 from bert_jax.config import InputError
 from bert_jax.data import hf_tokenizers, tokenizer_factory
 from bert_jax.hf import names as hf_names
+from bert_jax.runtime import workdir_lock
 
 
 def _write_json(path: str, content: dict) -> None:
@@ -57,11 +58,18 @@ def _write_tokenizer(output_dir: str, tokenizer) -> None:
 
 
 def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
-    """Writes config.json, model.safetensors and the tokenizer; returns the HF architecture name."""
+    """Writes config.json, model.safetensors and the tokenizer; returns the HF architecture name.
+
+    Under the directory's lock, so a second export into it at the same time is refused, not interleaved.
+    """
+    with workdir_lock.workdir_lock(output_dir, "export", flag="--output"):
+        if os.path.exists(os.path.join(output_dir, "model.safetensors")):
+            raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
+        return _write_hf_files(output_dir, params, config, tokenizer)
+
+
+def _write_hf_files(output_dir: str, params: dict, config, tokenizer) -> str:
     from safetensors.numpy import save_file  # the [hf] extra
-    if os.path.exists(os.path.join(output_dir, "model.safetensors")):
-        raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
-    os.makedirs(output_dir, exist_ok=True)
     ids = tokenizer.special_ids
     state_dict = hf_names.to_hf_state_dict(params, config, pad_token_id=ids.pad)
     hf_config = hf_names.hf_config_dict(config, pad_token_id=ids.pad, bos_token_id=ids.cls, eos_token_id=ids.sep)

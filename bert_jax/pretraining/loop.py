@@ -22,7 +22,7 @@ from bert_jax.data import pipeline, tokenizer_factory
 from bert_jax.pretraining import evaluation, losses, run_checkpoint
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import checkpoint as checkpoint_lib
-from bert_jax.runtime import multihost, numerics, parallel, preemption, reporting
+from bert_jax.runtime import multihost, numerics, parallel, preemption, reporting, workdir_lock
 
 _TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels", "mask_seeds",
                "position_ids", "pair_positions", "pair_weights")  # the last three only in packed batches
@@ -126,15 +126,25 @@ def _adopt_init_checkpoint(config):
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-    """Pretrains as `config` says, in `workdir`; returns the final held-out metrics."""
+    """Pretrains as `config` says, in `workdir`; returns the final held-out metrics.
+
+    The whole run holds the workdir's lock, taken before anything there is read or written: a second
+    run on the same workdir stops at once with a line naming this one, instead of both writing it.
+    """
     if config.train.init_checkpoint:
         config = _adopt_init_checkpoint(config)
     config = config_lib.validate(config)
-    checkpoint_lib.check_resumable(workdir, config)  # before config.json is overwritten
-    # Before hours of data preparation: the state's shapes do not depend on the tokenizer.
+    # Before the workdir is touched and hours of data preparation: the state's shapes need no tokenizer.
     abstract_setup, _ = steps_lib.make_pretraining_setup(config, parallel.make_mesh(config.mesh))
     parallel.check_state_fits(abstract_setup.abstract_state)
-    os.makedirs(workdir, exist_ok=True)
+    with workdir_lock.workdir_lock(workdir, "pretraining"):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
+    """The run itself, which `train_and_evaluate` calls with the workdir locked."""
+    checkpoint_lib.check_resumable(workdir, config)  # before config.json is overwritten
+    os.makedirs(workdir, exist_ok=True)  # process 0's lock made it; the other processes may see another disk
     if jax.process_index() == 0:  # for people; the checkpoints carry their own copy
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(config.to_json(indent=2))

@@ -28,6 +28,7 @@ from jax.experimental import multihost_utils
 
 from bert_jax.config import InputError
 from bert_jax.config import from_stored as config_from_stored
+from bert_jax.runtime import workdir_lock
 
 _ITEMS = ("state", "meta")
 _DAMAGED_DIR = "checkpoints_damaged"
@@ -261,11 +262,17 @@ def save_params_only(output_dir: str, params, config, tokenizer, info: dict) -> 
 
     No optimizer state: this is what fine-tuning, feature extraction and continued pretraining start
     from. `info` (source, step, heads that were initialised fresh, ...) is kept as JSON beside it.
+    The directory's lock makes "no export there yet" and the writing one step: a second export into it
+    at the same time is refused, not mixed with this one.
     """
     output_dir = os.path.abspath(output_dir)
-    if os.path.exists(os.path.join(output_dir, _PARAMS)):
-        raise InputError(f"{output_dir} already holds an export; choose a new --output directory.")
-    os.makedirs(output_dir, exist_ok=True)
+    with workdir_lock.workdir_lock(output_dir, "export", flag="--output"):
+        if os.path.exists(os.path.join(output_dir, _PARAMS)):
+            raise InputError(f"{output_dir} already holds an export; choose a new --output directory.")
+        _write_params_only(output_dir, params, config, tokenizer, info)
+
+
+def _write_params_only(output_dir: str, params, config, tokenizer, info: dict) -> None:
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(output_dir, _PARAMS), params)
     checkpointer.wait_until_finished()
