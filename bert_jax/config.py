@@ -145,6 +145,12 @@ def default_config() -> ml_collections.ConfigDict:
     # Donate the train state's buffers to the step, so XLA updates parameters and optimizer state in
     # place instead of holding two copies (False only to measure what donation saves).
     config.train.donate_state = True
+    # Re-running in a workdir resumes its newest checkpoint only if the config, tokenizer and corpus
+    # still match what it was written with (pretraining/resume_check.py). True: accept changed data or
+    # training stream (corpus files, batch size, sequence length, masking, packing, seed, eval set), with
+    # a warning listing them; the data iterator restarts where the old stream had got to. A different
+    # tokenizer or model is always refused: the embeddings would index other pieces, the weights not fit.
+    config.train.allow_changed_data = False
 
     # Orbax checkpointing in <workdir>/checkpoints.
     config.checkpoint = ml_collections.ConfigDict()

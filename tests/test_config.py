@@ -2,6 +2,7 @@
 
 import json
 
+import ml_collections
 import pytest
 
 from bert_jax import config as config_lib
@@ -55,3 +56,12 @@ def test_bad_values_are_input_errors_not_tracebacks():
     config.model.hidden_size = 130  # not divisible by the 12 default heads
     with pytest.raises(config_lib.InputError, match=r"config.model.hidden_size \(130\)"):
         config_lib.validate(config)
+
+
+def test_allow_changed_data_is_a_validated_switch_that_defaults_off():
+    assert config_lib.default_config().train.allow_changed_data is False
+    values = config_lib.default_config().to_dict()
+    values["train"]["allow_changed_data"] = "yes"
+    with pytest.raises(config_lib.InputError, match=r"config\.train\.allow_changed_data='yes' is of type str, but "
+                                                    r"the field takes bool values"):
+        config_lib.validate(ml_collections.ConfigDict(values))

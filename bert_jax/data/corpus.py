@@ -330,14 +330,15 @@ def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer
     return load_tokenizer(model_path)
 
 
-def prepare_default_or_given(config_data, workdir: str,
-                             tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, dict[str, Any]]:
-    """The trainer's one call: corpus, tokenizer and tokenized splits, each built once per workdir.
+def default_or_given_inputs(config_data, workdir: str,
+                            tokenizer: Tokenizer | None = None) -> tuple[str, Tokenizer]:
+    """(corpus spec, tokenizer) of a run in `workdir`: what it trains on, before anything is tokenized.
 
     Empty `config.data.corpus`: the stdlib docstring corpus, written to <workdir>/corpus. Empty
     `config.data.tokenizer_model`: a tokenizer trained on the training text, cached in
-    <workdir>/tokenizer. Calling it again (a restart) reuses every cache. A given `tokenizer` (the one
-    stored in a checkpoint) takes precedence over both.
+    <workdir>/tokenizer. Both are written on first use only, so on a restart this reads and writes nothing
+    and a resumed run can be compared with its checkpoint before it changes anything. A given
+    `tokenizer` (the one stored in a checkpoint) takes precedence.
     """
     corpus = config_data.corpus
     if not corpus:
@@ -349,10 +350,40 @@ def prepare_default_or_given(config_data, workdir: str,
     if tokenizer is None:
         tokenizer = _get_or_train_tokenizer(config_data, workdir, corpus)
     logging.info("Tokenizer %s: %d pieces.", tokenizer.model_path, tokenizer.vocab_size)
-    sources = build_corpus(corpus, config_data.eval_corpus, config_data.eval_fraction, tokenizer,
-                           os.path.join(workdir, "corpus", "tokenized"), num_workers=config_data.preprocess_workers,
-                           docs_per_shard=config_data.docs_per_shard)
-    return tokenizer, sources
+    return corpus, tokenizer
+
+
+def _describe_input(spec: str) -> dict[str, Any]:
+    corpus = _Input(spec)
+    sizes = [os.path.getsize(path) for path in corpus.files if os.path.exists(path)]
+    return {"fingerprint": hashlib.sha256(corpus.fingerprint().encode()).hexdigest()[:16], "what": str(corpus),
+            "files": len(corpus.files) if not corpus.tfds else None, "bytes": sum(sizes) if not corpus.tfds else None}
+
+
+def corpus_fingerprint(corpus: str, eval_corpus: str) -> dict[str, Any]:
+    """The training and held-out text as the tokenized cache tells them apart (paths, sizes, modification
+    times; a TFDS split by its prepared files), without reading any text.
+
+    A checkpoint stores it so that a resumed run notices a corpus that changed since (a file added, one
+    edited): tokenizing it again would train on another stream. {'train': ..., 'eval': ... or None (the
+    held-out documents come from the training corpus)}, each {'fingerprint', 'what', 'files', 'bytes'}.
+    """
+    return {"train": _describe_input(corpus), "eval": _describe_input(eval_corpus) if eval_corpus else None}
+
+
+def tokenize_splits(config_data, workdir: str, corpus: str, tokenizer: Tokenizer) -> dict[str, Any]:
+    """The tokenized splits of `corpus` (and `config.data.eval_corpus`), cached in <workdir>/corpus/tokenized."""
+    return build_corpus(corpus, config_data.eval_corpus, config_data.eval_fraction, tokenizer,
+                        os.path.join(workdir, "corpus", "tokenized"), num_workers=config_data.preprocess_workers,
+                        docs_per_shard=config_data.docs_per_shard)
+
+
+def prepare_default_or_given(config_data, workdir: str,
+                             tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, dict[str, Any]]:
+    """Corpus, tokenizer and tokenized splits (`default_or_given_inputs`, then `tokenize_splits`), each
+    built once per workdir: calling it again (a restart) reuses every cache."""
+    corpus, tokenizer = default_or_given_inputs(config_data, workdir, tokenizer)
+    return tokenizer, tokenize_splits(config_data, workdir, corpus, tokenizer)
 
 
 def prepare_locked(config_data, workdir: str) -> tuple[Tokenizer, dict[str, Any]]:

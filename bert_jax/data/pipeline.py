@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from bert_jax.config import InputError
+from bert_jax.data import sequence_packing
 from bert_jax.data.full_sentences import full_sentence_pieces, index_packs
 from bert_jax.data.sequence_packing import PackedInstances
 from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SpecialIds
@@ -409,6 +410,73 @@ def iterator_from_config(config, source, special_ids: SpecialIds, batch_size: in
         instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
         dupe_factor=config.masking.dupe_factor, special_ids=special_ids,
         pack_sequences=config.data.pack_sequences, max_instances_per_pack=config.data.max_instances_per_pack)
+
+
+def _find_states(state, is_wanted) -> list[dict]:
+    """The dicts of a (nested) iterator state for which `is_wanted` holds, outermost first, in order."""
+    if isinstance(state, dict):
+        if is_wanted(state):
+            return [state]
+        return [found for value in state.values() for found in _find_states(value, is_wanted)]
+    if isinstance(state, list):
+        return [found for value in state for found in _find_states(value, is_wanted)]
+    return []
+
+
+def _is_packing_state(state: dict) -> bool:
+    return "open_rows" in state
+
+
+def _is_batch_position(state: dict) -> bool:
+    return set(state) == {"next_index"}
+
+
+def examples_taken(state, batch_size: int) -> int | None:
+    """How many examples of its stream an iterator had taken, read from a saved state of either layout
+    (unpacked: batches of `batch_size` rows, summed over worker processes; packed: instances, those of
+    open rows included), or None for a state of another form.
+
+    A resume whose saved position belongs to another layout (packing toggled, another batch size or
+    worker count) carries this number over instead of the state itself, which would not restore.
+    """
+    packing = _find_states(state, _is_packing_state)
+    if packing:
+        return sum(int(s["next_index"]) for s in packing)
+    batches = _find_states(state, _is_batch_position)
+    if not batches:
+        return None
+    return sum(int(s["next_index"]) for s in batches) * batch_size
+
+
+def restart_at(train_iter, examples: int, *, pack_sequences: bool, batch_size: int) -> int | None:
+    """Moves a new iterator `examples` into its stream without building what it skips; returns the
+    position it starts at (rounded up to a whole batch of unpacked rows), or None if its layout cannot
+    be moved there (several worker processes share the stream)."""
+    if not pack_sequences:
+        batches = -(-examples // batch_size)
+        try:
+            grain.experimental.set_next_index(train_iter, batches)
+        except NotImplementedError:
+            return None
+        return batches * batch_size
+    state = train_iter.get_state()
+    packing = _find_states(state, _is_packing_state)
+    if len(packing) != 1:
+        return None
+    new_state = sequence_packing.state_at(packing[0], examples)
+    train_iter.set_state(new_state if packing[0] is state else _replaced(state, packing[0], new_state))
+    return examples
+
+
+def _replaced(state, old: dict, new: dict):
+    """`state` with the dict `old` (found in it by identity) replaced by `new`."""
+    if state is old:
+        return new
+    if isinstance(state, dict):
+        return {key: _replaced(value, old, new) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_replaced(value, old, new) for value in state]
+    return state
 
 
 def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examples: int, seed: int = 0,

@@ -137,6 +137,20 @@ class PackedInstances(grain.IterDataset):
         return f"PackedInstances({self._options})"
 
 
+def state_at(fresh_state: dict[str, Any], position: int) -> dict[str, Any]:
+    """The state of a packing iterator at instance `position` of its stream, with no rows open.
+
+    `fresh_state` is the state of a new iterator of the same stream (its parent's state at position 0
+    gives the form). A resume whose saved position belongs to another layout (unpacked rows, another
+    pack size) starts here: instances that were waiting in the old open rows are skipped.
+    """
+    parent = dict(fresh_state["parent"])
+    if set(parent) != {"next_index"}:
+        raise ValueError(f"unexpected state of the instance stream: {parent}")
+    parent["next_index"] = position
+    return {"parent": parent, "next_index": position, "open_rows": [], "ready_rows": [], "exhausted": False}
+
+
 class _Row:
     """A row being filled: its instances' stream positions, the instances, and the room left."""
 

@@ -1,10 +1,11 @@
 """The pretraining loop: `train_and_evaluate(config, workdir)` reads top to bottom.
 
-Prepare data and tokenizer (cached in the workdir) -> build or restore the state -> step, log, evaluate
-and checkpoint. Restarting the same command resumes from the newest checkpoint that restores, including
-the position of the data iterator, so the resumed run sees the batches the interrupted one would have
-seen and ends bitwise where an uninterrupted run ends. Each checkpoint step also closes a logging
-interval, so a resumed run pools the same steps into each metrics line.
+Prepare data and tokenizer (cached in the workdir) -> check that the workdir's newest checkpoint fits this
+run (`resume_check`) -> build or restore the state -> step, log, evaluate and checkpoint. Restarting the
+same command resumes from the newest checkpoint that restores, including the position of the data
+iterator, so the resumed run sees the batches the interrupted one would have seen and ends bitwise where
+an uninterrupted run ends. Each checkpoint step also closes a logging interval, so a resumed run pools
+the same steps into each metrics line.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from absl import logging
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pipeline, tokenizer_factory
-from bert_jax.pretraining import evaluation, losses, run_checkpoint
+from bert_jax.pretraining import evaluation, losses, resume_check, run_checkpoint
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import checkpoint as checkpoint_lib
 from bert_jax.runtime import multihost, numerics, parallel, preemption, reporting, workdir_lock
@@ -49,12 +50,12 @@ def _summarize_train(step_metrics: list[dict], seconds: float, timed_steps: int,
 
 
 def _initial_state(config, setup, create_state, checkpointer) -> tuple[steps_lib.TrainState, dict | None]:
-    """(state, data-iterator state): the newest good checkpoint's, else fresh (or from `train.init_checkpoint`)."""
+    """(state, checkpoint meta): the newest good checkpoint's, else fresh (or from `train.init_checkpoint`) and None."""
     restored = checkpointer.restore_latest(setup.abstract_state)
     if restored is not None:
         step, state, meta = restored
         logging.info("resumed from step %d of %s", step, checkpointer.directory)
-        return state, meta.get("data_state")
+        return state, meta
     state = create_state()
     if config.train.init_checkpoint:
         _, _, params = run_checkpoint.load_params_only(config.train.init_checkpoint)
@@ -64,26 +65,92 @@ def _initial_state(config, setup, create_state, checkpointer) -> tuple[steps_lib
     return state, None
 
 
-def _train_iterator(config, source, tokenizer, local_batch_size: int, data_state):
-    """This process's training batches, positioned where the restored run stopped."""
+def _train_iterator(config, source, tokenizer, local_batch_size: int, meta: dict | None,
+                    plan: resume_check.ResumePlan):
+    """This process's training batches, positioned where the restored run stopped.
+
+    The saved iterator state is restored as it is, unless the resume check found that the stream or its
+    layout changed (`plan.restart_data`): that state would not restore, or would skip or repeat examples,
+    so the number of examples the old stream had given is carried over instead.
+    """
     train_iter = pipeline.iterator_from_config(config, source, tokenizer.special_ids, local_batch_size,
                                                   process_index=jax.process_index(), process_count=jax.process_count())
-    if data_state is not None:
+    data_state = meta and meta.get("data_state")
+    if data_state is None:
+        return train_iter
+    if not plan.restart_data:
         train_iter.set_state(data_state)
+        return train_iter
+    stored = config_lib.from_stored(meta["config"])
+    taken = pipeline.examples_taken(data_state, stored.train.global_batch_size // jax.process_count())
+    position = None if taken is None else pipeline.restart_at(
+        train_iter, taken, pack_sequences=config.data.pack_sequences, batch_size=local_batch_size)
+    logging.warning("the data iterator restarts at %s: its saved position (%s examples into the old stream) belongs "
+                    "to another stream or layout (%s)",
+                    "the start of its stream" if position is None else f"example {position:,} of this process's stream",
+                    "?" if taken is None else f"{taken:,}", plan.restart_data)
     return train_iter
 
 
-def _prepare_data(config, workdir: str):
-    """Corpus, tokenizer and tokenized splits; with several processes, process 0 builds them first.
+def _newest_meta(workdir: str) -> tuple[int, dict] | None:
+    """(step, meta) of the newest checkpoint whose metadata reads, or None for a new run; a damaged one is
+    left to `restore_latest`, which sets it aside and falls back to the same older step."""
+    if not os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+        return None
+    checkpointer = checkpoint_lib.Checkpointer(workdir, create=False)
+    try:
+        for step in sorted(checkpointer.all_steps(), reverse=True):
+            try:
+                return checkpointer.restore_meta(step)
+            except config_lib.InputError:
+                continue
+        return None
+    finally:
+        checkpointer.close()
+
+
+def _check_resume(config, workdir: str, tokenizer, corpus_fingerprint: dict) -> resume_check.ResumePlan:
+    newest = _newest_meta(workdir)
+    if newest is None:
+        return resume_check.ResumePlan(restart_data="")
+    step, meta = newest
+    return resume_check.check_resume(meta, config, tokenizer=tokenizer, corpus_fingerprint=corpus_fingerprint,
+                                     directory=checkpoint_lib.checkpoint_dir(workdir), step=step)
+
+
+def _write_config(config, workdir: str) -> None:
+    """config.json, for people (the checkpoints carry their own copy); process 0 writes it."""
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json(indent=2))
+
+
+def _process_zero_first(work, what: str):
+    """`work()` on process 0, then on the others (which then only read what process 0 wrote).
 
     If process 0 fails (an empty corpus, a bad file), every other process raises InputError with its
     message instead of waiting at a barrier process 0 never reaches.
     """
-    prepared, done_here = multihost.process_zero_first(
-        lambda: corpus_lib.prepare_default_or_given(config.data, workdir), "prepare the data")
-    if done_here:
-        return prepared
-    return corpus_lib.prepare_default_or_given(config.data, workdir)  # now only reads the caches
+    result, done_here = multihost.process_zero_first(work, what)
+    return result if done_here else work()
+
+
+def _prepare_data(config, workdir: str):
+    """(tokenizer, tokenized splits, corpus fingerprint, resume plan).
+
+    The workdir's newest checkpoint is compared with this run once its corpus and tokenizer are known and
+    before anything of the old run changes: config.json is written, and the corpus tokenized, only after
+    the check (every process checks, as every process restores).
+    """
+    corpus, tokenizer = _process_zero_first(lambda: corpus_lib.default_or_given_inputs(config.data, workdir),
+                                            "prepare the data")
+    fingerprint = corpus_lib.corpus_fingerprint(corpus, config.data.eval_corpus)
+    plan = _check_resume(config, workdir, tokenizer, fingerprint)
+    _write_config(config, workdir)
+    sources = _process_zero_first(lambda: corpus_lib.tokenize_splits(config.data, workdir, corpus, tokenizer),
+                                  "prepare the data")
+    return tokenizer, sources, fingerprint, plan
 
 
 def _restore_before_streak(checkpointer, setup, state, streak: numerics.NonFiniteStreak):
@@ -143,12 +210,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
 def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """The run itself, which `train_and_evaluate` calls with the workdir locked."""
-    checkpoint_lib.check_resumable(workdir, config)  # before config.json is overwritten
-    os.makedirs(workdir, exist_ok=True)  # process 0's lock made it; the other processes may see another disk
-    if jax.process_index() == 0:  # for people; the checkpoints carry their own copy
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(config.to_json(indent=2))
-    tokenizer, sources = _prepare_data(config, workdir)
+    tokenizer, sources, corpus_fingerprint, plan = _prepare_data(config, workdir)
     tokenizer_factory.check_fits_model(tokenizer, config.model.vocab_size)
 
     mesh = parallel.make_mesh(config.mesh)
@@ -158,8 +220,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     setup, create_state = steps_lib.make_pretraining_setup(config, mesh, tokenizer)
     checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                                async_save=config.checkpoint.async_save, cleanup_tmp=True)
-    state, data_state = _initial_state(config, setup, create_state, checkpointer)
-    train_iter = _train_iterator(config, sources["train"], tokenizer, local_batch_size, data_state)
+    state, meta = _initial_state(config, setup, create_state, checkpointer)
+    train_iter = _train_iterator(config, sources["train"], tokenizer, local_batch_size, meta, plan)
     eval_set = evaluation.eval_batches(sources["eval"], config, mesh, tokenizer.special_ids)
     train_step = steps_lib.make_train_step(setup, mesh, config.train)
     eval_step = steps_lib.make_eval_step(setup, mesh)
@@ -208,7 +270,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 eval_metrics = evaluate(done)
             preemption.kill_if_test_asks(done, "step")
             if checkpoint_due:
-                checkpointer.save(done, state, config=config, tokenizer=tokenizer, data_state=train_iter.get_state())
+                checkpointer.save(done, state, config=config, tokenizer=tokenizer, data_state=train_iter.get_state(),
+                                  corpus=corpus_fingerprint)
                 preemption.kill_if_test_asks(done, "save")
             if preempted:
                 break

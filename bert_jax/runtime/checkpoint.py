@@ -1,9 +1,10 @@
 """Every checkpoint bert_jax writes or reads, of every kind, goes through this module (Orbax I/O only).
 
-Three kinds: a pretraining run's checkpoints (train state, resolved config, tokenizer and data-iterator
-position: `Checkpointer`), params-only exports (`save_params_only` / `read_export_info` /
-`restore_params_only`), and the best parameters of a fine-tuning seed (`save_finetuned_params` /
-`restore_finetuned_params`). What model the arrays belong to is the caller's business.
+Three kinds: a pretraining run's checkpoints (train state, resolved config, tokenizer, corpus fingerprint
+and data-iterator position: `Checkpointer`), params-only exports (`save_params_only` / `read_export_info`
+/ `restore_params_only`), and the best parameters of a fine-tuning seed (`save_finetuned_params` /
+`restore_finetuned_params`). What model the arrays belong to is the caller's business, and whether a
+run's checkpoints fit a new config is `pretraining/resume_check.py`'s.
 
 A checkpoint is self-contained: `evaluate` and `export` need nothing but the checkpoint directory. Orbax
 writes each step into a temporary directory and renames it when complete, so a crash mid-save leaves the
@@ -95,11 +96,14 @@ class Checkpointer:
     def step_path(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
 
-    def save(self, step: int, state, *, config, tokenizer, data_state=None) -> None:
-        """Saves asynchronously (when enabled); `wait()` before relying on it being on disk."""
+    def save(self, step: int, state, *, config, tokenizer, data_state=None, corpus=None) -> None:
+        """Saves asynchronously (when enabled); `wait()` before relying on it being on disk.
+
+        `corpus` (the run's `corpus.corpus_fingerprint`) lets a resumed run notice changed text.
+        """
         meta = {"config": json.loads(config.to_json()), "tokenizer_kind": tokenizer.kind,
                 "tokenizer_model": base64.b64encode(tokenizer.serialized_model()).decode("ascii"),
-                "data_state": data_state}
+                "data_state": data_state, "corpus": corpus}
         try:
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                             meta=ocp.args.JsonSave(meta)), force=True)
@@ -118,7 +122,8 @@ class Checkpointer:
         return step
 
     def restore_meta(self, step: int | None = None) -> tuple[int, dict]:
-        """(step, meta): 'config' (a dict), 'tokenizer_kind', 'tokenizer_model' (bytes), 'data_state'."""
+        """(step, meta): 'config' (a dict), 'tokenizer_kind', 'tokenizer_model' (bytes), 'data_state' and
+        'corpus' (None in checkpoints written before it was stored)."""
         step = self._resolve_step(step)
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
@@ -129,6 +134,7 @@ class Checkpointer:
             raise InputError(f"the checkpoint {self.step_path(step)} cannot be read ({_first_line(e)}); it is "
                              "damaged: delete it or use an older step.") from e
         meta.setdefault("tokenizer_kind", "sentencepiece")
+        meta.setdefault("corpus", None)
         return step, meta
 
     def restore_state(self, step: int, abstract_state):
@@ -213,40 +219,6 @@ class Checkpointer:
     def close(self) -> None:
         self.wait()
         self.manager.close()
-
-
-# Model fields a checkpoint's parameters depend on: a resumed run must have the same.
-_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups")
-
-
-def check_resumable(workdir: str, config) -> None:
-    """Refuses, before anything is written, to resume a workdir whose checkpoints are of another model.
-
-    Compares the model shape and objective stored with the newest checkpoint to `config`'s; a checkpoint
-    whose metadata does not read is left to `restore_latest`, which sets damaged ones aside.
-    """
-    if not os.path.isdir(checkpoint_dir(workdir)):
-        return
-    checkpointer = Checkpointer(workdir, create=False)
-    try:
-        steps = checkpointer.all_steps()
-        if not steps:
-            return
-        step, meta = checkpointer.restore_meta(max(steps))
-    except InputError:
-        return
-    finally:
-        checkpointer.close()
-    stored = config_from_stored(meta["config"])
-    differences = [f"config.model.{name} is {stored.model[name]} there and {config.model[name]} now"
-                   for name in _SHAPE_FIELDS if stored.model[name] != config.model[name]]
-    if stored.objective != config.objective:
-        differences.append(f"config.objective is {stored.objective!r} there and {config.objective!r} now")
-    if differences:
-        raise InputError(f"the checkpoints in {checkpointer.directory} (newest: step {step}) were written for another "
-                         f"model: {'; '.join(differences)}; run with the config they were written with, or give a "
-                         "new --workdir.")
 
 
 # ---------------------------------------------------------------- params-only export (fine-tuning input)
