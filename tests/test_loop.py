@@ -183,3 +183,21 @@ def test_recipes_train_and_evaluate(tmp_path, corpus_file, small_tokenizer, reci
     assert "nsp_accuracy" not in final
     offline = evaluation.evaluate_checkpoint(workdir, step=3)
     assert offline["mlm_loss"] == pytest.approx(final["mlm_loss"], rel=1e-6)
+
+
+def test_relative_paths_are_stored_absolute(tmp_path, corpus_file, small_tokenizer, monkeypatch):
+    """A run started with relative paths can be evaluated and resumed from any other directory."""
+    here = tmp_path / "here"
+    here.mkdir()
+    shutil.copy(corpus_file, here / "corpus.txt")
+    shutil.copy(small_tokenizer.model_path, here / "spm.model")
+    monkeypatch.chdir(here)
+    config = _small_config("corpus.txt", "", "spm.model", num_steps=3)
+    config.data.eval_fraction = 0.2
+    loop.train_and_evaluate(config, "run")
+    stored = json.loads((here / "run" / "config.json").read_text())
+    assert stored["data"]["corpus"] == str(here / "corpus.txt")
+    assert stored["data"]["tokenizer_model"] == str(here / "spm.model")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the stored paths still lead to the corpus and the tokenizer
+    figures = evaluation.evaluate_checkpoint(str(here / "run"))
+    assert figures["step"] == 3 and figures["num_examples"] > 0

@@ -192,12 +192,28 @@ def _adopt_init_checkpoint(config):
     return config
 
 
+def _absolute_paths(config):
+    """The config with its file paths made absolute, as it is stored: `evaluate`, `export` and a resume run
+    from another directory read the corpus, the tokenizer and the initial checkpoint from it."""
+    config = config_lib.from_stored(config.to_dict())
+
+    def absolute(spec: str) -> str:
+        parts = [p.strip() for p in spec.split(",")]
+        return ",".join(p if not p or p.startswith("tfds:") else os.path.abspath(os.path.expanduser(p)) for p in parts)
+
+    config.data.corpus, config.data.eval_corpus = absolute(config.data.corpus), absolute(config.data.eval_corpus)
+    config.data.tokenizer_model = absolute(config.data.tokenizer_model)
+    config.train.init_checkpoint = absolute(config.train.init_checkpoint)
+    return config
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """Pretrains as `config` says, in `workdir`; returns the final held-out metrics.
 
     The whole run holds the workdir's lock, taken before anything there is read or written: a second
     run on the same workdir stops at once with a line naming this one, instead of both writing it.
     """
+    config = _absolute_paths(config)
     if config.train.init_checkpoint:
         config = _adopt_init_checkpoint(config)
     config = config_lib.validate(config)
