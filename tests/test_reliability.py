@@ -284,3 +284,23 @@ def test_invalid_guard_settings_name_the_problem(overrides, message):
     config.train.update(overrides)
     with pytest.raises(config_lib.InputError, match=message):
         config_lib.validate(config)
+
+
+def test_a_damaged_data_iterator_position_falls_back_like_other_damage(reference, corpus_file, small_tokenizer,
+                                                                       tmp_path):
+    """The newest checkpoint's arrays are fine but its saved data position is garbage: restoring it crashed in
+    grain's set_state; now that checkpoint is set aside as damaged and the run resumes from the one before."""
+    workdir = tmp_path / "bad_position"
+    shutil.copytree(reference.workdir, workdir)
+    checkpoints = pathlib.Path(checkpoint_lib.checkpoint_dir(str(workdir)))
+    meta_path = checkpoints / "12" / "meta" / "metadata"
+    meta = json.loads(meta_path.read_text())
+    meta["data_state"] = {"bogus": [1, 2, 3]}
+    meta_path.write_text(json.dumps(meta))
+
+    result = _run(_command(corpus_file, small_tokenizer.model_path, workdir), _env(reference.cache))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the data-iterator position saved with the checkpoint of step 12 does not restore" in result.stderr
+    assert "resumed from step 9 " in result.stderr
+    assert sorted(os.listdir(workdir / "checkpoints_damaged")) == ["12"]
+    _assert_same_state(reference.workdir, workdir)  # steps 10-12 replayed from step 9's position: bitwise

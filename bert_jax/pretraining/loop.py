@@ -49,9 +49,13 @@ def _summarize_train(step_metrics: list[dict], seconds: float, timed_steps: int,
     return metrics
 
 
-def _initial_state(config, setup, create_state, checkpointer) -> tuple[steps_lib.TrainState, dict | None]:
-    """(state, checkpoint meta): the newest good checkpoint's, else fresh (or from `train.init_checkpoint`) and None."""
-    restored = checkpointer.restore_latest(setup.abstract_state)
+def _initial_state(config, setup, create_state, checkpointer, check_meta) -> tuple[steps_lib.TrainState, dict | None]:
+    """(state, checkpoint meta): the newest good checkpoint's, else fresh (or from `train.init_checkpoint`) and None.
+
+    `check_meta` positions the data iterator from a checkpoint's meta; a position that does not restore
+    makes that checkpoint count as damaged, so the run falls back to the one before it.
+    """
+    restored = checkpointer.restore_latest(setup.abstract_state, check_meta=check_meta)
     if restored is not None:
         step, state, meta = restored
         logging.info("resumed from step %d of %s", step, checkpointer.directory)
@@ -65,17 +69,28 @@ def _initial_state(config, setup, create_state, checkpointer) -> tuple[steps_lib
     return state, None
 
 
-def _train_iterator(config, source, tokenizer, local_batch_size: int, meta: dict | None,
-                    plan: resume_check.ResumePlan):
-    """This process's training batches, positioned where the restored run stopped.
+def _position_check(train_iter, config, local_batch_size: int, plan: resume_check.ResumePlan):
+    """`check_meta` for `restore_latest`: positions `train_iter` where a checkpoint's run stopped, and turns a
+    saved position that does not restore (a damaged data_state) into the InputError of a damaged checkpoint."""
+    def check(step: int, meta: dict) -> None:
+        try:
+            _position_iterator(train_iter, config, local_batch_size, meta, plan)
+        except config_lib.InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - grain raises KeyError, TypeError, ValueError on a bad state
+            raise config_lib.InputError(f"the data-iterator position saved with the checkpoint of step {step} does "
+                                        f"not restore ({type(e).__name__}: {e}); it is damaged.") from e
+    return check
+
+
+def _position_iterator(train_iter, config, local_batch_size: int, meta: dict, plan: resume_check.ResumePlan):
+    """Positions this process's training batches where the restored run stopped.
 
     The saved iterator state is restored as it is, unless the resume check found that the stream or its
     layout changed (`plan.restart_data`): that state would not restore, or would skip or repeat examples,
     so the number of examples the old stream had given is carried over instead.
     """
-    train_iter = pipeline.iterator_from_config(config, source, tokenizer.special_ids, local_batch_size,
-                                                  process_index=jax.process_index(), process_count=jax.process_count())
-    data_state = meta and meta.get("data_state")
+    data_state = meta.get("data_state")
     if data_state is None:
         return train_iter
     if not plan.restart_data:
@@ -236,8 +251,10 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     setup, create_state = steps_lib.make_pretraining_setup(config, mesh, tokenizer)
     checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                                async_save=config.checkpoint.async_save, cleanup_tmp=True)
-    state, meta = _initial_state(config, setup, create_state, checkpointer)
-    train_iter = _train_iterator(config, sources["train"], tokenizer, local_batch_size, meta, plan)
+    train_iter = pipeline.iterator_from_config(config, sources["train"], tokenizer.special_ids, local_batch_size,
+                                               process_index=jax.process_index(), process_count=jax.process_count())
+    state, _ = _initial_state(config, setup, create_state, checkpointer,
+                              _position_check(train_iter, config, local_batch_size, plan))
     eval_set = evaluation.eval_batches(sources["eval"], config, mesh, tokenizer.special_ids)
     train_step = steps_lib.make_train_step(setup, mesh, config.train)
     eval_step = steps_lib.make_eval_step(setup, mesh)

@@ -21,6 +21,7 @@ import json
 import logging as std_logging
 import os
 import sys
+from collections.abc import Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -148,18 +149,22 @@ class Checkpointer:
                              "step, the code and config it was written with, or a new --workdir.") from e
         return restored["state"]
 
-    def restore_latest(self, abstract_state, *, before: int | None = None) -> tuple[int, object, dict] | None:
+    def restore_latest(self, abstract_state, *, before: int | None = None,
+                       check_meta: Callable[[int, dict], None] | None = None) -> tuple[int, object, dict] | None:
         """(step, state, meta) of the newest checkpoint that restores (at or before step `before`), or None.
 
         One that fails is logged with its path and the error, set aside under `checkpoints_damaged/` (so a
-        new save can take its step) and the next older one is tried. If none restores, nothing is moved
-        and InputError names the directory: that is more likely another config than damage.
+        new save can take its step) and the next older one is tried. `check_meta(step, meta)` may refuse a
+        checkpoint whose meta is unusable (InputError), as if it were damaged. If none restores, nothing is
+        moved and InputError names the directory: that is more likely another config than damage.
         """
         steps = sorted((s for s in self.all_steps() if before is None or s <= before), reverse=True)
         failures = []
         for step in steps:
             try:
                 _, meta = self.restore_meta(step)
+                if check_meta is not None:
+                    check_meta(step, meta)
                 state = self.restore_state(step, abstract_state)
             except InputError as e:
                 _quiet_failed_restore_fallout()
