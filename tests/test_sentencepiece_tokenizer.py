@@ -55,6 +55,26 @@ def test_training_is_deterministic_and_allows_large_requested_vocab(corpus_file,
     assert 100 < first.vocab_size < 5000  # the small corpus cannot support 5000 pieces; no error
 
 
+@pytest.mark.parametrize("cut", [".model", ".vocab"])
+def test_files_cut_short_by_a_full_disk_are_refused_and_the_old_ones_stay(corpus_file, tmp_path, monkeypatch, cut):
+    prefix = str(tmp_path / "spm")
+    sentencepiece_tokenizer.train_tokenizer([corpus_file], prefix, 300)
+    assert sorted(os.listdir(tmp_path)) == ["spm.model", "spm.vocab"]  # trained under a temporary name
+    old = {suffix: open(prefix + suffix, "rb").read() for suffix in (".model", ".vocab")}
+    run_trainer = sentencepiece_tokenizer._run_trainer
+
+    def full_disk(input_files, model_prefix, *args):
+        run_trainer(input_files, model_prefix, *args)
+        with open(model_prefix + cut, "r+b") as f:
+            f.truncate(os.path.getsize(model_prefix + cut) // 2)
+
+    monkeypatch.setattr(sentencepiece_tokenizer, "_run_trainer", full_disk)
+    with pytest.raises(InputError, match="just wrote to .*was the disk full"):
+        sentencepiece_tokenizer.train_tokenizer([corpus_file], prefix, 250)
+    assert {suffix: open(prefix + suffix, "rb").read() for suffix in (".model", ".vocab")} == old
+    assert sorted(os.listdir(tmp_path)) == ["spm.model", "spm.vocab"]
+
+
 def test_tokenizer_pickles(small_tokenizer):
     clone = pickle.loads(pickle.dumps(small_tokenizer))
     assert clone.model_path == small_tokenizer.model_path

@@ -1,5 +1,5 @@
 """The workdir lock between real processes: a second holder is refused with one line naming the first, a
-SIGKILLed holder's lock is taken over with a warning, and pretraining, fine-tuning, exports and corpus
+SIGKILLed holder's lock is taken over with a warning, and pretraining, fine-tuning and corpus
 preparation each refuse a directory another process holds.
 """
 
@@ -23,8 +23,6 @@ from bert_jax.config import InputError
 from bert_jax.data import corpus
 from bert_jax.finetuning import config as finetune_config
 from bert_jax.finetuning import runner
-from bert_jax.hf import files as hf_files
-from bert_jax.runtime import checkpoint as checkpoint_lib
 from bert_jax.runtime import multihost, workdir_lock
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -227,13 +225,3 @@ def test_corpus_preparation_is_refused_while_a_run_holds_the_workdir(tmp_path, h
     proc.wait()
     _, sources = corpus.prepare_locked(config.data, str(tmp_path))
     assert len(sources["train"]) > 0 and _lock_file(tmp_path).read_text() == ""
-
-
-def test_an_export_is_refused_while_another_writes_the_output(tmp_path, holder):
-    proc = holder(tmp_path / "out", "export")
-    with pytest.raises(InputError, match=rf"^cannot start export in {tmp_path / 'out'}: export by pid {proc.pid} "
-                                         r".*or give another --output\.$"):
-        checkpoint_lib.save_params_only(str(tmp_path / "out"), None, None, None, {})
-    with pytest.raises(InputError, match=rf"export by pid {proc.pid} .*or give another --output\.$"):
-        hf_files.write_hf_directory(str(tmp_path / "out"), {}, None, None)
-    assert os.listdir(tmp_path / "out") == [workdir_lock.LOCK_NAME]

@@ -27,7 +27,7 @@ from bert_jax.config import InputError
 from bert_jax.data import sharded_corpus, tfds_text
 from bert_jax.data.sentencepiece_tokenizer import Tokenizer, train_tokenizer
 from bert_jax.data.tokenizer_factory import load_tokenizer
-from bert_jax.runtime import workdir_lock
+from bert_jax.runtime import atomic, workdir_lock
 
 
 def resolve_text_files(spec: str) -> list[str]:
@@ -138,16 +138,14 @@ def write_stdlib_docstring_corpus(output_path: str) -> str:
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and not d.startswith("."))
         paths.extend(os.path.join(root, n) for n in names if n.endswith(".py"))
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    tmp_path = output_path + ".tmp"
     num_docs = 0
-    with open(tmp_path, "w", encoding="utf-8") as out:
+    with atomic.writer(output_path) as out:  # a crash mid-write never leaves a truncated corpus behind
         for path in sorted(paths):
             for docstring in _docstrings(path):
                 sentences = _docstring_sentences(docstring)
                 if len(sentences) >= _MIN_SENTENCES and sum(len(s.split()) for s in sentences) >= _MIN_WORDS:
                     out.write("\n".join(sentences) + "\n\n")
                     num_docs += 1
-    os.replace(tmp_path, output_path)  # a crash mid-write never leaves a truncated corpus behind
     logging.info("Wrote %d stdlib docstrings (%.1f MB) to %s.", num_docs,
                  os.path.getsize(output_path) / 1e6, output_path)
     return output_path
@@ -313,21 +311,35 @@ def build_eval_source(corpus_spec: str, tokenizer: Tokenizer, data_dir: str, *, 
 
 
 def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer:
-    """`config.data.tokenizer_model` if set, else the workdir's cached model, trained on first use."""
+    """`config.data.tokenizer_model` if set, else the workdir's cached model, trained on first use (and
+    again if the cached file does not load: it is the cache's own file, say cut short by a full disk)."""
     if config_data.tokenizer_model:
         return load_tokenizer(config_data.tokenizer_model)
     model_path = os.path.join(workdir, "tokenizer", "spm.model")
-    if os.path.isfile(model_path):
-        logging.info("Reusing tokenizer %s.", model_path)
+    cached = _cached_tokenizer(model_path)
+    if cached is not None:
+        return cached
+    logging.info("Training a %d-piece tokenizer on %s.", config_data.tokenizer_vocab_size, corpus)
+    if tfds_text.is_tfds_spec(corpus):  # SentencePiece reads text files: write a sample of the dataset
+        files = [tfds_text.TfdsText.parse(corpus).write_sample(os.path.join(workdir, "tokenizer", "sample.txt"))]
     else:
-        logging.info("Training a %d-piece tokenizer on %s.", config_data.tokenizer_vocab_size, corpus)
-        if tfds_text.is_tfds_spec(corpus):  # SentencePiece reads text files: write a sample of the dataset
-            files = [tfds_text.TfdsText.parse(corpus).write_sample(os.path.join(workdir, "tokenizer", "sample.txt"))]
-        else:
-            files = resolve_text_files(corpus)
-            check_text_files(files)
-        train_tokenizer(files, model_path[: -len(".model")], config_data.tokenizer_vocab_size)
+        files = resolve_text_files(corpus)
+        check_text_files(files)
+    train_tokenizer(files, model_path[: -len(".model")], config_data.tokenizer_vocab_size)
     return load_tokenizer(model_path)
+
+
+def _cached_tokenizer(model_path: str) -> Tokenizer | None:
+    """The workdir's cached tokenizer, or None when there is none or it does not load (it is retrained)."""
+    if not os.path.isfile(model_path):
+        return None
+    try:
+        tokenizer = load_tokenizer(model_path)
+    except InputError as e:
+        logging.warning("The cached tokenizer %s is damaged (%s); training it again.", model_path, e.__cause__ or e)
+        return None
+    logging.info("Reusing tokenizer %s.", model_path)
+    return tokenizer
 
 
 def default_or_given_inputs(config_data, workdir: str,

@@ -34,6 +34,7 @@ from bert_jax.data.vocab import (
     SpecialIds,
     strip_leading_space,
 )
+from bert_jax.runtime import atomic
 
 # SentencePiece marks the start of a word by prefixing the piece with this character (U+2581).
 WORD_BOUNDARY = "\u2581"
@@ -60,7 +61,10 @@ def train_tokenizer(
 
     `hard_vocab_limit=False` lets a small corpus ask for a large vocabulary (the model then gets as
     many pieces as the text supports). Sampling of at most `max_sentences` lines is seeded, so the same
-    input gives the same vocabulary.
+    input gives the same vocabulary. SentencePiece writes the files itself, so it writes them under a
+    hidden temporary prefix; they are renamed to `<model_prefix>.model` / `.vocab` only once the model
+    loads with BERT's special pieces: a full disk or a kill mid-training leaves the old files or none,
+    never a truncated model that a later run would blame on the user.
     """
     if vocab_size <= len(SPECIAL_TOKENS):
         raise InputError(f"tokenizer vocab_size={vocab_size} is too small; use at least a few hundred.")
@@ -72,6 +76,24 @@ def train_tokenizer(
         raise InputError(f"tokenizer training input {list(input_files)[:3]} has no text; "
                          "give files with one sentence per line.")
     os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
+    partial = atomic.temporary_name(model_prefix)
+    try:
+        _run_trainer(input_files, partial, vocab_size, max_sentences, seed)
+        actual = _check_trained(partial)
+        atomic.commit(partial + ".vocab", model_prefix + ".vocab")
+        # last: the cache looks for this one
+        atomic.write_bytes(model_prefix + ".model", _recorded_as(partial + ".model", model_prefix))
+    finally:
+        for suffix in (".model", ".vocab"):
+            atomic.remove(partial + suffix)
+    if actual < vocab_size:
+        logging.info("Tokenizer has %d pieces, fewer than the %d requested: the corpus supports no more.",
+                     actual, vocab_size)
+    return model_prefix + ".model"
+
+
+def _run_trainer(input_files: Sequence[str], model_prefix: str, vocab_size: int, max_sentences: int,
+                 seed: int) -> None:
     spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.train(
         sentence_iterator=training_sentences(input_files),
@@ -88,12 +110,41 @@ def train_tokenizer(
         num_threads=os.cpu_count() or 1,
         minloglevel=1,
     )
-    model_path = model_prefix + ".model"
-    actual = load_sentencepiece(model_path).vocab_size
-    if actual < vocab_size:
-        logging.info("Tokenizer has %d pieces, fewer than the %d requested: the corpus supports no more.",
-                     actual, vocab_size)
-    return model_path
+
+
+def _check_trained(prefix: str) -> int:
+    """The piece count of the model SentencePiece just wrote at `prefix`, once it loads with the special
+    pieces and its .vocab lists every piece. Anything short of that is a write cut short (a full disk),
+    said as such: the user's input was fine."""
+    processor = spm.SentencePieceProcessor()
+    try:
+        processor.load(prefix + ".model")
+        with open(prefix + ".vocab", encoding="utf-8") as f:
+            listed = sum(1 for _ in f)
+    except (OSError, RuntimeError, UnicodeDecodeError) as e:
+        raise _cut_short(prefix, f"does not load ({e})") from e
+    missing = _spm_special_ids(processor)[1]
+    if missing:
+        raise _cut_short(prefix, f"lacks the pieces {', '.join(missing)}")
+    if listed != processor.get_piece_size():
+        raise _cut_short(prefix, f"has a .vocab of {listed} of its {processor.get_piece_size()} pieces")
+    return processor.get_piece_size()
+
+
+def _recorded_as(model_file: str, model_prefix: str) -> bytes:
+    """The model's bytes with `model_prefix` as the prefix it records: SentencePiece stores the prefix it
+    wrote to in the model, and a temporary one would make every training's bytes differ (they fingerprint
+    the tokenized corpus, so the same text must give the same bytes)."""
+    from sentencepiece import sentencepiece_model_pb2
+    with open(model_file, "rb") as f:
+        model = sentencepiece_model_pb2.ModelProto.FromString(f.read())
+    model.trainer_spec.model_prefix = model_prefix
+    return model.SerializeToString()
+
+
+def _cut_short(prefix: str, problem: str) -> InputError:
+    return InputError(f"the tokenizer SentencePiece just wrote to {prefix}.model {problem}: was the disk full? "
+                      "Free some space and run again (nothing was kept).")
 
 
 # SentencePiece's trainer drops longer lines (its max_sentence_length, 4,192 bytes) without a word.

@@ -33,6 +33,7 @@ from absl import logging
 from array_record.python import array_record_data_source, array_record_module
 
 from bert_jax.config import InputError
+from bert_jax.runtime import atomic
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
@@ -189,16 +190,9 @@ def write_shard(dataset_dir: str, split: str, shard: int, documents: Sequence[Do
                 stats["tokens"] += sum(map(len, sentence_ids))
     finally:
         writer.close()
-    _write_json(os.path.join(dataset_dir, name + ".json"), stats)
-    os.replace(tmp, path)
+    atomic.write_json(os.path.join(dataset_dir, name + ".json"), stats, indent=1)
+    atomic.commit(tmp, path)
     return stats
-
-
-def _write_json(path: str, value: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _complete_shard(dataset_dir: str, split: str, shard: int) -> dict[str, Any] | None:
@@ -296,7 +290,7 @@ def write_sharded_corpus(dataset_dir: str, documents: Iterable[tuple[str, Docume
     index = _index(pool.results + kept, empty_messages, metadata, docs_per_shard)
     if pool.results:
         index["throughput"] = _throughput(pool.results, seconds, num_workers)
-    _write_json(os.path.join(dataset_dir, INDEX_FILE), index)
+    atomic.write_json(os.path.join(dataset_dir, INDEX_FILE), index, indent=1)
     return index
 
 

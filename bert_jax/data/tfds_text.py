@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bert_jax.config import InputError
+from bert_jax.runtime import atomic
 
 PREFIX = "tfds:"
 TEXT_FEATURE = "text"  # what wikipedia, c4 and bookcorpus call it
@@ -96,7 +97,7 @@ class TfdsText:
         picks = np.unique(np.linspace(0, len(source) - 1, min(len(source), max_documents)).astype(int)).tolist()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         num_sentences = 0
-        with open(path + ".tmp", "w", encoding="utf-8") as out:
+        with atomic.writer(path) as out:
             for start in range(0, len(picks), _READ_BATCH):
                 for example in source.__getitems__(picks[start:start + _READ_BATCH]):
                     sentences = split_sentences(_text(example[TEXT_FEATURE]))
@@ -104,7 +105,6 @@ class TfdsText:
                     num_sentences += len(sentences)
                 if num_sentences >= max_sentences:
                     break
-        os.replace(path + ".tmp", path)
         return path
 
 

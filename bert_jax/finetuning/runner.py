@@ -23,8 +23,8 @@ from bert_jax.data import tokenizer_factory
 from bert_jax.finetuning import config as config_lib
 from bert_jax.finetuning import steps, task_data, transfer
 from bert_jax.finetuning import tasks as tasks_lib
+from bert_jax.runtime import atomic, parallel, workdir_lock
 from bert_jax.runtime import checkpoint as checkpoint_lib
-from bert_jax.runtime import parallel, workdir_lock
 
 
 def _batch_rows(indices: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -178,6 +178,5 @@ def _finetune(config, task, workdir: str) -> dict:
     report = {"task": task.name, "init_checkpoint": pretrained.source, "primary_metric": task_data.primary_metric(task),
               "summary": _summary(task, results), "seeds": results, "config": config.to_dict()}
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, default=str)
+        atomic.write_json(os.path.join(workdir, "metrics.json"), report, indent=2, default=str)
     return report

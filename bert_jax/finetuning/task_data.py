@@ -7,13 +7,13 @@ multiple_choice (SWAG). The runner and the steps are the same for all of them.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import numpy as np
 
 from bert_jax.finetuning import features as features_lib
 from bert_jax.finetuning import metrics, qa
+from bert_jax.runtime import atomic
 
 _MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")
 _TRAIN_TARGETS = {"classification": ("labels",), "regression": ("labels",), "token_classification": ("labels",),
@@ -110,7 +110,7 @@ def write_predictions(prefix: str, task, examples, payload) -> list[str]:
     """
     if task.kind in ("classification", "regression", "multiple_choice"):
         path = prefix + ".tsv"
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic.writer(path) as f:
             f.write("guid\tprediction\n")
             for example, prediction in zip(examples, payload):
                 value = (f"{float(prediction):.6f}" if task.kind == "regression"
@@ -119,17 +119,15 @@ def write_predictions(prefix: str, task, examples, payload) -> list[str]:
         return [path]
     if task.kind == "token_classification":
         path = prefix + ".txt"
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic.writer(path) as f:
             for example, tags in zip(examples, payload):
                 f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(example.words, example.labels, tags))
                 f.write("\n")
         return [path]
     predictions, null_odds = payload
     paths = [prefix + ".json"]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        json.dump(predictions, f, indent=1, ensure_ascii=False)
+    atomic.write_json(paths[0], predictions, indent=1, ensure_ascii=False)
     if null_odds:
         paths.append(prefix + "_null_odds.json")
-        with open(paths[1], "w", encoding="utf-8") as f:
-            json.dump(null_odds, f, indent=1)
+        atomic.write_json(paths[1], null_odds, indent=1)
     return paths

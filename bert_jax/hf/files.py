@@ -18,12 +18,7 @@ import numpy as np
 from bert_jax.config import InputError
 from bert_jax.data import hf_tokenizers, tokenizer_factory
 from bert_jax.hf import names as hf_names
-from bert_jax.runtime import workdir_lock
-
-
-def _write_json(path: str, content: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2)
+from bert_jax.runtime import atomic
 
 
 def _special_tokens_map(tokenizer) -> dict[str, str]:
@@ -38,8 +33,8 @@ def _special_tokens_map(tokenizer) -> dict[str, str]:
 
 def _write_tokenizer(output_dir: str, tokenizer) -> None:
     if tokenizer.kind == "wordpiece":
-        with open(os.path.join(output_dir, "vocab.txt"), "w", encoding="utf-8") as f:
-            f.writelines(tokenizer.id_to_piece(i) + "\n" for i in range(tokenizer.vocab_size))
+        atomic.write_text(os.path.join(output_dir, "vocab.txt"),
+                          "".join(tokenizer.id_to_piece(i) + "\n" for i in range(tokenizer.vocab_size)))
         tokenizer.save(os.path.join(output_dir, "tokenizer.json"))
         tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase,
                             "strip_accents": tokenizer.strip_accents}
@@ -48,35 +43,32 @@ def _write_tokenizer(output_dir: str, tokenizer) -> None:
         tokenizer.save_vocab(output_dir)
         tokenizer_config = {"tokenizer_class": "RobertaTokenizer", "add_prefix_space": False, "trim_offsets": True}
     else:
-        with open(os.path.join(output_dir, "spiece.model"), "wb") as f:
-            f.write(tokenizer.serialized_model())
+        atomic.write_bytes(os.path.join(output_dir, "spiece.model"), tokenizer.serialized_model())
         tokenizer_config = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": tokenizer.lowercase,
                             "keep_accents": not tokenizer.strip_accents, "remove_space": True}
     special_tokens = _special_tokens_map(tokenizer)
-    _write_json(os.path.join(output_dir, "tokenizer_config.json"), {**tokenizer_config, **special_tokens})
-    _write_json(os.path.join(output_dir, "special_tokens_map.json"), special_tokens)
+    atomic.write_json(os.path.join(output_dir, "tokenizer_config.json"), {**tokenizer_config, **special_tokens},
+                      indent=2)
+    atomic.write_json(os.path.join(output_dir, "special_tokens_map.json"), special_tokens, indent=2)
 
 
 def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
     """Writes config.json, model.safetensors and the tokenizer; returns the HF architecture name.
 
-    Under the directory's lock, so a second export into it at the same time is refused, not interleaved.
+    They are written into a hidden sibling directory renamed to `output_dir` when complete, so a killed or
+    failed export never leaves a directory that transformers would try to load.
     """
-    with workdir_lock.workdir_lock(output_dir, "export", flag="--output"):
-        if os.path.exists(os.path.join(output_dir, "model.safetensors")):
-            raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
-        return _write_hf_files(output_dir, params, config, tokenizer)
-
-
-def _write_hf_files(output_dir: str, params: dict, config, tokenizer) -> str:
     from safetensors.numpy import save_file  # the [hf] extra
+    if os.path.exists(os.path.join(output_dir, "model.safetensors")):
+        raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
     ids = tokenizer.special_ids
     state_dict = hf_names.to_hf_state_dict(params, config, pad_token_id=ids.pad)
     hf_config = hf_names.hf_config_dict(config, pad_token_id=ids.pad, bos_token_id=ids.cls, eos_token_id=ids.sep)
-    save_file({name: np.ascontiguousarray(value, np.float32) for name, value in state_dict.items()},
-              os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
-    _write_json(os.path.join(output_dir, "config.json"), hf_config)
-    _write_tokenizer(output_dir, tokenizer)
+    with atomic.directory(output_dir) as partial:
+        save_file({name: np.ascontiguousarray(value, np.float32) for name, value in state_dict.items()},
+                  os.path.join(partial, "model.safetensors"), metadata={"format": "pt"})
+        atomic.write_json(os.path.join(partial, "config.json"), hf_config, indent=2)
+        _write_tokenizer(partial, tokenizer)
     return hf_config["architectures"][0]
 
 

@@ -22,8 +22,8 @@ from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pipeline, tokenizer_factory
 from bert_jax.pretraining import evaluation, losses, resume_check, run_checkpoint
 from bert_jax.pretraining import steps as steps_lib
+from bert_jax.runtime import atomic, multihost, numerics, parallel, preemption, reporting, workdir_lock
 from bert_jax.runtime import checkpoint as checkpoint_lib
-from bert_jax.runtime import multihost, numerics, parallel, preemption, reporting, workdir_lock
 
 _TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels", "mask_seeds",
                "position_ids", "pair_positions", "pair_weights")  # the last three only in packed batches
@@ -137,8 +137,7 @@ def _write_config(config, workdir: str) -> None:
     """config.json, for people (the checkpoints carry their own copy); process 0 writes it."""
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(config.to_json(indent=2))
+        atomic.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
 
 
 def _process_zero_first(work, what: str):

@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 
 from bert_jax.config import InputError
 from bert_jax.config import from_stored as config_from_stored
-from bert_jax.runtime import workdir_lock
+from bert_jax.runtime import atomic
 
 _ITEMS = ("state", "meta")
 _DAMAGED_DIR = "checkpoints_damaged"
@@ -238,27 +238,20 @@ def save_params_only(output_dir: str, params, config, tokenizer, info: dict) -> 
     """Writes params (an nnx.State of the pretraining model), the resolved config and the tokenizer.
 
     No optimizer state: this is what fine-tuning, feature extraction and continued pretraining start
-    from. `info` (source, step, heads that were initialised fresh, ...) is kept as JSON beside it.
-    The directory's lock makes "no export there yet" and the writing one step: a second export into it
-    at the same time is refused, not mixed with this one.
+    from. `info` (source, step, heads that were initialised fresh, ...) is kept as JSON beside it. The
+    files are written into a hidden sibling directory renamed to `output_dir` when complete, so a killed
+    or failed export never leaves a partial directory that looks like an export (one process only).
     """
     output_dir = os.path.abspath(output_dir)
-    with workdir_lock.workdir_lock(output_dir, "export", flag="--output"):
-        if os.path.exists(os.path.join(output_dir, _PARAMS)):
-            raise InputError(f"{output_dir} already holds an export; choose a new --output directory.")
-        _write_params_only(output_dir, params, config, tokenizer, info)
-
-
-def _write_params_only(output_dir: str, params, config, tokenizer, info: dict) -> None:
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(output_dir, _PARAMS), params)
-    checkpointer.wait_until_finished()
-    with open(os.path.join(output_dir, _CONFIG), "w", encoding="utf-8") as f:
-        f.write(config.to_json(indent=2))
-    with open(os.path.join(output_dir, _TOKENIZER[tokenizer.kind]), "wb") as f:
-        f.write(tokenizer.serialized_model())
-    with open(os.path.join(output_dir, _INFO), "w", encoding="utf-8") as f:
-        json.dump({"tokenizer_kind": tokenizer.kind, **info}, f, indent=2)
+    if os.path.exists(os.path.join(output_dir, _PARAMS)):
+        raise InputError(f"{output_dir} already holds an export; choose a new --output directory.")
+    with atomic.directory(output_dir) as partial:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(os.path.join(partial, _PARAMS), params)
+        checkpointer.wait_until_finished()
+        atomic.write_text(os.path.join(partial, _CONFIG), config.to_json(indent=2))
+        atomic.write_bytes(os.path.join(partial, _TOKENIZER[tokenizer.kind]), tokenizer.serialized_model())
+        atomic.write_json(os.path.join(partial, _INFO), {"tokenizer_kind": tokenizer.kind, **info}, indent=2)
 
 
 def read_export_info(export_dir: str) -> tuple[object, object, dict]:

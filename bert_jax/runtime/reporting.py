@@ -2,7 +2,9 @@
 
 Only process 0 writes. On resume, JSON lines and TensorBoard events past the restored step are dropped
 (they belong to work that the restart repeats, perhaps cut off mid-write by a kill), so every step
-appears once in both.
+appears once in both. A damaged line or TensorBoard record (a torn append, a flipped byte) is dropped
+alone, with a warning, and both files are rewritten in one piece (`atomic.py`): a kill during the rewrite
+leaves the old file, never an empty one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import struct
 
 import jax
 from absl import logging
+
+from bert_jax.runtime import atomic
 
 # Libraries whose INFO records (one per checkpoint file, per array...) would bury the training log.
 _CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/grain/")
@@ -47,10 +51,12 @@ class MetricsWriter:
         if not self.active:
             return
         os.makedirs(workdir, exist_ok=True)
+        atomic.remove_leftovers(self.jsonl_path)
         _truncate_after(self.jsonl_path, resume_step)
         tensorboard_dir = os.path.join(workdir, "tensorboard")
         earlier = glob.glob(os.path.join(tensorboard_dir, "events.out.tfevents.*"))
         for path in earlier:
+            atomic.remove_leftovers(path)
             _truncate_events_after(path, resume_step)
         from tensorboardX import SummaryWriter  # imported lazily: only the writing process needs it
         # A new file per (re)start; the suffix keeps it apart from an earlier file named in the same second.
@@ -72,57 +78,101 @@ class MetricsWriter:
 
 
 def _truncate_after(path: str, step: int) -> None:
+    """Drops the lines of steps after `step`, and damaged lines (a kill mid-append tears the last one)
+    with a warning; the file is replaced in one piece, so a kill during the rewrite loses nothing."""
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         lines = [line for line in f if line.strip()]
-    kept = []
-    for line in lines:
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (ValueError, KeyError):
-            logging.warning("dropping unreadable metrics line in %s: %r", path, line[:80])
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(kept)
+    steps = [_step_of(line, path) for line in lines]
+    kept = [line.rstrip("\n") + "\n" for line, line_step in zip(lines, steps) if line_step is not None
+            and line_step <= step]
+    if kept != lines:
+        atomic.write_text(path, "".join(kept))
+
+
+def _step_of(line: str, path: str) -> int | None:
+    """The step of a metrics line, or None (with a warning) when it is not a whole metrics row."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        logging.warning("dropping unreadable metrics line in %s: %r", path, line[:80])
+        return None
+
+
+def _frame(record: bytes) -> bytes:
+    """One TFRecord: length, its masked CRC, the data, the data's masked CRC."""
+    from tensorboardX.record_writer import masked_crc32c
+    header = struct.pack("Q", len(record))
+    return header + struct.pack("I", masked_crc32c(header)) + record + struct.pack("I", masked_crc32c(record))
+
+
+def _record_at(data: bytes, offset: int) -> tuple[bytes | None, int | None]:
+    """(record, end) of the TFRecord at `offset`; (None, end) when only its data is damaged (the length is
+    trusted: its CRC matched); (None, None) when the header itself is damaged or cut off."""
+    from tensorboardX.record_writer import masked_crc32c
+    header = data[offset:offset + 8]
+    if offset + 12 > len(data) or struct.unpack("I", data[offset + 8:offset + 12])[0] != masked_crc32c(header):
+        return None, None
+    end = offset + 12 + struct.unpack("Q", header)[0] + 4
+    if end > len(data):
+        return None, None
+    record = data[offset + 12:end - 4]
+    return (record if struct.unpack("I", data[end - 4:end])[0] == masked_crc32c(record) else None), end
+
+
+def _next_record(data: bytes, offset: int) -> int:
+    """The offset of the first whole, valid record after `offset` (len(data) if none): where framing
+    resumes after a damaged header."""
+    for candidate in range(offset + 1, len(data) - 11):
+        record, _ = _record_at(data, candidate)
+        if record is not None:
+            return candidate
+    return len(data)
+
+
+def _scan_event_records(data: bytes) -> tuple[list[bytes], int]:
+    """(the valid records of a TensorBoard file's bytes, how many bytes were skipped as damaged).
+
+    A record whose data fails its CRC is skipped by its (CRC-checked) length; after a damaged or cut-off
+    header the scan looks for the next record whose header and data CRCs both match, so one flipped byte
+    costs one record, never the ones after it.
+    """
+    records, offset, dropped = [], 0, 0
+    while offset < len(data):
+        record, end = _record_at(data, offset)
+        if record is not None:
+            records.append(record)
+        else:
+            end = end or _next_record(data, offset)
+            dropped += end - offset
+        offset = end
+    return records, dropped
 
 
 def read_event_records(path: str) -> list[bytes]:
-    """The serialized Event protos of a TensorBoard file, up to the first incomplete or corrupt record."""
-    from tensorboardX.record_writer import masked_crc32c
-    records = []
+    """The serialized Event protos of a TensorBoard file, without damaged or cut-off records (a warning
+    says how many bytes were dropped)."""
     with open(path, "rb") as f:
-        data = f.read()
-    offset = 0
-    while offset + 12 <= len(data):
-        header = data[offset:offset + 8]
-        (length,) = struct.unpack("Q", header)
-        end = offset + 12 + length + 4
-        if end > len(data) or struct.unpack("I", data[offset + 8:offset + 12])[0] != masked_crc32c(header):
-            break
-        record = data[offset + 12:end - 4]
-        if struct.unpack("I", data[end - 4:end])[0] != masked_crc32c(record):
-            break
-        records.append(record)
-        offset = end
+        records, dropped = _scan_event_records(f.read())
+    if dropped:
+        logging.warning("dropped %d damaged or cut-off bytes of TensorBoard records in %s; kept the %d "
+                        "valid records", dropped, path, len(records))
     return records
 
 
 def _truncate_events_after(path: str, step: int) -> None:
-    """Rewrites an event file without the events of steps after `step` (and without a torn last record)."""
+    """Rewrites an event file without the events of steps after `step` and without damaged records, in
+    one piece (a kill during the rewrite leaves the old file)."""
     from tensorboardX.proto import event_pb2
-    from tensorboardX.record_writer import masked_crc32c
     kept = []
     for record in read_event_records(path):
         event = event_pb2.Event.FromString(record)
         if event.step <= step or not event.HasField("summary"):
             kept.append(record)
-    with open(path + ".tmp", "wb") as f:
-        for record in kept:
-            header = struct.pack("Q", len(record))
-            f.write(header + struct.pack("I", masked_crc32c(header)) + record
-                    + struct.pack("I", masked_crc32c(record)))
-    os.replace(path + ".tmp", path)
+    content = b"".join(_frame(record) for record in kept)
+    if len(content) != os.path.getsize(path):  # equal only when no record was dropped or damaged
+        atomic.write_bytes(path, content)
 
 
 def _pair_part(metrics: dict[str, float]) -> str:

@@ -2,11 +2,12 @@
 
 Two pretraining runs in one workdir (started together, or the second while the first trains) write the
 same checkpoint steps, append every metrics line twice and race on the corpus caches. Each command that
-writes a directory (pretraining, fine-tuning, exports, corpus preparation) therefore holds
+writes a run directory (pretraining, fine-tuning, corpus preparation) therefore holds
 `fcntl.flock` on `<directory>/.bert_jax.lock` while it works. The kernel drops the lock when its process
 ends, however it ends, so a killed run never blocks the next one. The file says who holds it (pid, host,
 command, start time) so that a refused run can name the holder; a clean exit empties it, so content
-found by the next holder means its owner died holding the lock, which is logged.
+found by the next holder means its owner died holding the lock, which is logged. (Exports need no
+lock: each is built in a hidden sibling directory and renamed into place whole, see `atomic.directory`.)
 """
 
 from __future__ import annotations
