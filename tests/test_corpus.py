@@ -2,6 +2,7 @@
 
 import collections
 import os
+import shutil
 import types
 
 import numpy as np
@@ -184,3 +185,20 @@ def test_cr_only_line_endings_split_like_newlines(tmp_path):
     path = tmp_path / "old_mac.txt"
     path.write_bytes(b"First sentence.\rSecond sentence.\r\rNext document.\r")
     assert list(corpus.read_documents([str(path)])) == [["First sentence.", "Second sentence."], ["Next document."]]
+
+
+def test_a_file_added_to_the_corpus_moves_no_document_between_train_and_eval(corpus_file, small_tokenizer,
+                                                                            tmp_path):
+    """Held out by text, not by position: a file that sorts before the others (it shifts every index)
+    leaves every old document on its side, and a copy of a document lands where the original did."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    shutil.copy(corpus_file, folder / "b_original.txt")
+    before = corpus.build_corpus(str(folder), "", 0.2, small_tokenizer, str(tmp_path / "before"))
+    originals = list(corpus.read_documents([corpus_file]))
+    write_corpus(folder / "a_added.txt", make_documents(40, seed=9) + originals[:10])  # 10 copies, too
+    after = corpus.build_corpus(str(folder), "", 0.2, small_tokenizer, str(tmp_path / "after"))
+    for split in ("train", "eval"):
+        assert _token_set(before[split]) <= _token_set(after[split])  # nothing changed sides
+    held_out = [corpus.held_out(d, 0.2) for d in originals]
+    assert 0 < sum(held_out) < len(originals) and len(before["eval"]) == sum(held_out)

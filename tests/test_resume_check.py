@@ -176,7 +176,7 @@ def test_a_checkpoint_without_a_corpus_fingerprint_resumes_unchecked(corpus_file
     new = _changed(stored, data__corpus=corpus_file)
     assert _check(_meta(stored, small_tokenizer, corpus=None), new, small_tokenizer).restart_data == ""
     assert any("holds no corpus fingerprint" in m and "could not be checked" in m and "/old/place/corpus.txt" in m
-               for m in _messages(caplog, logging.INFO))
+               for m in _messages(caplog, logging.WARNING))
 
 
 # ------------------------------------------------------------------ the data position across layouts
@@ -303,5 +303,6 @@ def test_a_checkpoint_from_before_the_fingerprint_still_resumes(tmp_path, caplog
     config.train.num_train_steps = 3
     caplog.set_level(logging.INFO)
     loop.train_and_evaluate(config, workdir)
-    assert any("holds no corpus fingerprint" in m for m in _messages(caplog, logging.INFO))
+    assert any("holds no corpus fingerprint" in m and "held out by their text" in m
+               for m in _messages(caplog, logging.WARNING))
     assert checkpoint_lib.Checkpointer(workdir, create=False).all_steps() == [2, 3]

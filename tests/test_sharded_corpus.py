@@ -58,7 +58,7 @@ def test_records_round_trip():
 
 def test_shards_hold_the_documents_with_statistics(one_worker, big_corpus_file, small_tokenizer):
     documents = list(corpus.read_documents([big_corpus_file]))
-    held_out = [corpus._held_out(i, 0.2) for i in range(len(documents))]
+    held_out = [corpus.held_out(d, 0.2) for d in documents]
     for split, source in one_worker.items():
         expected = [d for d, out in zip(documents, held_out) if out == (split == "eval")]
         assert len(source) == len(expected)

@@ -213,23 +213,33 @@ def _shorten(files: Sequence[str]) -> str:
     return repr(files[0]) if len(files) == 1 else f"{files[0]!r} and {len(files) - 1} more files"
 
 
-def _held_out(index: int, eval_fraction: float) -> bool:
-    """Whether document `index` belongs to eval: a hash, so the choice never depends on the machine."""
-    digest = hashlib.blake2b(index.to_bytes(8, "little"), digest_size=8).digest()
+# The rule that holds documents out, part of the tokenized cache's key: 2 = by content (1 was by position).
+HELD_OUT_RULE = 2
+
+
+def held_out(document: sharded_corpus.Document, eval_fraction: float) -> bool:
+    """Whether a document belongs to eval: a hash of its text, so the choice depends on nothing else.
+
+    By content, not position: a file added to the corpus (or a reordered directory) moves no document
+    between train and eval, and copies of one document always land on the same side.
+    """
+    text = document if isinstance(document, str) else "\n".join(document)
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") < eval_fraction * 2**64
 
 
 def _split_documents(corpus: _Input, eval_input: _Input | None,
                      eval_fraction: float) -> Iterator[tuple[str, sharded_corpus.Document]]:
     """(split, document) in reading order. `eval` holds `eval_input` if given (then `train` is all of
-    `corpus`), else the documents of `corpus` whose index hashes below `eval_fraction` (stable across
-    runs and machines). With neither there is only `train`: how `build_eval_source` reads a corpus."""
+    `corpus`), else the documents of `corpus` whose text hashes below `eval_fraction` (stable across runs,
+    machines and edits elsewhere in the corpus). With neither there is only `train`: how
+    `build_eval_source` reads a corpus."""
     if eval_input is not None:
         yield from (("train", document) for document in corpus.documents())
         yield from (("eval", document) for document in eval_input.documents())
     else:
-        for index, document in enumerate(corpus.documents()):
-            yield ("eval" if eval_fraction > 0 and _held_out(index, eval_fraction) else "train"), document
+        for document in corpus.documents():
+            yield ("eval" if eval_fraction > 0 and held_out(document, eval_fraction) else "train"), document
 
 
 def _empty_messages(corpus: _Input, eval_input: _Input | None, eval_fraction: float) -> dict[str, str]:
@@ -251,7 +261,7 @@ def _fingerprint(corpus: _Input, eval_input: _Input | None, eval_fraction: float
     h = hashlib.sha256()
     for part in (corpus.fingerprint(), "--eval--", eval_input.fingerprint() if eval_input else "",
                  repr(float(eval_fraction)), f"docs_per_shard={docs_per_shard}",
-                 f"format={sharded_corpus.FORMAT_VERSION}"):
+                 f"format={sharded_corpus.FORMAT_VERSION}", f"held_out_rule={HELD_OUT_RULE}"):
         h.update(part.encode() + b"\0")
     h.update(tokenizer.serialized_model())
     return h.hexdigest()[:16]

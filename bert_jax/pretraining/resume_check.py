@@ -192,8 +192,10 @@ def _corpus_differences(stored: dict | None, now: dict, stored_config, step: int
     if stored is None:
         moved = (f" (config.data.corpus is {_show(stored_config.data.corpus)} there)"
                  if stored_config.data.corpus else "")
-        logging.info("the checkpoint of step %d holds no corpus fingerprint (it was written before bert_jax stored "
-                     "one): whether the corpus changed since could not be checked%s", step, moved)
+        logging.warning("the checkpoint of step %d holds no corpus fingerprint (it was written before bert_jax stored "
+                        "one): whether the corpus changed since could not be checked%s; and since then documents are "
+                        "held out by their text, not their position, so the held-out split (and with it the "
+                        "training documents) is drawn anew", step, moved)
         return []
     found = []
     for split, name, held_out in (("train", "training corpus", False), ("eval", "held-out corpus", True)):
