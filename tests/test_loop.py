@@ -57,7 +57,8 @@ def _small_config(corpus, eval_corpus, tokenizer_path, num_steps):
     config.model.update({"vocab_size": 320, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                          "intermediate_size": 64, "max_position_embeddings": 64})
     config.data.update({"corpus": corpus, "eval_corpus": eval_corpus, "tokenizer_model": tokenizer_path,
-                        "tokenizer_vocab_size": 300, "max_seq_length": 64, "eval_num_examples": 40})
+                        "tokenizer_vocab_size": 300, "max_seq_length": 64, "eval_num_examples": 40,
+                        "eval_fraction": 0.2})  # 60 documents: about 12 held out when no eval_corpus is given
     config.masking.max_predictions_per_seq = 8
     config.train.update({"global_batch_size": 8, "num_train_steps": num_steps, "warmup_steps": 2,
                          "learning_rate": 1e-3, "log_every_steps": 1, "eval_every_steps": 3, "eval_batch_size": 16})
