@@ -300,6 +300,13 @@ def _with_model(config, **model):
     return config
 
 
+def _workdir_inside_corpus(ctx):
+    texts = ctx.tmp_path / "texts"
+    texts.mkdir()
+    shutil.copy(ctx.corpus_file, texts / "corpus.txt")
+    ctx.pretrain(ctx.config(corpus=str(texts)), workdir=texts / "run")
+
+
 def _glue_train_without_labels(ctx):
     task_files.read_glue_tsv(ctx.file("train.tsv", b"sentence\na fine film\na dull one\n"), tasks.TASKS["sst2"],
                              "train")
@@ -395,6 +402,9 @@ CASES = [
          r"flag --workdir=: --workdir is empty; give a path \(an unset shell variable\?\)", subprocess=True),
     Case("export_output_empty", ["bert_jax.export", "--workdir={tmp}/run", "--output="],
          r"flag --output=: --output is empty; give a path", subprocess=True),
+    Case("workdir_inside_the_corpus_folder", _workdir_inside_corpus,
+         r"--workdir .*texts/run is inside the corpus folder .*texts, so the run would read its own files as text; "
+         r"put the workdir outside the corpus folder"),
     Case("workdir_not_writable", _workdir_not_writable,
          r"cannot use .*(read_only|a_file).*: (permission denied|a parent is a file, not a directory); choose a "
          r"--workdir/--output directory you can write to"),

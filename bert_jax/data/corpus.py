@@ -408,6 +408,17 @@ def prepare_default_or_given(config_data, workdir: str,
     return tokenizer, tokenize_splits(config_data, workdir, corpus, tokenizer)
 
 
+def check_workdir_outside_corpus(config_data, workdir: str) -> None:
+    """A workdir inside a corpus folder would be read as corpus: its metrics, config and tokenizer files
+    would become training text, and the corpus would change under the run at every step."""
+    work = os.path.realpath(workdir)
+    for spec in (config_data.corpus, config_data.eval_corpus):
+        for part in (p.strip() for p in spec.split(",")):
+            if part and os.path.isdir(part) and (work + os.sep).startswith(os.path.realpath(part) + os.sep):
+                raise InputError(f"--workdir {workdir} is inside the corpus folder {part}, so the run would read its "
+                                 "own files as text; put the workdir outside the corpus folder.")
+
+
 def prepare_locked(config_data, workdir: str) -> tuple[Tokenizer, dict[str, Any]]:
     """`prepare_default_or_given` with the workdir locked: what `python -m bert_jax.prepare_corpus` runs.
 
@@ -415,5 +426,6 @@ def prepare_locked(config_data, workdir: str) -> tuple[Tokenizer, dict[str, Any]
     or a training run is writing. The trainer calls `prepare_default_or_given` inside the lock it holds
     for the whole run; evaluation calls it without one, as it only reads caches the run has built.
     """
+    check_workdir_outside_corpus(config_data, workdir)
     with workdir_lock.workdir_lock(workdir, "corpus preparation"):
         return prepare_default_or_given(config_data, workdir)

@@ -228,6 +228,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     run on the same workdir stops at once with a line naming this one, instead of both writing it.
     """
     config = _absolute_paths(config)
+    corpus_lib.check_workdir_outside_corpus(config.data, workdir)
     if config.train.init_checkpoint:
         config = _adopt_init_checkpoint(config)
     config = config_lib.validate(config)
