@@ -83,7 +83,7 @@ def _position_check(train_iter, config, local_batch_size: int, plan: resume_chec
     return check
 
 
-def _position_iterator(train_iter, config, local_batch_size: int, meta: dict, plan: resume_check.ResumePlan):
+def _position_iterator(train_iter, config, local_batch_size: int, meta: dict, plan: resume_check.ResumePlan) -> None:
     """Positions this process's training batches where the restored run stopped.
 
     The saved iterator state is restored as it is, unless the resume check found that the stream or its
@@ -92,10 +92,10 @@ def _position_iterator(train_iter, config, local_batch_size: int, meta: dict, pl
     """
     data_state = meta.get("data_state")
     if data_state is None:
-        return train_iter
+        return
     if not plan.restart_data:
         train_iter.set_state(data_state)
-        return train_iter
+        return
     stored = config_lib.from_stored(meta["config"])
     taken = pipeline.examples_taken(data_state, stored.train.global_batch_size // jax.process_count())
     position = None if taken is None else pipeline.restart_at(
@@ -104,7 +104,6 @@ def _position_iterator(train_iter, config, local_batch_size: int, meta: dict, pl
                     "to another stream or layout (%s)",
                     "the start of its stream" if position is None else f"example {position:,} of this process's stream",
                     "?" if taken is None else f"{taken:,}", plan.restart_data)
-    return train_iter
 
 
 def _newest_meta(workdir: str) -> tuple[int, dict] | None:
