@@ -1,4 +1,4 @@
-"""bert_jax.finetuning.metrics against sklearn, scipy, a line-by-line port of conlleval and hand counts."""
+"""bert_jax.finetuning.metrics against sklearn 1.9, scipy, a line-by-line port of conlleval and hand counts."""
 
 import math
 import warnings
@@ -63,6 +63,145 @@ def test_correlations_of_a_constant_are_nan_as_scipy():
         assert math.isnan(scipy.stats.pearsonr([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])[0])
     assert math.isnan(metrics.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
     assert math.isnan(metrics.spearman([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]))
+
+
+def test_correlations_with_nan_are_nan_as_scipy():
+    x, y = [1.0, 2.0, float("nan"), 4.0, 3.0], [1.0, 3.0, 2.0, 4.0, 5.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert math.isnan(scipy.stats.spearmanr(x, y)[0]) and math.isnan(scipy.stats.pearsonr(x, y)[0])
+    assert math.isnan(metrics.spearman(x, y)) and math.isnan(metrics.spearman(y, x))
+    assert math.isnan(metrics.pearson(x, y)) and math.isnan(metrics.pearson(y, x))
+    # inf is ranked as the largest value by scipy, not a NaN.
+    with_inf = [1.0, 2.0, float("inf"), 4.0, 3.0]
+    assert metrics.spearman(with_inf, y) == pytest.approx(scipy.stats.spearmanr(with_inf, y)[0])
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1.0, 1e200, 1e300])
+def test_pearson_matches_scipy_at_any_scale(scale):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    y = x + rng.normal(size=50)
+    expected = scipy.stats.pearsonr(x, y)[0]
+    assert 0.5 < expected < 0.9
+    assert metrics.pearson(x * scale, y * scale) == pytest.approx(expected, rel=1e-12)
+    assert metrics.pearson(x * scale, y) == pytest.approx(scipy.stats.pearsonr(x * scale, y)[0], rel=1e-12)
+    # Shifted so no value is near 0: the centring, not only the scaling, is checked.
+    assert metrics.pearson((x + 3) * scale, (y - 7) * scale) == pytest.approx(expected, rel=1e-9)
+    with np.errstate(over="ignore"):  # the mse of 1e200-scale values is inf, as numpy's
+        assert metrics.regression_scores(x * scale, y * scale)["pearson"] == pytest.approx(expected, rel=1e-12)
+
+
+# --- Metrics of user-declared tasks against sklearn and scipy.
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("num_labels", [2, 3, 7])
+def test_classification_scores_match_sklearn(seed, num_labels):
+    predictions, labels = _random_pairs(seed, 30 + 11 * seed, num_labels)
+    scores = metrics.classification_scores(predictions, labels, num_labels)
+    assert scores["accuracy"] == pytest.approx(sklearn.metrics.accuracy_score(labels, predictions))
+    assert scores["macro_f1"] == pytest.approx(
+        sklearn.metrics.f1_score(labels, predictions, average="macro", zero_division=0))
+    assert scores["mcc"] == pytest.approx(sklearn.metrics.matthews_corrcoef(labels, predictions))
+    if num_labels == 2:
+        assert scores["f1"] == pytest.approx(sklearn.metrics.f1_score(labels, predictions, zero_division=0))
+    else:
+        assert "f1" not in scores
+
+
+@pytest.mark.parametrize("predictions, labels, num_labels", [
+    ([0, 0, 1, 1, 0], [0, 1, 2, 1, 0], 4),   # class 2 never predicted; class 3 in neither (not averaged)
+    ([2, 2, 2, 2], [0, 1, 2, 2], 3),         # constant prediction: MCC 0
+    ([1, 1, 1], [1, 1, 1], 2),               # one class only
+    ([0, 0, 0], [0, 0, 0], 2),               # no positive at all: binary F1 0
+    ([3, 0, 3, 1], [3, 3, 0, 1], 5),         # class 0 predicted once and wrong
+])
+def test_classification_scores_edge_cases_match_sklearn(predictions, labels, num_labels):
+    scores = metrics.classification_scores(np.array(predictions), np.array(labels), num_labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = {"accuracy": sklearn.metrics.accuracy_score(labels, predictions),
+                    "macro_f1": sklearn.metrics.f1_score(labels, predictions, average="macro", zero_division=0),
+                    "mcc": sklearn.metrics.matthews_corrcoef(labels, predictions)}
+        if num_labels == 2:
+            expected["f1"] = sklearn.metrics.f1_score(labels, predictions, zero_division=0)
+    assert scores == pytest.approx(expected)
+
+
+def test_classification_scores_refuse_bad_input():
+    with pytest.raises(InputError, match="0..2"):
+        metrics.classification_scores([0, 3], [0, 1], 3)
+    with pytest.raises(InputError, match="argmax"):
+        metrics.classification_scores([0.2, 0.8], [0, 1], 2)
+    with pytest.raises(InputError, match="at least 2"):
+        metrics.classification_scores([0, 0], [0, 0], 1)
+    with pytest.raises(InputError, match="same length"):
+        metrics.classification_scores([0, 1], [0], 2)
+
+
+def _multilabel_reference(predicted, gold):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {"micro_f1": sklearn.metrics.f1_score(gold, predicted, average="micro", zero_division=0),
+                "macro_f1": sklearn.metrics.f1_score(gold, predicted, average="macro", zero_division=0),
+                "micro_precision": sklearn.metrics.precision_score(gold, predicted, average="micro",
+                                                                   zero_division=0),
+                "micro_recall": sklearn.metrics.recall_score(gold, predicted, average="micro", zero_division=0),
+                "exact_match": sklearn.metrics.accuracy_score(gold, predicted)}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_multilabel_scores_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    num_examples, num_labels = 20 + 7 * seed, 2 + seed
+    gold = (rng.random((num_examples, num_labels)) < 0.3).astype(int)
+    flips = rng.random(gold.shape) < 0.15 + 0.05 * seed
+    predicted = np.where(flips, 1 - gold, gold)  # mostly right, so every score is far from 0 and 1
+    gold[0] = predicted[0] = 0  # an all-zero row in both
+    scores = metrics.multilabel_scores(predicted, gold)
+    assert scores == pytest.approx(_multilabel_reference(predicted, gold))
+    assert 0 < scores["exact_match"] < 1
+    assert metrics.multilabel_scores(predicted.astype(bool), gold.astype(bool)) == scores
+
+
+@pytest.mark.parametrize("predicted, gold", [
+    ([[0, 0, 0], [0, 0, 0]], [[1, 0, 0], [0, 0, 0]]),  # nothing predicted: precision 0 by zero_division
+    ([[0, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]]),  # no positive anywhere: every F1 0, exact match 1
+    ([[1, 0, 0], [1, 0, 1]], [[1, 0, 0], [1, 1, 0]]),  # label 1 never predicted, label 2 never gold
+    ([[1, 1, 1]], [[1, 1, 1]]),                        # one example, all right
+])
+def test_multilabel_scores_edge_cases_match_sklearn(predicted, gold):
+    predicted, gold = np.array(predicted), np.array(gold)
+    assert metrics.multilabel_scores(predicted, gold) == pytest.approx(_multilabel_reference(predicted, gold))
+
+
+def test_multilabel_scores_refuse_bad_input():
+    with pytest.raises(InputError, match="Threshold"):
+        metrics.multilabel_scores(np.array([[0.2, 0.9]]), np.array([[0, 1]]))
+    with pytest.raises(InputError, match="num_labels"):
+        metrics.multilabel_scores(np.array([0, 1]), np.array([0, 1]))
+    with pytest.raises(InputError, match="same non-empty shape"):
+        metrics.multilabel_scores(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_regression_scores_match_scipy_and_numpy(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.uniform(0, 5, 40 + 10 * seed)
+    predictions = labels + rng.normal(0, 1, labels.size)
+    scores = metrics.regression_scores(predictions, labels)
+    assert scores == pytest.approx({"pearson": scipy.stats.pearsonr(predictions, labels)[0],
+                                    "spearman": scipy.stats.spearmanr(predictions, labels)[0],
+                                    "mse": sklearn.metrics.mean_squared_error(labels, predictions),
+                                    "mae": sklearn.metrics.mean_absolute_error(labels, predictions)})
+    assert scores["mse"] == pytest.approx(np.mean((predictions - labels) ** 2))
+
+
+def test_regression_scores_of_a_constant_prediction():
+    labels = np.array([1.0, 2.0, 3.0, 4.0])
+    scores = metrics.regression_scores(np.full(4, 2.5), labels)
+    assert math.isnan(scores["pearson"]) and math.isnan(scores["spearman"])
+    assert (scores["mse"], scores["mae"]) == pytest.approx((1.25, 1.0))
 
 
 def test_glue_metrics_per_task():

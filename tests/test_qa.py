@@ -1,8 +1,11 @@
-"""bert_jax.finetuning.qa: run_squad windowing and decoding, and the official SQuAD scripts' scores by hand."""
+"""bert_jax.finetuning.qa: run_squad windowing and decoding, and the official SQuAD scripts' scores, by hand
+and against the scripts' scoring functions written out here."""
 
+import collections
 import itertools
 import random
 import re
+import string
 
 import numpy as np
 import pytest
@@ -75,6 +78,10 @@ def test_compute_f1_and_exact():
     assert qa.compute_exact("The Broncos.", "broncos") == 1.0
     assert qa.compute_f1("", "") == 1.0 and qa.compute_f1("", "the") == 1.0  # both normalise to empty
     assert qa.compute_f1("", "cat") == 0.0 and qa.compute_f1("cat", "") == 0.0
+    # v1.1's f1_score: no shared token, no F1, even when both sides are empty.
+    assert qa.compute_f1("", "", empty_answers_agree=False) == 0.0
+    assert qa.compute_f1("a", "the", empty_answers_agree=False) == 0.0
+    assert qa.compute_f1("cat sat on mat", "the cat sat", empty_answers_agree=False) == pytest.approx(2 / 3)
 
 
 def test_squad_v1_scores():
@@ -89,6 +96,113 @@ def test_squad_v1_scores():
     assert scores["f1"] == pytest.approx(100 * (1 + 2 / 3) / 3)
     with pytest.raises(InputError, match="q4"):
         qa.squad_v1_scores([QAExample("q4", "?", "", ())], {"q4": ""})
+
+
+# --- The official scripts, copied by their semantics (not from qa.py) as independent references.
+
+def _official_normalize(s):
+    """evaluate-v1.1.py / evaluate-v2.0.py normalize_answer."""
+    def remove_articles(text):
+        return re.sub(r"\b(a|an|the)\b", " ", text)
+
+    def remove_punc(text):
+        exclude = set(string.punctuation)
+        return "".join(ch for ch in text if ch not in exclude)
+
+    return " ".join(remove_articles(remove_punc(s.lower())).split())
+
+
+def _v11_f1_score(prediction, ground_truth):
+    """evaluate-v1.1.py f1_score."""
+    prediction_tokens = _official_normalize(prediction).split()
+    ground_truth_tokens = _official_normalize(ground_truth).split()
+    common = collections.Counter(prediction_tokens) & collections.Counter(ground_truth_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0
+    precision = 1.0 * num_same / len(prediction_tokens)
+    recall = 1.0 * num_same / len(ground_truth_tokens)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def _v11_evaluate(dataset, predictions):
+    """evaluate-v1.1.py evaluate, on [(qid, [gold texts])]: a missing prediction scores 0 and counts."""
+    f1 = exact_match = total = 0
+    for qid, ground_truths in dataset:
+        total += 1
+        if qid not in predictions:
+            continue
+        prediction = predictions[qid]
+        exact_match += max(_official_normalize(prediction) == _official_normalize(g) for g in ground_truths)
+        f1 += max(_v11_f1_score(prediction, g) for g in ground_truths)
+    return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
+
+
+def _v20_compute_f1(a_gold, a_pred):
+    """evaluate-v2.0.py compute_f1."""
+    gold_toks, pred_toks = _official_normalize(a_gold).split(), _official_normalize(a_pred).split()
+    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
+    num_same = sum(common.values())
+    if len(gold_toks) == 0 or len(pred_toks) == 0:
+        return int(gold_toks == pred_toks)
+    if num_same == 0:
+        return 0
+    precision = 1.0 * num_same / len(pred_toks)
+    recall = 1.0 * num_same / len(gold_toks)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def _v20_raw_scores(dataset, predictions):
+    """evaluate-v2.0.py get_raw_scores + make_eval_dict (no thresholds), on [(qid, [gold texts])]."""
+    exact_scores, f1_scores = {}, {}
+    for qid, answers in dataset:
+        gold_answers = [a for a in answers if _official_normalize(a)] or [""]
+        a_pred = predictions[qid]
+        exact_scores[qid] = max(int(_official_normalize(a) == _official_normalize(a_pred)) for a in gold_answers)
+        f1_scores[qid] = max(_v20_compute_f1(a, a_pred) for a in gold_answers)
+    total = len(dataset)
+    return {"exact": 100.0 * sum(exact_scores.values()) / total, "f1": 100.0 * sum(f1_scores.values()) / total}
+
+
+_ANSWER_TEXTS = ["", "a", "the", "A.", "cat", "the cat", "cat sat", "cat sat on mat", "Cat, sat!", "dog cat",
+                 "cat cat", "an apple", "apple"]
+
+
+def test_compute_f1_matches_both_official_scripts():
+    for gold, prediction in itertools.product(_ANSWER_TEXTS, repeat=2):
+        assert qa.compute_f1(gold, prediction, empty_answers_agree=False) == pytest.approx(
+            _v11_f1_score(prediction, gold)), (gold, prediction)
+        assert qa.compute_f1(gold, prediction) == pytest.approx(
+            _v20_compute_f1(gold, prediction)), (gold, prediction)
+        same_text = _official_normalize(gold) == _official_normalize(prediction)
+        assert qa.compute_exact(gold, prediction) == float(same_text)
+
+
+def test_squad_v1_gold_that_normalises_to_nothing_earns_no_f1():
+    # Gold "a" and "The." normalise to "": evaluate-v1.1.py gives F1 0 for any prediction, "" included,
+    # while exact match compares the normalised texts and so scores 1 for an empty prediction.
+    examples = [QAExample("q1", "?", "", (Answer("a", 0),)), QAExample("q2", "?", "", (Answer("The.", 0),))]
+    predictions = {"q1": "", "q2": "the"}
+    scores = qa.squad_v1_scores(examples, predictions)
+    assert scores == {"exact_match": 100.0, "f1": 0.0}
+    assert scores == pytest.approx(_v11_evaluate([("q1", ["a"]), ("q2", ["The."])], predictions))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_squad_scores_match_official_scripts_on_random_answers(seed):
+    rng = random.Random(seed)
+    examples, dataset = [], []
+    for index in range(40):
+        golds = rng.sample(_ANSWER_TEXTS, rng.randint(1, 3))
+        examples.append(QAExample(f"q{index}", "?", "", tuple(Answer(g, 0) for g in golds)))
+        dataset.append((f"q{index}", golds))
+    predictions = {qid: rng.choice(_ANSWER_TEXTS) for qid, _ in dataset}
+    assert qa.squad_v1_scores(examples, predictions) == pytest.approx(_v11_evaluate(dataset, predictions))
+    dropped = dict(list(predictions.items())[5:])  # v1.1: missing predictions score 0 and still count
+    assert qa.squad_v1_scores(examples, dropped) == pytest.approx(_v11_evaluate(dataset, dropped))
+    expected_v2 = _v20_raw_scores(dataset, predictions)
+    scores_v2 = qa.squad_v2_scores(examples, predictions)
+    assert (scores_v2["exact"], scores_v2["f1"]) == pytest.approx((expected_v2["exact"], expected_v2["f1"]))
 
 
 def test_squad_v2_scores_and_best_threshold():

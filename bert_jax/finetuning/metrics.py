@@ -1,4 +1,5 @@
-"""The official metrics of the fine-tuning tasks (GLUE, CoNLL NER, multiple choice), from their definitions.
+"""The official metrics of the fine-tuning tasks (GLUE, CoNLL NER, multiple choice), from their definitions,
+and the scores of user-declared classification, multi-label and regression tasks.
 
 Written out in NumPy rather than imported so the library needs neither sklearn, scipy nor seqeval;
 tests/test_metrics.py checks each against those references. Scores are fractions in [0, 1].
@@ -60,14 +61,26 @@ def matthews_corrcoef(predictions, labels) -> float:
     return float(cov_true_pred / math.sqrt(cov_true_true * cov_pred_pred))
 
 
+def _centered_scaled(values: np.ndarray) -> np.ndarray:
+    """values - their mean, divided by its largest magnitude, so dot products of 1e200-scale data stay finite."""
+    centered = values - values.mean()
+    return centered / np.max(np.abs(centered))
+
+
 def pearson(x, y) -> float:
-    """Pearson correlation; NaN when either side is constant (the correlation is undefined), as scipy."""
+    """Pearson correlation as scipy.stats.pearsonr: NaN when either side is constant or holds NaN or inf.
+
+    Computed on centred vectors scaled to a largest magnitude of 1 (as scipy does), so large inputs do
+    not overflow the dot products.
+    """
     x, y = _pair(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    x_centered, y_centered = x - x.mean(), y - y.mean()
-    norm = math.sqrt(float(x_centered @ x_centered) * float(y_centered @ y_centered))
-    if norm == 0.0:
-        return float("nan")
-    return float(np.clip(x_centered @ y_centered / norm, -1.0, 1.0))
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return float("nan")  # scipy's arithmetic turns a NaN or inf input into NaN
+    if np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")  # the correlation is undefined
+    x_scaled, y_scaled = _centered_scaled(x), _centered_scaled(y)
+    norm = math.sqrt(float(x_scaled @ x_scaled) * float(y_scaled @ y_scaled))
+    return float(np.clip(x_scaled @ y_scaled / norm, -1.0, 1.0))
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
@@ -84,9 +97,87 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def spearman(x, y) -> float:
-    """Spearman correlation: Pearson of the average ranks (scipy.stats.spearmanr); NaN when constant."""
+    """Spearman correlation: Pearson of the average ranks (scipy.stats.spearmanr); NaN when constant.
+
+    A NaN anywhere gives NaN, as spearmanr's default nan_policy="propagate" (argsort would otherwise
+    rank NaN above every number); inf is ranked as the largest value, as scipy.
+    """
     x, y = _pair(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    if np.isnan(x).any() or np.isnan(y).any():
+        return float("nan")
     return pearson(_average_ranks(x), _average_ranks(y))
+
+
+def _class_ids(values: np.ndarray, name: str, num_labels: int) -> np.ndarray:
+    if values.dtype.kind not in "biu" or values.min() < 0 or values.max() >= num_labels:
+        raise InputError(f"{name} must be integer class ids in 0..{num_labels - 1} (num_labels={num_labels}); "
+                         f"got {values.dtype} values from {values.min()} to {values.max()}. Pass "
+                         "argmax(logits), not logits, and declare num_labels to cover every label.")
+    return values.astype(np.int64)
+
+
+def classification_scores(predictions, labels, num_labels: int) -> dict[str, float]:
+    """Scores of single-label classification with `num_labels` classes (a user-declared task).
+
+    "accuracy"; "macro_f1", the unweighted mean of per-class F1 over the classes that occur in the
+    labels or the predictions (sklearn's default labels; a class never predicted scores 0); "mcc";
+    and with two classes also "f1" of class 1. `predictions` and `labels` are [num_examples] class ids.
+    """
+    if not isinstance(num_labels, (int, np.integer)) or num_labels < 2:
+        raise InputError(f"num_labels={num_labels!r}; a classification task needs an integer of at least 2.")
+    predictions, labels = _pair(predictions, labels)
+    predictions = _class_ids(predictions, "predictions", num_labels)
+    labels = _class_ids(labels, "labels", num_labels)
+    true_count = np.bincount(labels, minlength=num_labels)                   # [num_labels]
+    pred_count = np.bincount(predictions, minlength=num_labels)              # [num_labels]
+    true_positives = np.bincount(labels[predictions == labels], minlength=num_labels)
+    present = (true_count + pred_count) > 0
+    per_class_f1 = 2 * true_positives[present] / (true_count + pred_count)[present]
+    scores = {"accuracy": accuracy(predictions, labels), "macro_f1": float(per_class_f1.mean()),
+              "mcc": matthews_corrcoef(predictions, labels)}
+    if num_labels == 2:
+        scores["f1"] = f1_binary(predictions, labels, positive=1)
+    return scores
+
+
+def _indicator(values, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.ndim != 2 or not np.isin(values, (0, 1)).all():
+        raise InputError(f"{name} must be a [num_examples, num_labels] array of 0/1 or booleans; got shape "
+                         f"{values.shape}, dtype {values.dtype}. Threshold scores first, e.g. probs > 0.5.")
+    return values.astype(bool)
+
+
+def multilabel_scores(predicted, gold) -> dict[str, float]:
+    """Scores of multi-label classification from [num_examples, num_labels] 0/1 indicator arrays.
+
+    "micro_precision", "micro_recall" and "micro_f1" count true positives over every (example, label)
+    cell; "macro_f1" is the mean of per-label F1 over all num_labels columns, a label with no gold and
+    no predicted positive scoring 0 (sklearn's zero_division=0); "exact_match" is the fraction of
+    examples whose whole label set is right (sklearn's subset accuracy).
+    """
+    predicted, gold = _indicator(predicted, "predicted"), _indicator(gold, "gold")
+    if predicted.shape != gold.shape or predicted.size == 0:
+        raise InputError(f"predicted {predicted.shape} and gold {gold.shape} must be the same non-empty shape; "
+                         "pass one row of label indicators per example.")
+    true_positives = np.sum(predicted & gold, axis=0)  # [num_labels]
+    pred_count, true_count = predicted.sum(axis=0), gold.sum(axis=0)
+    num_correct, num_pred, num_true = int(true_positives.sum()), int(pred_count.sum()), int(true_count.sum())
+    denominator = pred_count + true_count
+    per_label_f1 = np.where(denominator > 0, 2 * true_positives / np.maximum(denominator, 1), 0.0)
+    return {"micro_f1": 2 * num_correct / (num_pred + num_true) if num_pred + num_true else 0.0,
+            "macro_f1": float(per_label_f1.mean()),
+            "micro_precision": num_correct / num_pred if num_pred else 0.0,
+            "micro_recall": num_correct / num_true if num_true else 0.0,
+            "exact_match": float(np.mean(np.all(predicted == gold, axis=1)))}
+
+
+def regression_scores(predictions, labels) -> dict[str, float]:
+    """Scores of a regression task: "pearson", "spearman" (NaN when constant), "mse" and "mae"."""
+    predictions, labels = _pair(np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64))
+    errors = predictions - labels
+    return {"pearson": pearson(predictions, labels), "spearman": spearman(predictions, labels),
+            "mse": float(np.mean(errors**2)), "mae": float(np.mean(np.abs(errors)))}
 
 
 # GLUE task -> its official metrics (Wang et al. 2019, Table 1). The MNLI matched and mismatched dev

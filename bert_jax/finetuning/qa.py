@@ -254,14 +254,17 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def compute_f1(gold: str, prediction: str) -> float:
-    """Token-overlap F1 of normalised answers (v2.0 script: two empty answers agree, one empty scores 0).
+def compute_f1(gold: str, prediction: str, *, empty_answers_agree: bool = True) -> float:
+    """Token-overlap F1 of normalised answers.
 
-    The v1.1 script's f1_score gives the same on non-empty answers, its only inputs there.
+    With `empty_answers_agree` (the v2.0 script's compute_f1), a gold and a prediction that both
+    normalise to nothing score 1, where a no-answer question was answered ""; one empty side scores 0.
+    Without it (the v1.1 script's f1_score, which returns 0 when no token is shared) any empty side
+    scores 0, so a v1.1 gold such as "a" earns no F1 even for an empty prediction.
     """
     gold_tokens, pred_tokens = normalize_answer(gold).split(), normalize_answer(prediction).split()
     if not gold_tokens or not pred_tokens:
-        return float(gold_tokens == pred_tokens)
+        return float(empty_answers_agree and gold_tokens == pred_tokens)
     num_same = sum((collections.Counter(gold_tokens) & collections.Counter(pred_tokens)).values())
     if num_same == 0:
         return 0.0
@@ -276,7 +279,8 @@ def compute_exact(gold: str, prediction: str) -> float:
 def squad_v1_scores(examples: Sequence[QAExample], predictions: dict[str, str]) -> dict[str, float]:
     """The v1.1 evaluation script: max over gold answers of exact match and F1, in percent.
 
-    As the script, a question without a prediction scores 0 and still counts in the total.
+    As the script, a question without a prediction scores 0 and still counts in the total, and a gold
+    answer that normalises to nothing earns no F1 (exact match still compares the normalised texts).
     """
     exact = f1 = 0.0
     for example in examples:
@@ -286,7 +290,7 @@ def squad_v1_scores(examples: Sequence[QAExample], predictions: dict[str, str]) 
         if example.qid in predictions:
             golds = [answer.text for answer in example.answers]
             exact += max(compute_exact(g, predictions[example.qid]) for g in golds)
-            f1 += max(compute_f1(g, predictions[example.qid]) for g in golds)
+            f1 += max(compute_f1(g, predictions[example.qid], empty_answers_agree=False) for g in golds)
     total = len(examples)
     return {"exact_match": 100.0 * exact / total, "f1": 100.0 * f1 / total}
 
