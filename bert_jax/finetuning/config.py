@@ -1,8 +1,8 @@
 """The fine-tuning config: one ConfigDict shape for every task, with the BERT paper's defaults.
 
-Files under configs/finetune/ set `task` (a name from `bert_jax.finetuning.tasks.TASKS`) and the few values
-that differ per task; everything can be overridden on the command line, e.g.
-`--config.init_checkpoint=/tmp/export --config.train.learning_rate=3e-5`.
+Files under configs/finetune/ set `task` (a benchmark from `bert_jax.finetuning.tasks.TASKS`, or a task kind
+for the user's own files, see `own_tasks.py`) and the few values that differ per task; everything can be
+overridden on the command line, e.g. `--config.init_checkpoint=/tmp/export --config.train.learning_rate=3e-5`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import ml_collections
 from ml_collections import config_dict
 
 from bert_jax.config import InputError, check_against_schema
+
+TAG_SCHEMES = ("auto", "BIO", "IOB1", "IOBES")
+FILE_FORMATS = ("", "csv", "tsv", "jsonl", "conll", "squad")
 
 # Encoder fields a fine-tuning run may override; the rest of the encoder comes from the checkpoint.
 # Dropout and compute dtype are the usual ones; a shape field that differs from the checkpoint is refused.
@@ -26,7 +29,10 @@ _MODEL_FIELDS = {"hidden_dropout_prob": float, "attention_probs_dropout_prob": f
 def default_config() -> ml_collections.ConfigDict:
     """The fields every fine-tuning config has; task files override `task` and a few others."""
     config = ml_collections.ConfigDict()
-    config.task = "sst2"  # a name from bert_jax.finetuning.tasks.TASKS (glue tasks, conll2003, squad_v1.1, squad_v2.0, swag)
+    # A benchmark (glue tasks, conll2003, squad_v1.1, squad_v2.0, swag: bert_jax.finetuning.tasks.TASKS), or
+    # the kind of a task on your own files (classification, multi_label_classification, regression,
+    # token_classification, qa, multiple_choice) read from config.data.train_file and friends.
+    config.task = "sst2"
     # A params-only export (bert_jax.export --format=params, bert_jax.import_hf) or a pretraining workdir.
     config.init_checkpoint = ""
 
@@ -39,6 +45,23 @@ def default_config() -> ml_collections.ConfigDict:
     # read the task's TFDS dataset from `tfds_data_dir` (it must already be prepared there).
     config.data.data_dir = ""
     config.data.tfds_data_dir = ""
+    # Your own task's files (CSV, TSV or JSON Lines with a header naming the columns; CoNLL columns for
+    # token_classification; SQuAD JSON for qa). The format follows the extension unless file_format is set.
+    config.data.train_file = ""
+    config.data.validation_file = ""  # the best checkpoint is chosen on it (empty: the last step is kept)
+    config.data.test_file = ""  # scored with the checkpoint chosen on validation when it has labels
+    config.data.file_format = ""  # '' (from the extension) | csv | tsv | jsonl | conll | squad
+    config.data.text_column = "text"
+    config.data.text_pair_column = ""  # set for sentence-pair tasks
+    config.data.label_column = "label"
+    config.data.label_names = ()  # empty: every label of the training file, sorted (numbers numerically)
+    config.data.label_separator = ","  # multi-label cells in CSV/TSV: 'a,b' (JSON Lines: a list)
+    config.data.tokens_column = "tokens"  # token_classification in CSV/TSV/JSONL (a list, or space-separated)
+    config.data.tags_column = "tags"
+    config.data.tag_scheme = "auto"  # BIO | IOB1 | IOBES | auto (read from the training tags)
+    config.data.context_column = "context"  # multiple_choice: the shared first segment
+    config.data.question_column = ""  # multiple_choice: prefixed to every choice (optional)
+    config.data.choice_columns = ()  # multiple_choice: empty: a 'choices' list, or columns choice0/ending0, ...
     config.data.max_seq_length = 128
     config.data.max_train_examples = 0  # > 0: use only the first N training examples (quick runs)
     config.data.max_eval_examples = 0
@@ -63,6 +86,15 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.num_seeds = 1  # > 1: repeat with seeds seed, seed+1, ... and report mean and spread
     config.train.log_every_steps = 50
     config.train.evals_per_epoch = 1  # dev evaluations per epoch; the best one is kept
+    config.train.primary_metric = ""  # the dev metric the best checkpoint maximises ('' = the task's own)
+    # Steps whose loss or gradient is NaN/inf are skipped; this many in a row stops the run (0: never).
+    config.train.max_consecutive_nonfinite_steps = 50
+
+    # A killed fine-tune resumes from its newest checkpoint (written at every evaluation, every
+    # `every_steps` steps when > 0, and on SIGTERM / Ctrl-C).
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 0
+    config.checkpoint.max_to_keep = 1
 
     # SQuAD span decoding, as in google-research/bert's run_squad.py.
     config.qa = ml_collections.ConfigDict()
@@ -96,4 +128,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(0 < config.data.doc_stride, f"config.data.doc_stride must be > 0, got {config.data.doc_stride}.")
     _require(config.qa.max_answer_length > 0 and config.qa.n_best_size > 0,
              "config.qa.max_answer_length and n_best_size must be > 0.")
+    _require(train.max_consecutive_nonfinite_steps >= 0,
+             f"config.train.max_consecutive_nonfinite_steps must be >= 0, got {train.max_consecutive_nonfinite_steps}.")
+    _require(config.checkpoint.every_steps >= 0 and config.checkpoint.max_to_keep >= 1,
+             "config.checkpoint.every_steps must be >= 0 and config.checkpoint.max_to_keep >= 1.")
+    _require(config.data.tag_scheme in TAG_SCHEMES,
+             f"config.data.tag_scheme={config.data.tag_scheme!r} is not one of {TAG_SCHEMES}.")
+    _require(config.data.file_format in FILE_FORMATS,
+             f"config.data.file_format={config.data.file_format!r} is not one of {FILE_FORMATS}.")
     return config

@@ -60,14 +60,23 @@ def _stack(rows: list[tuple[np.ndarray, ...]], names: Sequence[str]) -> dict[str
 _INPUTS = ("input_ids", "segment_ids", "attention_mask")
 
 
-def classification_features(examples, tokenizer, max_seq_length: int, *, regression: bool) -> dict[str, np.ndarray]:
-    """Arrays for sequence classification/regression: inputs [n, seq] and `labels` [n] (int32 or float32).
+def classification_features(examples, tokenizer, max_seq_length: int, *, regression: bool,
+                            multi_label: int = 0) -> dict[str, np.ndarray]:
+    """Arrays for sequence classification/regression: inputs [n, seq] and `labels` [n] (int32 or float32),
+    or for `multi_label` > 0 labels, `labels` [n, multi_label] float32 multi-hot (an example's label is a
+    tuple of ids).
 
     Unlabelled examples (test sets) get label 0 and `has_label` 0, so they can be predicted but not scored.
     """
     features = _stack([_encode_pair(tokenizer, e.text_a, e.text_b, max_seq_length) for e in examples], _INPUTS)
-    dtype = np.float32 if regression else np.int32
-    features["labels"] = np.asarray([0 if e.label is None else e.label for e in examples], dtype)
+    if multi_label:
+        labels = np.zeros((len(examples), multi_label), np.float32)
+        for row, example in enumerate(examples):
+            labels[row, list(example.label or ())] = 1.0
+        features["labels"] = labels
+    else:
+        dtype = np.float32 if regression else np.int32
+        features["labels"] = np.asarray([0 if e.label is None else e.label for e in examples], dtype)
     features["has_label"] = np.asarray([e.label is not None for e in examples], np.int32)
     return features
 
@@ -87,13 +96,15 @@ def token_classification_features(examples, tokenizer, max_seq_length: int,
         labels = np.full((max_seq_length,), IGNORED_LABEL, np.int32)
         word_index = np.full((max_seq_length,), -1, np.int32)
         ids = [tokenizer.special_ids.cls]
-        for i, (pieces, tag) in enumerate(zip(tokenizer.encode_words(list(example.words)), example.labels)):
-            if tag not in label_ids:
+        tags = example.labels if example.labels is not None else (None,) * len(example.words)
+        for i, (pieces, tag) in enumerate(zip(tokenizer.encode_words(list(example.words)), tags)):
+            if tag is not None and tag not in label_ids:
                 raise InputError(f"example {example.guid}: tag {tag!r} of word {example.words[i]!r} is not in "
                                  f"the task's label set {list(label_names)}; fix the data or the task's labels.")
             if len(ids) + len(pieces) > max_seq_length - 1:
                 break
-            labels[len(ids)] = label_ids[tag]
+            if tag is not None:
+                labels[len(ids)] = label_ids[tag]
             word_index[len(ids)] = i
             ids.extend(pieces)
         ids.append(tokenizer.special_ids.sep)

@@ -1,140 +1,59 @@
 """`finetune(config, workdir)`: load a pretrained encoder, train a task head on it, keep the best dev score.
 
-Reads top to bottom: resolve the task, checkpoint, tokenizer and data once; then for each seed transfer
-the encoder into a fresh task model, train for `num_train_epochs` with evaluations on every dev split,
-keep the parameters of the best evaluation (on the task's primary metric of the first dev split), and
-write that evaluation's predictions, the parameters and a metrics JSON.
+Reads top to bottom: resolve the task (a benchmark, or the user's own files), checkpoint, tokenizer and
+data once; then train each seed (`seed_run.py`: evaluations on every dev split, the best one kept,
+checkpoints to resume from), score the test file with the chosen checkpoint, and write the best seed's
+self-contained model directory (`model_dir.py`) and a metrics JSON.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
-from flax import nnx
 
 from bert_jax.config import InputError
 from bert_jax.data import tokenizer_factory
 from bert_jax.finetuning import config as config_lib
-from bert_jax.finetuning import steps, task_data, transfer
+from bert_jax.finetuning import model_dir, own_tasks, seed_run, task_data, transfer
 from bert_jax.finetuning import tasks as tasks_lib
 from bert_jax.runtime import atomic, parallel, workdir_lock
-from bert_jax.runtime import checkpoint as checkpoint_lib
 
-
-def _batch_rows(indices: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(row indices, example weights) per batch; the last batch is padded with weight-0 copies of row 0."""
-    batches = []
-    for start in range(0, len(indices), batch_size):
-        rows = indices[start:start + batch_size]
-        weights = np.ones(batch_size, np.float32)
-        weights[len(rows):] = 0.0
-        batches.append((np.concatenate([rows, np.full(batch_size - len(rows), indices[0])]), weights))
-    return batches
-
-
-def _device_batch(arrays: dict[str, np.ndarray], keys, rows: np.ndarray, weights: np.ndarray, mesh):
-    """This process's share of a global batch, as global arrays sharded over the mesh's data axis."""
-    rows, weights = parallel.process_rows(rows), parallel.process_rows(weights)
-    host = {name: arrays[name][rows] for name in keys}
-    host["example_weights"] = weights
-    return parallel.to_global_batch(host, parallel.batch_sharding(mesh))
-
-
-def predict(predict_step, params, arrays, batch_size: int, mesh) -> np.ndarray:
-    """Logits of every row of `arrays`, in order."""
-    num_rows = len(arrays["input_ids"])
-    outputs = []
-    for rows, _ in _batch_rows(np.arange(num_rows), batch_size):
-        batch = _device_batch(arrays, steps.MODEL_INPUTS, rows, np.ones(len(rows), np.float32), mesh)
-        outputs.append(np.asarray(jax.device_get(predict_step(params, batch))))
-    return np.concatenate(outputs)[:num_rows]
+_CONFIG = "finetune_config.json"  # the settings a resumed fine-tune must match
 
 
 class _Data:
-    """The task's examples and features: the training set and every dev split."""
+    """The task's examples and features: the training set, every dev split, and the test split if scored."""
 
     def __init__(self, task, config, tokenizer):
         def load(split, limit):
             return tasks_lib.load_examples(task, split, data_dir=config.data.data_dir,
                                            tfds_data_dir=config.data.tfds_data_dir or None, max_examples=limit)
+
+        def featurized(split):
+            examples = load(split, config.data.max_eval_examples)
+            return examples, task_data.featurize(task, examples, tokenizer, config, training=False)
+
         self.train_examples = load("train", config.data.max_train_examples)
         self.train = task_data.featurize(task, self.train_examples, tokenizer, config, training=True)
-        self.eval_splits = {}
-        for split in task.eval_splits:
-            examples = load(split, config.data.max_eval_examples)
-            self.eval_splits[split] = (examples, task_data.featurize(task, examples, tokenizer, config, training=False))
-
-
-def _evaluate(task, config, data: _Data, predict_step, params, mesh) -> tuple[dict, dict]:
-    """({split: metrics}, {split: predictions payload}) on every dev split."""
-    metrics, payloads = {}, {}
-    for split, (examples, features) in data.eval_splits.items():
-        logits = predict(predict_step, params, features.arrays, config.train.eval_batch_size, mesh)
-        metrics[split], payloads[split] = task_data.score(task, examples, features, logits, config)
-    return metrics, payloads
-
-
-def _train_one_seed(task, config, data: _Data, model_config, pretrained, mesh, seed: int, seed_dir: str) -> dict:
-    num_labels = task_data.num_labels(task)
-    model = steps.build_task_model(model_config, task.kind, num_labels, seed)
-    moved = transfer.transfer_encoder(pretrained.params, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    batch_size = config.train.global_batch_size
-    num_examples = len(data.train.arrays["input_ids"])
-    steps_per_epoch = math.ceil(num_examples / batch_size)
-    num_steps = max(1, round(config.train.num_train_epochs * steps_per_epoch))
-    logging.info("seed %d: %d training rows, %d steps (%d per epoch); %d encoder tensors loaded, fresh: %s, "
-                 "dropped: %s", seed, num_examples, num_steps, steps_per_epoch, len(moved.loaded),
-                 ", ".join(moved.fresh), ", ".join(sorted({n.split("/")[0] for n in moved.dropped})) or "none")
-    setup, state = steps.make_finetuning_setup(model, task.kind, steps.optimizer_config(config.train, num_steps), mesh,
-                                    moved.params, seed)
-    train_step, predict_step = steps.make_train_step(setup, mesh), steps.make_predict_step(setup, mesh)
-    eval_every = max(1, steps_per_epoch // config.train.evals_per_epoch)
-    keys = task_data.train_keys(task.kind)
-    rng = np.random.default_rng(seed)
-    history, best, step, started = [], None, 0, time.time()
-    while step < num_steps:
-        for rows, weights in _batch_rows(rng.permutation(num_examples), batch_size):
-            state, train_metrics = train_step(state, _device_batch(data.train.arrays, keys, rows, weights, mesh))
-            step += 1
-            if step % config.train.log_every_steps == 0:
-                logging.info("step %d/%d loss %.4f lr %.3g", step, num_steps, float(train_metrics["loss"]),
-                             float(train_metrics["learning_rate"]))
-            if step % eval_every == 0 or step == num_steps:
-                metrics, payloads = _evaluate(task, config, data, predict_step, state.params, mesh)
-                primary = metrics[task.eval_splits[0]][task_data.primary_metric(task)]
-                primary = -math.inf if math.isnan(primary) else primary  # a constant prediction has no correlation
-                history.append({"step": step, "epoch": step / steps_per_epoch, **metrics})
-                logging.info("step %d dev %s", step, json.dumps(metrics))
-                if best is None or primary > best["primary"]:
-                    best = {"primary": primary, "step": step, "metrics": metrics, "payloads": payloads,
-                            "params": nnx.to_pure_dict(jax.device_get(state.params))}
-            if step == num_steps:
-                break
-    if jax.process_index() == 0:
-        os.makedirs(seed_dir, exist_ok=True)
-        for split, (examples, _) in data.eval_splits.items():
-            task_data.write_predictions(os.path.join(seed_dir, f"predictions_{split}"), task, examples,
-                                        best["payloads"][split])
-        checkpoint_lib.save_finetuned_params(seed_dir, best["params"])
-    return {"seed": seed, "best_step": best["step"], "best": best["metrics"], "history": history,
-            "train_seconds": round(time.time() - started, 1), "num_train_steps": num_steps}
+        self.eval_splits = {split: featurized(split) for split in task.eval_splits}
+        test = own_tasks.test_split(task)
+        self.test = featurized(test) if test else None
 
 
 def _summary(task, results: list[dict]) -> dict:
     """Mean and standard deviation over seeds of every best dev metric."""
-    summary = {}
-    for split in task.eval_splits:
-        names = results[0]["best"][split].keys()
-        values = {name: [r["best"][split][name] for r in results] for name in names}
-        summary[split] = {name: {"mean": float(np.mean(v)), "std": float(np.std(v))} for name, v in values.items()
-                          if all(isinstance(x, (int, float)) for x in v)}
-    return summary
+    return {split: _split_summary([r["best"][split] for r in results]) for split in task.eval_splits}
+
+
+def _split_summary(per_seed: list[dict]) -> dict:
+    values = {name: [m[name] for m in per_seed] for name in per_seed[0]}
+    return {name: {"mean": float(np.mean(v)), "std": float(np.std(v))} for name, v in values.items()
+            if all(isinstance(x, (int, float)) for x in v)}
 
 
 def _refuse_finished_workdir(workdir: str) -> None:
@@ -153,13 +72,14 @@ def finetune(config, workdir: str) -> dict:
     """
     config = config_lib.validate(config)
     _refuse_finished_workdir(workdir)
-    task = tasks_lib.get_task(config.task)
+    task = tasks_lib.resolve_task(config)
     with workdir_lock.workdir_lock(workdir, "fine-tuning"):
         return _finetune(config, task, workdir)
 
 
 def _finetune(config, task, workdir: str) -> dict:
     """The fine-tuning itself, which `finetune` calls with the workdir locked."""
+    _check_resume_config(config, workdir)
     pretrained = transfer.load_pretrained(config.init_checkpoint)
     model_config = transfer.resolve_model_config(pretrained.config.model, config.model)
     tokenizer = pretrained.tokenizer
@@ -172,11 +92,64 @@ def _finetune(config, task, workdir: str) -> dict:
     parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
     data = _Data(task, config, tokenizer)
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0 and not os.path.isfile(os.path.join(workdir, _CONFIG)):
+        atomic.write_text(os.path.join(workdir, _CONFIG), config.to_json(indent=2))
+    ctx = seed_run.Context(task, config, data, model_config, pretrained, mesh)
     seeds = [config.train.seed + i for i in range(config.train.num_seeds)]
-    results = [_train_one_seed(task, config, data, model_config, pretrained, mesh, seed,
-                               os.path.join(workdir, f"seed_{seed}")) for seed in seeds]
-    report = {"task": task.name, "init_checkpoint": pretrained.source, "primary_metric": task_data.primary_metric(task),
+    try:
+        results = [seed_run.train_seed(ctx, seed, os.path.join(workdir, f"seed_{seed}")) for seed in seeds]
+    except seed_run.Preempted as stopped:
+        logging.warning("preempted: %s", stopped)
+        return {"task": task.name, "preempted": True, "message": str(stopped)}
+    chosen = _chosen_seed(results)
+    params = {r["seed"]: r.pop("params") for r in results}
+    report = {"task": task.name, "kind": task.kind, "init_checkpoint": pretrained.source,
+              "primary_metric": task_data.primary_metric(task, config), "label_names": list(task.label_names),
               "summary": _summary(task, results), "seeds": results, "config": config.to_dict()}
+    if results[chosen]["test"]:
+        report["test"] = results[chosen]["test"]
+        report["test_summary"] = _split_summary([r["test"] for r in results])
+    report["model_dir"] = os.path.join(os.path.abspath(workdir), model_dir.MODEL_DIR)
+    report["model_seed"] = results[chosen]["seed"]
     if jax.process_index() == 0:
+        stored = ml_collections.ConfigDict(pretrained.config.to_dict())
+        stored.model = model_config
+        model_dir.save(report["model_dir"], params[results[chosen]["seed"]], stored, tokenizer, task, config,
+                       {"source": pretrained.source, "seed": results[chosen]["seed"],
+                        "best_step": results[chosen]["best_step"], "dev": results[chosen]["best"]})
         atomic.write_json(os.path.join(workdir, "metrics.json"), report, indent=2, default=str)
     return report
+
+
+def _chosen_seed(results: list[dict]) -> int:
+    """The seed whose best dev score is highest (the first when there is no dev set): its model is kept."""
+    scores = [r.get("best_primary") for r in results]
+    if any(s is None for s in scores):
+        return 0
+    return int(np.argmax(scores))
+
+
+def _check_resume_config(config, workdir: str) -> None:
+    """A fine-tune resumed in its workdir must be the same fine-tune: any changed setting is refused."""
+    path = os.path.join(workdir, _CONFIG)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return  # unreadable: the checkpoints' own check (shapes) still applies
+    now = json.loads(config.to_json())
+    changed = [f"{name}: {before!r} -> {after!r}" for name, before, after in _differences(stored, now)]
+    if changed:
+        raise InputError(f"{workdir} holds an unfinished fine-tune started with other settings ({'; '.join(changed[:8])}"
+                         f"{' ...' if len(changed) > 8 else ''}); run the same command to resume it, or give a new "
+                         "--workdir.")
+
+
+def _differences(before, after, prefix: str = "config"):
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted(set(before) | set(after)):
+            yield from _differences(before.get(key), after.get(key), f"{prefix}.{key}")
+    elif before != after and not (isinstance(before, list) and isinstance(after, list) and tuple(before) == tuple(after)):
+        yield prefix, before, after

@@ -19,7 +19,7 @@ from flax import nnx
 
 from bert_jax.model import encoder, task_heads
 from bert_jax.pretraining import optim
-from bert_jax.pretraining.steps import TrainState
+from bert_jax.pretraining.steps import TrainState, keep_if_finite
 from bert_jax.runtime import parallel
 
 MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")
@@ -42,6 +42,7 @@ def task_loss(kind: str, logits: jax.Array, batch: dict[str, jax.Array]) -> tupl
     """(weighted loss sum, weight sum) of one batch; the mean is their ratio.
 
     classification / multiple_choice: softmax cross-entropy; regression: squared error on logit 0;
+    multi_label_classification: sigmoid binary cross-entropy, averaged over the labels;
     token_classification: cross-entropy on scored positions; qa: mean of start and end cross-entropy.
     """
     weights = batch["example_weights"]  # [batch]
@@ -49,6 +50,9 @@ def task_loss(kind: str, logits: jax.Array, batch: dict[str, jax.Array]) -> tupl
         return _cross_entropy_sums(logits, batch["labels"], weights)
     if kind == "regression":
         return (jnp.square(logits[:, 0] - batch["labels"]) * weights).sum(), weights.sum()
+    if kind == "multi_label_classification":
+        per_example = optax.sigmoid_binary_cross_entropy(logits, batch["labels"]).mean(-1)
+        return (per_example * weights).sum(), weights.sum()
     if kind == "token_classification":
         return _cross_entropy_sums(logits, batch["labels"], jnp.broadcast_to(weights[:, None], batch["labels"].shape))
     if kind == "qa":
@@ -105,7 +109,11 @@ def _logits(setup: TaskSetup, params, batch, *, deterministic: bool, dropout_key
 
 
 def make_train_step(setup: TaskSetup, mesh):
-    """The jitted `train_step(state, batch) -> (state, metrics)`; dropout keys from (seed, step)."""
+    """The jitted `train_step(state, batch) -> (state, metrics)`; dropout keys from (seed, step).
+
+    As in pretraining, a step whose loss or gradient is not finite changes nothing but the step count
+    and says so in `metrics["nonfinite"]`.
+    """
 
     def train_step(state: TrainState, batch):
         dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -118,7 +126,11 @@ def make_train_step(setup: TaskSetup, mesh):
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": setup.schedule(state.step)}
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        params, opt_state = keep_if_finite(finite, (params, opt_state), (state.params, state.opt_state))
+        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": setup.schedule(state.step),
+                   "nonfinite": (~finite).astype(jnp.int32)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return jax.jit(train_step, in_shardings=(setup.state_sharding, parallel.batch_sharding(mesh)),

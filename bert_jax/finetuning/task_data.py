@@ -7,17 +7,22 @@ multiple_choice (SWAG). The runner and the steps are the same for all of them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
 
+from bert_jax.config import InputError
 from bert_jax.finetuning import features as features_lib
 from bert_jax.finetuning import metrics, qa
 from bert_jax.runtime import atomic
 
 _MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")
-_TRAIN_TARGETS = {"classification": ("labels",), "regression": ("labels",), "token_classification": ("labels",),
-                  "multiple_choice": ("labels",), "qa": ("start_positions", "end_positions")}
+_TRAIN_TARGETS = {"classification": ("labels",), "multi_label_classification": ("labels",), "regression": ("labels",),
+                  "token_classification": ("labels",), "multiple_choice": ("labels",),
+                  "qa": ("start_positions", "end_positions")}
+# Metrics where lower is better: best-checkpoint selection maximises their negation.
+LOWER_IS_BETTER = ("mse", "mae")
 
 
 @dataclasses.dataclass
@@ -35,24 +40,42 @@ def train_keys(kind: str) -> tuple[str, ...]:
 
 def num_labels(task) -> int:
     """Output width of the task head."""
-    if task.kind in ("classification", "token_classification"):
+    if task.kind in ("classification", "multi_label_classification", "token_classification"):
         return len(task.label_names)
     return {"regression": 1, "qa": 2, "multiple_choice": 1}[task.kind]
 
 
-def primary_metric(task) -> str:
-    """The dev metric that best-checkpoint selection maximises."""
-    if task.kind in ("classification", "regression"):
+def primary_metric(task, config=None) -> str:
+    """The dev metric that best-checkpoint selection optimises: config.train.primary_metric if set, else the
+    benchmark's official one, else accuracy / micro F1 / Pearson / entity F1 / SQuAD F1 by kind."""
+    if config is not None and config.train.primary_metric:
+        return config.train.primary_metric
+    if task.kind in ("classification", "regression") and not task.own:
         return metrics.primary_metric(task.name)
-    return {"token_classification": "f1", "qa": "f1", "multiple_choice": "accuracy"}[task.kind]
+    return {"classification": "accuracy", "multi_label_classification": "micro_f1", "regression": "pearson",
+            "token_classification": "f1", "qa": "f1", "multiple_choice": "accuracy"}[task.kind]
+
+
+def selection_score(task, config, split_metrics: dict) -> float:
+    """The number best-checkpoint selection maximises, from one split's metrics (-inf when undefined)."""
+    name = primary_metric(task, config)
+    if name not in split_metrics:
+        raise InputError(f"config.train.primary_metric={name!r} is not a metric of this task; its metrics are "
+                         f"{', '.join(k for k, v in split_metrics.items() if isinstance(v, float))}.")
+    value = float(split_metrics[name])
+    if math.isnan(value):
+        return -math.inf  # a constant prediction has no correlation
+    return -value if name in LOWER_IS_BETTER else value
 
 
 def featurize(task, examples, tokenizer, config, *, training: bool) -> TaskFeatures:
     """Examples of one split -> fixed-shape arrays of `config.data.max_seq_length` tokens."""
     length = config.data.max_seq_length
-    if task.kind in ("classification", "regression"):
+    if task.kind in ("classification", "regression", "multi_label_classification"):
+        multi_label = len(task.label_names) if task.kind == "multi_label_classification" else 0
         return TaskFeatures(features_lib.classification_features(examples, tokenizer, length,
-                                                                 regression=task.kind == "regression"))
+                                                                 regression=task.kind == "regression",
+                                                                 multi_label=multi_label))
     if task.kind == "token_classification":
         return TaskFeatures(features_lib.token_classification_features(examples, tokenizer, length, task.label_names))
     if task.kind == "multiple_choice":
@@ -73,6 +96,23 @@ def _labelled(features: TaskFeatures) -> np.ndarray:
 
 def score(task, examples, features: TaskFeatures, logits: np.ndarray, config) -> tuple[dict[str, Any], Any]:
     """(dev metrics, predictions payload for `write_predictions`) from the model's logits of one split."""
+    if task.kind == "multi_label_classification":
+        predictions = logits > 0.0  # sigmoid(logit) > 0.5
+        labelled = _labelled(features)
+        scores = (metrics.multilabel_scores(predictions[labelled], features.arrays["labels"][labelled] > 0.5)
+                  if labelled.any() else {})
+        return {k: float(v) for k, v in scores.items()}, predictions
+    if task.own and task.kind in ("classification", "regression"):
+        labelled = _labelled(features)
+        predictions = logits[:, 0] if task.kind == "regression" else logits.argmax(-1)
+        labels = features.arrays["labels"][labelled]
+        if not labelled.any():
+            scores = {}
+        elif task.kind == "regression":
+            scores = metrics.regression_scores(predictions[labelled], labels)
+        else:
+            scores = metrics.classification_scores(predictions[labelled], labels, len(task.label_names))
+        return {k: float(v) for k, v in scores.items()}, predictions
     if task.kind in ("classification", "regression", "multiple_choice"):
         predictions = logits[:, 0] if task.kind == "regression" else logits.argmax(-1)
         labelled = _labelled(features)
@@ -87,9 +127,12 @@ def score(task, examples, features: TaskFeatures, logits: np.ndarray, config) ->
     if task.kind == "token_classification":
         tags = features_lib.predicted_tags(examples, features.arrays["word_index"], logits.argmax(-1),
                                            task.label_names)
-        scores = metrics.conll_scores([e.labels for e in examples], tags)
+        gold = [(e.labels, t) for e, t in zip(examples, tags) if e.labels is not None]
+        if not gold:
+            return {}, tags
+        scores = metrics.conll_scores([g for g, _ in gold], [t for _, t in gold])
         return {k: scores[k] for k in ("precision", "recall", "f1", "accuracy")}, tags
-    version_2 = task.name.endswith("2.0")
+    version_2 = task.version_2
     predictions, null_odds, _ = qa.decode_predictions(
         examples, features.qa, logits[..., 0], logits[..., 1], n_best_size=config.qa.n_best_size,
         max_answer_length=config.qa.max_answer_length, version_2_with_negative=version_2,
@@ -108,6 +151,14 @@ def write_predictions(prefix: str, task, examples, payload) -> list[str]:
     in CoNLL columns (word, gold tag, predicted tag: conlleval's input); SQuAD: `<prefix>.json`
     (qid -> answer, the official script's input) and, for v2.0, `<prefix>_null_odds.json`.
     """
+    if task.kind == "multi_label_classification":
+        path = prefix + ".tsv"
+        with atomic.writer(path) as f:
+            f.write("guid\tprediction\n")
+            for example, row in zip(examples, payload):
+                names = [task.label_names[i] for i in np.flatnonzero(row)]
+                f.write(f"{example.guid}\t{task.reading.get('label_separator', ',').join(names)}\n")
+        return [path]
     if task.kind in ("classification", "regression", "multiple_choice"):
         path = prefix + ".tsv"
         with atomic.writer(path) as f:
@@ -121,7 +172,8 @@ def write_predictions(prefix: str, task, examples, payload) -> list[str]:
         path = prefix + ".txt"
         with atomic.writer(path) as f:
             for example, tags in zip(examples, payload):
-                f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(example.words, example.labels, tags))
+                gold = example.labels if example.labels is not None else ["-"] * len(tags)
+                f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(example.words, gold, tags))
                 f.write("\n")
         return [path]
     predictions, null_odds = payload

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from bert_jax.config import InputError
 from bert_jax.finetuning.qa import Answer, QAExample
+from bert_jax.finetuning.table_files import read_text
 
 if TYPE_CHECKING:  # tasks.py imports this module
     from bert_jax.finetuning.tasks import TaskSpec
@@ -49,22 +50,6 @@ class ChoiceExample:
     question: str
     choices: tuple[str, ...]
     label: int | None
-
-
-def _read_text(path: str, *, encoding: str = "utf-8", newline: str | None = None) -> str:
-    """The whole file as text. A file in another encoding (latin-1, cp1252, UTF-16) is an InputError naming
-    the line of the first byte that is not UTF-8, not a UnicodeDecodeError from deep inside csv."""
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: byte 0x{data[error.start]:02x} is not UTF-8; save the file as UTF-8 "
-                         f"(e.g. `iconv -f latin1 -t utf-8 {path}`).") from None
-    if newline is None:  # universal newlines, as open() in text mode would give
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text
 
 
 def _needs_labels(task: TaskSpec, split: str) -> bool:
@@ -104,7 +89,7 @@ def read_glue_tsv(path: str, task: TaskSpec, split: str) -> list[ClassificationE
     Read without quoting, like the GLUE baselines: sentences contain bare quote characters.
     `guid` is `{split}-{row}` with rows counted from 0, the `idx` TFDS gives the same row.
     """
-    rows = list(csv.reader(io.StringIO(_read_text(path, encoding="utf-8-sig", newline="")), delimiter="\t",
+    rows = list(csv.reader(io.StringIO(read_text(path, encoding="utf-8-sig", newline="")), delimiter="\t",
                            quoting=csv.QUOTE_NONE))
     if not rows:
         raise InputError(f"{path} is empty; give the {task.name} {split} TSV from the GLUE download.")
@@ -156,7 +141,7 @@ def read_conll(path: str, task: TaskSpec, split: str) -> list[TokenExample]:
             words.clear()
             tags.clear()
 
-    for line_number, line in enumerate(_read_text(path).splitlines(keepends=True), 1):
+    for line_number, line in enumerate(read_text(path).splitlines(keepends=True), 1):
         columns = line.split()
         if not columns or columns[0] == "-DOCSTART-":
             end_sentence()
@@ -180,7 +165,7 @@ def read_conll(path: str, task: TaskSpec, split: str) -> list[TokenExample]:
 
 def read_squad_json(path: str) -> list[QAExample]:
     """Reads SQuAD v1.1 or v2.0 JSON (data -> paragraphs -> qas); v1.1 questions are all answerable."""
-    text = _read_text(path)
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -232,7 +217,7 @@ _SWAG_ENDINGS = ("ending0", "ending1", "ending2", "ending3")
 
 def read_swag_csv(path: str, task: TaskSpec, split: str) -> list[ChoiceExample]:
     """Reads a swagaf CSV (train.csv, val.csv, test.csv) by its header names; test.csv has no label."""
-    reader = csv.reader(io.StringIO(_read_text(path, newline="")))
+    reader = csv.reader(io.StringIO(read_text(path, newline="")))
     header = next(reader, None)
     if header is None:
         raise InputError(f"{path} is empty; give the SWAG {split} CSV from the swagaf repository.")

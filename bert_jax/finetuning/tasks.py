@@ -11,54 +11,26 @@ files too, so one config names the same split either way.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
 from collections.abc import Mapping
 from typing import Any
 
 import tensorflow_datasets as tfds
 
 from bert_jax.config import InputError
-from bert_jax.finetuning import task_files
+from bert_jax.finetuning import own_tasks, task_files
 from bert_jax.finetuning.qa import Answer, QAExample
-from bert_jax.finetuning.task_files import ChoiceExample, ClassificationExample, TokenExample
+from bert_jax.finetuning.task_files import (
+    ChoiceExample,
+    ClassificationExample,
+    TokenExample,
+)
+from bert_jax.finetuning.task_spec import TaskSpec
 
 __all__ = ["TASKS", "ChoiceExample", "ClassificationExample", "TaskSpec", "TokenExample", "get_task",
            "load_examples"]
 
-KINDS = ("classification", "regression", "token_classification", "qa", "multiple_choice")
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """Where a task's data lives and what its labels are.
-
-    `label_names` are in TFDS's order, so label ids agree between local files and TFDS (empty for
-    regression and QA; SWAG's are the ending numbers). `local_files` maps each split to its file name
-    in `data_dir`; its keys are the task's splits. `text_features` are the TFDS feature names of text_a
-    (and text_b); `tsv_text_columns`/`tsv_label_column` the GLUE TSV header names of the same fields.
-    """
-
-    name: str
-    kind: str
-    label_names: tuple[str, ...]
-    eval_splits: tuple[str, ...]
-    local_files: Mapping[str, str]
-    tfds_name: str | None
-    text_features: tuple[str, ...] = ()
-    tsv_text_columns: tuple[str, ...] = ()
-    tsv_label_column: str = ""
-    train_split: str = "train"
-
-    def __post_init__(self):
-        # Read-only, so that no caller can change the registry's file names for everyone.
-        object.__setattr__(self, "local_files", types.MappingProxyType(dict(self.local_files)))
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """Every split the task has, train first."""
-        return tuple(self.local_files)
+KINDS = own_tasks.OWN_KINDS
 
 
 _GLUE_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
@@ -79,7 +51,7 @@ def _glue(name, label_names, text_features, tsv_text_columns, tsv_label_column, 
 def _squad(version: str) -> TaskSpec:
     return TaskSpec(name=f"squad_v{version}", kind="qa", label_names=(), eval_splits=("validation",),
                     local_files={"train": f"train-v{version}.json", "validation": f"dev-v{version}.json"},
-                    tfds_name=f"squad/v{version}")
+                    tfds_name=f"squad/v{version}", version_2=version == "2.0")
 
 
 TASKS: dict[str, TaskSpec] = {task.name: task for task in (
@@ -99,7 +71,8 @@ TASKS: dict[str, TaskSpec] = {task.name: task for task in (
     _glue("wnli", ("not_entailment", "entailment"), ("sentence1", "sentence2"), ("sentence1", "sentence2"),
           "label"),
     TaskSpec(name="conll2003", kind="token_classification", label_names=CONLL2003_TAGS, eval_splits=("dev",),
-             local_files={"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}, tfds_name="conll2003"),
+             local_files={"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}, tfds_name="conll2003",
+             tag_scheme="IOB1"),
     _squad("1.1"),
     _squad("2.0"),
     # The installed TFDS has no SWAG builder (only HellaSwag): local swagaf CSVs only.
@@ -111,8 +84,20 @@ TASKS: dict[str, TaskSpec] = {task.name: task for task in (
 def get_task(name: str) -> TaskSpec:
     """The registered task called `name`."""
     if name not in TASKS:
-        raise InputError(f"unknown fine-tuning task {name!r}; known tasks: {', '.join(TASKS)}.")
+        raise InputError(f"unknown fine-tuning task {name!r}; known tasks: {', '.join(TASKS)}, or a task kind for "
+                         f"your own files: {', '.join(own_tasks.OWN_KINDS)}.")
     return TASKS[name]
+
+
+def resolve_task(config) -> TaskSpec:
+    """The task of a fine-tuning config: a benchmark by name, or the user's own files for a task kind."""
+    if own_tasks.is_own(config):
+        return own_tasks.make_task(config)
+    stray = [field for field in own_tasks.SPLITS.values() if config.data[field]]
+    if stray:
+        raise InputError(f"config.data.{stray[0]} is set, but config.task={config.task!r} is a benchmark read from "
+                         f"data_dir or TFDS; for your own files set config.task to one of {', '.join(own_tasks.OWN_KINDS)}.")
+    return get_task(config.task)
 
 
 def load_examples(task: TaskSpec, split: str, *, data_dir: str = "", tfds_data_dir: str | None = None,
@@ -124,6 +109,11 @@ def load_examples(task: TaskSpec, split: str, *, data_dir: str = "", tfds_data_d
     """
     if split not in task.local_files:
         raise InputError(f"task {task.name} has no split {split!r}; its splits are {', '.join(task.splits)}.")
+    if task.own:
+        examples = own_tasks.read_split(task, split)
+        if not examples:
+            raise InputError(f"{task.local_files[split]} has no examples.")
+        return examples[:max_examples] if max_examples > 0 else examples
     if data_dir:
         examples = _read_local(task, split, data_dir)
         what = os.path.join(data_dir, task.local_files[split])

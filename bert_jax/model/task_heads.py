@@ -84,6 +84,7 @@ class BertForMultipleChoice(nnx.Module):
 
 TASK_MODELS = {
     "classification": BertForSequenceClassification,
+    "multi_label_classification": BertForSequenceClassification,
     "regression": BertForSequenceClassification,
     "token_classification": BertForTokenClassification,
     "qa": BertForQuestionAnswering,

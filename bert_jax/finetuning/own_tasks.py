@@ -1,0 +1,433 @@
+"""Tasks on the user's own files, declared in the config: `config.task` names a task kind and
+`config.data.train_file` (and `validation_file`, `test_file`) the data.
+
+`make_task(config)` returns the same `TaskSpec` the benchmark tasks are, with the label set read from the
+training file when the config does not give one: sorted, numbers numerically, so the same file always
+gives the same label ids (they are stored with the model). `read_split` turns one file into the examples
+of the task's kind. Every problem names the file and line and says the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from bert_jax.config import InputError
+from bert_jax.finetuning import table_files, task_files
+from bert_jax.finetuning.qa import QAExample
+from bert_jax.finetuning.task_files import (
+    ChoiceExample,
+    ClassificationExample,
+    TokenExample,
+)
+from bert_jax.finetuning.task_spec import TaskSpec
+
+OWN_KINDS = ("classification", "multi_label_classification", "regression", "token_classification", "qa",
+             "multiple_choice")
+SPLITS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+# The settings of `config.data` that say how a file is read; stored with the model so predict reads alike.
+READING_FIELDS = ("file_format", "text_column", "text_pair_column", "label_column", "label_separator",
+                  "tokens_column", "tags_column", "context_column", "question_column", "choice_columns")
+_NUMBER = re.compile(r"^[+-]?\d+$")
+_CHOICE_COLUMN = re.compile(r"^(choice|ending|option)_?(\d+)$")
+
+
+def is_own(config) -> bool:
+    return config.task in OWN_KINDS
+
+
+def reading_settings(config) -> dict[str, Any]:
+    settings = {name: config.data[name] for name in READING_FIELDS}
+    settings["choice_columns"] = tuple(settings["choice_columns"])
+    return settings
+
+
+def make_task(config):
+    """The TaskSpec of the user's task in `config`; reads the training file for its label set."""
+    data = config.data
+    if not data.train_file:
+        raise InputError(f"config.task={config.task!r} trains on your own files, but config.data.train_file is "
+                         "empty; give --config.data.train_file=PATH (and validation_file, test_file).")
+    files = {split: data[field] for split, field in SPLITS.items() if data[field]}
+    given = tuple(str(name) for name in data.label_names)
+    spec = TaskSpec(name=config.task, kind=config.task, label_names=given, eval_splits=(
+        ("validation",) if "validation" in files else ()), local_files=files, tfds_name=None,
+        reading=reading_settings(config), tag_scheme=data.tag_scheme, own=True)
+    train = _raw_rows(spec, "train")
+    if given and spec.kind not in ("regression", "qa", "multiple_choice") and len(set(given)) != len(given):
+        raise InputError(f"config.data.label_names={list(given)} names a label twice; list each once.")
+    label_names = given or _label_set(spec, train)
+    tag_scheme = _tag_scheme(spec, train) if spec.kind == "token_classification" else ""
+    version_2 = spec.kind == "qa" and any(e.is_impossible or not e.answers for e in train)
+    task = TaskSpec(name=spec.name, kind=spec.kind, label_names=label_names, eval_splits=spec.eval_splits,
+                    local_files=files, tfds_name=None, reading=spec.reading, tag_scheme=tag_scheme, own=True,
+                    version_2=version_2)
+    if spec.kind in ("classification", "multi_label_classification", "regression", "multiple_choice"):
+        read_split(task, "train")  # every column and label checked now, before a model is loaded
+    return task
+
+
+def test_split(task) -> str | None:
+    """The split scored once with the chosen checkpoint, if the task has one."""
+    return "test" if task.own and "test" in task.local_files else None
+
+
+def read_split(task, split: str, *, labelled: bool | None = None) -> list[Any]:
+    """The examples of `split`; `labelled` None: the train and validation files must have labels, a test
+    file may go without (it is then only predicted)."""
+    return examples_from_file(task, task.local_files[split], split, labelled=labelled)
+
+
+def examples_from_file(task, path: str, split: str, *, labelled: bool | None = None) -> list[Any]:
+    """Examples of `task`'s kind from any file in its formats (`predict` reads new text with it)."""
+    need = split in ("train", "validation") if labelled is None else labelled
+    kind = task.kind
+    fmt = table_files.file_format(path, task.reading["file_format"])
+    if kind == "qa":
+        return _qa_examples(path, fmt, need)
+    if kind == "token_classification":
+        return _token_examples(task, path, fmt, split, need)
+    table = table_files.read_table(path, fmt)
+    if kind == "multiple_choice":
+        return _choice_examples(task, table, split, need)
+    return _classification_examples(task, table, split, need)
+
+
+# ------------------------------------------------------------------ labels
+
+def _raw_rows(spec, split: str):
+    """The training file read with an open label set (so its labels can be collected)."""
+    if spec.kind == "qa":
+        return examples_from_file(spec, spec.local_files[split], split, labelled=True)
+    if spec.kind == "token_classification":
+        return _token_sentences(spec, spec.local_files[split], table_files.file_format(
+            spec.local_files[split], spec.reading["file_format"]), need=True)
+    return table_files.read_table(spec.local_files[split],
+                                  table_files.file_format(spec.local_files[split], spec.reading["file_format"]))
+
+
+def _label_set(spec, train) -> tuple[str, ...]:
+    """Every label of the training data in a stable order: numbers numerically, other strings sorted."""
+    if spec.kind in ("regression", "qa", "multiple_choice"):
+        return ()
+    if spec.kind == "token_classification":
+        values = {(line, tag) for line, _, tags in train for tag in tags}
+    else:
+        column = spec.reading["label_column"]
+        train.require(column, "label_column")
+        values = set()
+        for line, row in train.rows:
+            for value in _cell_labels(spec, row[column], train.where(line)):
+                values.add((line, value))
+    return _sorted_labels(values, spec.local_files["train"])
+
+
+def _sorted_labels(values: set[tuple[int, Any]], path: str) -> tuple[str, ...]:
+    numeric = {(line, v) for line, v in values if isinstance(v, int) or isinstance(v, str) and _NUMBER.match(v)}
+    other = values - numeric
+    if numeric and other:
+        (line_n, number), (line_o, name) = min(numeric), min(other)
+        raise InputError(f"{path}: mixed label types: line {line_n} has the number {number!r}, line {line_o} the "
+                         f"name {name!r}; use one kind for every label (or give config.data.label_names).")
+    if numeric:
+        return tuple(str(n) for n in sorted({int(v) for _, v in numeric}))
+    return tuple(sorted({str(v) for _, v in other}))
+
+
+def _cell_labels(spec, value, where: str) -> list:
+    """The label(s) of one cell as written: one for classification, a list for multi-label."""
+    if value is None or isinstance(value, str) and not value.strip():
+        if spec.kind == "multi_label_classification":
+            return []
+        raise InputError(f"{where}: the label is empty; give every training and validation row a label.")
+    if isinstance(value, bool) or isinstance(value, float) and spec.kind != "regression":
+        raise InputError(f"{where}: label {value!r} is a {type(value).__name__}; classification labels are names "
+                         "or whole numbers (for scores use config.task='regression').")
+    if spec.kind == "multi_label_classification":
+        if isinstance(value, list):
+            return [_one_label(v, where) for v in value]
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(spec.reading["label_separator"]) if part.strip()]
+        return [_one_label(value, where)]
+    if isinstance(value, list):
+        raise InputError(f"{where}: the label is a list; for several labels per example use "
+                         "config.task='multi_label_classification'.")
+    return [_one_label(value, where)]
+
+
+def _one_label(value, where: str):
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str):
+        return value.strip() if isinstance(value, str) else value
+    raise InputError(f"{where}: label {value!r} is neither a name nor a whole number.")
+
+
+def _label_id(task, value, where: str) -> int:
+    name = str(value).strip()
+    if name not in task.label_names:
+        shown = ", ".join(map(repr, task.label_names[:20])) + (" ..." if len(task.label_names) > 20 else "")
+        raise InputError(f"{where}: label {name!r} is not one of the training file's labels ({shown}); fix the "
+                         "label, add examples of it to the training file, or list every label in "
+                         "config.data.label_names.")
+    return task.label_names.index(name)
+
+
+# ------------------------------------------------------------------ classification, multi-label, regression
+
+def _text(table, line: int, row: dict, column: str) -> str:
+    value = row.get(column)
+    if value is None:
+        raise InputError(f"{table.where(line)}: no {column!r} value; every row needs its text.")
+    if not isinstance(value, str):
+        value = str(value)
+    return value
+
+
+def _classification_examples(task, table, split: str, need: bool) -> list[ClassificationExample]:
+    reading = task.reading
+    table.require(reading["text_column"], "text_column")
+    if reading["text_pair_column"]:
+        table.require(reading["text_pair_column"], "text_pair_column")
+    has_labels = reading["label_column"] in table.columns
+    if need:
+        table.require(reading["label_column"], "label_column")
+    examples = []
+    for line, row in table.rows:
+        where = table.where(line)
+        text_b = _text(table, line, row, reading["text_pair_column"]) if reading["text_pair_column"] else None
+        label = None
+        value = row.get(reading["label_column"]) if has_labels else None
+        if has_labels and not (value is None or isinstance(value, str) and not value.strip() and not need
+                               and task.kind != "multi_label_classification"):
+            label = _parse_label(task, value, where)
+        examples.append(ClassificationExample(guid=f"{split}-{len(examples)}", text_a=_text(table, line, row,
+                                              reading["text_column"]), text_b=text_b, label=label))
+    return examples
+
+
+def _parse_label(task, value, where: str):
+    if task.kind == "regression":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: score {value!r} is not a number; regression labels are numbers such as "
+                             "3.8.") from None
+        if not math.isfinite(number):
+            raise InputError(f"{where}: score {value!r} is not finite; give a real number.")
+        return number
+    labels = _cell_labels(task, value, where)
+    ids = tuple(sorted({_label_id(task, v, where) for v in labels}))
+    return ids if task.kind == "multi_label_classification" else ids[0]
+
+
+# ------------------------------------------------------------------ token classification
+
+def _token_sentences(task, path: str, fmt: str, need: bool) -> list[tuple[int, tuple[str, ...], tuple[str, ...] | None]]:
+    """(line, words, tags or None) of every sentence."""
+    if fmt == "conll":
+        return _conll_sentences(path, need)
+    table = table_files.read_table(path, fmt)
+    reading = task.reading
+    table.require(reading["tokens_column"], "tokens_column")
+    has_tags = reading["tags_column"] in table.columns
+    if need:
+        table.require(reading["tags_column"], "tags_column")
+    sentences = []
+    for line, row in table.rows:
+        where = table.where(line)
+        words = _token_list(row[reading["tokens_column"]], where, "tokens")
+        tags = None
+        if has_tags:
+            tags = tuple(_tag_name(task, t, where) for t in _token_list(row[reading["tags_column"]], where, "tags"))
+            if len(tags) != len(words):
+                raise InputError(f"{where}: {len(words)} tokens but {len(tags)} tags; give one tag per token.")
+        if words:
+            sentences.append((line, words, tags))
+    return sentences
+
+
+def _token_list(value, where: str, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(value.split())
+    if isinstance(value, list):
+        return tuple(str(v) for v in value)
+    raise InputError(f"{where}: {what} must be a list or a space-separated string, got {value!r}.")
+
+
+def _tag_name(task, value: str, where: str) -> str:
+    """A tag as written; a number indexes config.data.label_names (as HF datasets store ner_tags)."""
+    if _NUMBER.match(value):
+        if not task.label_names:
+            raise InputError(f"{where}: tag {value} is a number; give the tag names in order with "
+                             "config.data.label_names so numbers can be read as tags.")
+        index = int(value)
+        if not 0 <= index < len(task.label_names):
+            raise InputError(f"{where}: tag number {index} is outside config.data.label_names "
+                             f"({len(task.label_names)} names).")
+        return task.label_names[index]
+    return value
+
+
+def _conll_sentences(path: str, need: bool):
+    """CoNLL columns: the word first, the tag last; blank lines end sentences; -DOCSTART- lines are skipped.
+    A file of one column holds words only (text to predict)."""
+    sentences, words, tags, start, num_columns = [], [], [], 0, 0
+    for number, line in enumerate(table_files.read_text(path).split("\n"), 1):
+        columns = line.split()
+        if not columns or columns[0] == "-DOCSTART-":
+            if words:
+                sentences.append((start, tuple(words), tuple(tags) if num_columns > 1 else None))
+            words, tags = [], []
+            continue
+        num_columns = num_columns or len(columns)
+        if len(columns) != num_columns:
+            raise InputError(f"{path}:{number}: {len(columns)} columns in {line.strip()!r} where the file's first "
+                             f"token line has {num_columns}; CoNLL lines are 'word ... tag' separated by spaces.")
+        if not words:
+            start = number
+        words.append(columns[0])
+        tags.append(columns[-1])
+    if words:
+        sentences.append((start, tuple(words), tuple(tags) if num_columns > 1 else None))
+    if not sentences:
+        raise InputError(f"{path} is empty; give one 'word tag' line per token and a blank line between sentences.")
+    if need and num_columns < 2:
+        raise InputError(f"{path}: lines have one column (words only), but this split is scored; give "
+                         "'word tag' lines.")
+    return sentences
+
+
+def _split_tag(tag: str, where: str) -> tuple[str, str]:
+    if tag == "O":
+        return "O", ""
+    prefix, dash, kind = tag.partition("-")
+    if not dash or prefix not in ("B", "I", "E", "S") or not kind:
+        raise InputError(f"{where}: tag {tag!r} is not O or PREFIX-TYPE (B-PER, I-PER, E-PER, S-PER); entity F1 "
+                         "needs BIO, IOB1 or IOBES tags.")
+    return prefix, kind
+
+
+def _tag_scheme(task, sentences) -> str:
+    """The declared tag scheme after checking every training sentence against it; 'auto': the one the tags
+    follow (IOBES if any E-/S- tag, IOB1 if an I- tag ever starts an entity, BIO otherwise)."""
+    declared = task.tag_scheme
+    for line, _, tags in sentences:
+        check_tags(tags, declared, f"{task.local_files['train']}:{line}")
+    if declared != "auto":
+        return declared
+    prefixes = {_split_tag(t, "")[0] for _, _, tags in sentences for t in tags}
+    if prefixes & {"E", "S"}:
+        return "IOBES"
+    for _, _, tags in sentences:
+        if _starts_with_inside(tags):
+            return "IOB1"
+    return "BIO"
+
+
+def _starts_with_inside(tags) -> bool:
+    previous = ("O", "")
+    for tag in tags:
+        prefix, kind = _split_tag(tag, "")
+        if prefix == "I" and (previous[0] == "O" or previous[1] != kind):
+            return True
+        previous = (prefix, kind)
+    return False
+
+
+def check_tags(tags, scheme: str, where: str) -> None:
+    """InputError naming the first tag that breaks `scheme` ('auto' checks only the tag shapes)."""
+    previous = ("O", "")
+    for position, tag in enumerate(tags):
+        prefix, kind = _split_tag(tag, where)
+        if scheme in ("BIO", "IOB1") and prefix in ("E", "S"):
+            raise InputError(f"{where}: tag {tag!r} (token {position + 1}) is IOBES, but tag_scheme={scheme!r}; set "
+                             "--config.data.tag_scheme=IOBES (or auto).")
+        if scheme == "BIO" and prefix == "I" and (previous[0] == "O" or previous[1] != kind):
+            raise InputError(f"{where}: tag {tag!r} (token {position + 1}) follows {tags[position - 1] if position else 'the sentence start'!r}; "
+                             "with tag_scheme='BIO' an entity starts with B-, and I- only continues one. An I- that "
+                             "starts an entity is IOB1: set --config.data.tag_scheme=IOB1 (or auto) to read it so, "
+                             "or fix the tags.")
+        if scheme == "IOBES" and prefix in ("I", "E") and (previous[0] not in ("B", "I") or previous[1] != kind):
+            raise InputError(f"{where}: tag {tag!r} (token {position + 1}) does not continue a B-{kind} or I-{kind}; "
+                             "with tag_scheme='IOBES' entities are S-X, or B-X I-X... E-X.")
+        if scheme == "IOBES" and previous[0] in ("B", "I") and not (prefix in ("I", "E") and kind == previous[1]):
+            raise InputError(f"{where}: the entity {previous[0]}-{previous[1]} before token {position + 1} is not "
+                             "closed by E-; with tag_scheme='IOBES' entities are S-X, or B-X I-X... E-X.")
+        previous = (prefix, kind)
+    if scheme == "IOBES" and previous[0] in ("B", "I"):
+        raise InputError(f"{where}: the sentence ends inside {previous[0]}-{previous[1]}; with tag_scheme='IOBES' "
+                         "an entity ends with E- (or is a single S-).")
+
+
+def _token_examples(task, path: str, fmt: str, split: str, need: bool) -> list[TokenExample]:
+    examples = []
+    for line, words, tags in _token_sentences(task, path, fmt, need):
+        if tags is not None:
+            check_tags(tags, task.tag_scheme or "auto", f"{path}:{line}")
+            for tag in tags:
+                if tag not in task.label_names:
+                    raise InputError(f"{path}:{line}: tag {tag!r} is not one of the training file's tags "
+                                     f"({', '.join(task.label_names)}); fix it, or list every tag in "
+                                     "config.data.label_names.")
+        examples.append(TokenExample(guid=f"{split}-{len(examples)}", words=words, labels=tags))
+    return examples
+
+
+# ------------------------------------------------------------------ QA, multiple choice
+
+def _qa_examples(path: str, fmt: str, need: bool) -> list[QAExample]:
+    if fmt not in ("json", "squad"):
+        raise InputError(f"{path}: extractive QA reads SQuAD JSON (data -> paragraphs -> qas, v1.1 or v2.0 "
+                         "style); give a .json file in that form.")
+    return task_files.read_squad_json(path)
+
+
+def _choice_columns(task, table) -> list[str] | None:
+    """The choice columns, or None for a 'choices' list column."""
+    declared = list(task.reading["choice_columns"])
+    if declared:
+        for column in declared:
+            table.require(column, "choice_columns")
+        return declared
+    if "choices" in table.columns:
+        return None
+    numbered = sorted((int(m.group(2)), c) for c in table.columns if (m := _CHOICE_COLUMN.match(c)))
+    if len(numbered) < 2:
+        raise InputError(f"{table.path}: no choice columns; name them choice0, choice1, ... (or ending0, ...), give a "
+                         f"'choices' list, or list them in config.data.choice_columns. Columns: {', '.join(table.columns)}.")
+    return [c for _, c in numbered]
+
+
+def _choice_examples(task, table, split: str, need: bool) -> list[ChoiceExample]:
+    reading = task.reading
+    table.require(reading["context_column"], "context_column")
+    if reading["question_column"]:
+        table.require(reading["question_column"], "question_column")
+    columns = _choice_columns(task, table)
+    has_labels = reading["label_column"] in table.columns
+    if need:
+        table.require(reading["label_column"], "label_column")
+    examples = []
+    for line, row in table.rows:
+        where = table.where(line)
+        if columns is None:
+            choices = row.get("choices")
+            if not isinstance(choices, list) or len(choices) < 2:
+                raise InputError(f"{where}: 'choices' must be a list of at least two texts.")
+            choices = tuple(str(c) for c in choices)
+        else:
+            choices = tuple(_text(table, line, row, c) for c in columns)
+        label = None
+        if has_labels:
+            value = row.get(reading["label_column"])
+            text = str(value).strip() if value is not None else ""
+            if not _NUMBER.match(text) or not 0 <= int(text) < len(choices):
+                raise InputError(f"{where}: label {value!r} is not the number of a choice (0 to {len(choices) - 1}).")
+            label = int(text)
+        question = _text(table, line, row, reading["question_column"]) if reading["question_column"] else ""
+        examples.append(ChoiceExample(guid=f"{split}-{len(examples)}", context=_text(table, line, row,
+                                      reading["context_column"]), question=question, choices=choices, label=label))
+    if len({len(e.choices) for e in examples}) > 1:
+        counts = sorted({len(e.choices) for e in examples})
+        raise InputError(f"{table.path}: rows have {counts} choices; every row of a file needs the same number.")
+    return examples
