@@ -2,8 +2,9 @@
 
   python -m bert_jax.finetune --config=configs/finetune/sst2.py --config.init_checkpoint=EXPORT --workdir=DIR
 
-Only flag wiring lives here; the work is `bert_jax.finetuning.runner.finetune`. Writes DIR/metrics.json
-and, per seed, DIR/seed_N/predictions_<split>.* and DIR/seed_N/best_params.
+Only flag wiring lives here; the work is `bert_jax.finetuning.runner.finetune`. Writes DIR/metrics.json,
+the model directory DIR/model (what `predict` and `export` read) and, per seed, DIR/seed_N/predictions_<split>.*,
+DIR/seed_N/best_params and its checkpoints (a killed fine-tune resumes from them).
 """
 
 import json
@@ -28,7 +29,10 @@ cli.refuse_empty("workdir")
 def _finetune():
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     report = runner.finetune(_CONFIG.value, _WORKDIR.value)
-    return {"task": report["task"], "primary_metric": report["primary_metric"], "summary": report["summary"]}
+    if report.get("preempted"):
+        return report
+    keys = ("task", "primary_metric", "summary", "test", "model_dir")
+    return {key: report[key] for key in keys if key in report}
 
 
 def main(argv):

@@ -98,3 +98,16 @@ def test_a_diverging_fine_tune_stops_with_the_reason(files, tmp_path):
     config.train.max_consecutive_nonfinite_steps = 2
     with pytest.raises(InputError, match=r"non-finite loss or gradient.*lower config.train.learning_rate"):
         runner.finetune(config, str(tmp_path / "run"))
+
+
+def test_resume_after_the_training_file_changed_is_refused(files, tmp_path):
+    root, export = files
+    train = tmp_path / "train.tsv"
+    train.write_bytes((root / "train.tsv").read_bytes())
+    command = [a.replace(str(root / "train.tsv"), str(train)) for a in _command(files, tmp_path / "run")]
+    assert _run(command, kill_at="2:save").returncode == -9
+    with open(train, "a", encoding="utf-8") as f:
+        f.write("one more row\tpoor\n")
+    changed = _run(command)
+    assert changed.returncode == 1 and "Traceback" not in changed.stderr
+    assert f"the train file {train} has changed" in changed.stderr.strip().splitlines()[-1]

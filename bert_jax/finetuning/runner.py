@@ -8,6 +8,7 @@ self-contained model directory (`model_dir.py`) and a metrics JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -79,7 +80,7 @@ def finetune(config, workdir: str) -> dict:
 
 def _finetune(config, task, workdir: str) -> dict:
     """The fine-tuning itself, which `finetune` calls with the workdir locked."""
-    _check_resume_config(config, workdir)
+    _check_resume_config(config, task, workdir)
     pretrained = transfer.load_pretrained(config.init_checkpoint)
     model_config = transfer.resolve_model_config(pretrained.config.model, config.model)
     tokenizer = pretrained.tokenizer
@@ -93,7 +94,7 @@ def _finetune(config, task, workdir: str) -> dict:
     data = _Data(task, config, tokenizer)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0 and not os.path.isfile(os.path.join(workdir, _CONFIG)):
-        atomic.write_text(os.path.join(workdir, _CONFIG), config.to_json(indent=2))
+        atomic.write_json(os.path.join(workdir, _CONFIG), _resume_record(config, task), indent=2)
     ctx = seed_run.Context(task, config, data, model_config, pretrained, mesh)
     seeds = [config.train.seed + i for i in range(config.train.num_seeds)]
     try:
@@ -129,22 +130,42 @@ def _chosen_seed(results: list[dict]) -> int:
     return int(np.argmax(scores))
 
 
-def _check_resume_config(config, workdir: str) -> None:
-    """A fine-tune resumed in its workdir must be the same fine-tune: any changed setting is refused."""
+def _resume_record(config, task) -> dict:
+    """The settings and the content digests of the user's files: what a resumed fine-tune must match."""
+    digests = {}
+    for split, path in (task.local_files.items() if task.own else ()):
+        with open(path, "rb") as f:
+            digests[split] = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"config": json.loads(config.to_json()), "files": digests}
+
+
+def _check_resume_config(config, task, workdir: str) -> None:
+    """A fine-tune resumed in its workdir must be the same fine-tune: a changed setting or data file is refused."""
     path = os.path.join(workdir, _CONFIG)
     if not os.path.isfile(path):
         return
+    stored = _read_json_object(path)
+    if not isinstance(stored.get("config"), dict) or not isinstance(stored.get("files"), dict):
+        logging.warning("%s is unreadable; resuming without comparing the settings", path)
+        return
+    now = _resume_record(config, task)
+    changed = [f"{name}: {before!r} -> {after!r}" for name, before, after in _differences(stored["config"], now["config"])]
+    changed += [f"the {split} file {task.local_files.get(split, '')} has changed" for split in
+                sorted(set(stored["files"]) | set(now["files"])) if stored["files"].get(split) != now["files"].get(split)]
+    if changed:
+        raise InputError(f"{workdir} holds an unfinished fine-tune started with other settings or data "
+                         f"({'; '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}); run the same command on "
+                         "the same files to resume it, or give a new --workdir.")
+
+
+def _read_json_object(path: str) -> dict:
+    """The JSON object in `path`, or {} when it cannot be read (damaged, or of another shape)."""
     try:
         with open(path, encoding="utf-8") as f:
-            stored = json.load(f)
+            value = json.load(f)
     except (OSError, ValueError):
-        return  # unreadable: the checkpoints' own check (shapes) still applies
-    now = json.loads(config.to_json())
-    changed = [f"{name}: {before!r} -> {after!r}" for name, before, after in _differences(stored, now)]
-    if changed:
-        raise InputError(f"{workdir} holds an unfinished fine-tune started with other settings ({'; '.join(changed[:8])}"
-                         f"{' ...' if len(changed) > 8 else ''}); run the same command to resume it, or give a new "
-                         "--workdir.")
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _differences(before, after, prefix: str = "config"):
