@@ -1,24 +1,36 @@
-"""Import a Hugging Face BERT / RoBERTa / ALBERT directory as a bert_jax params-only export.
+"""Import a Hugging Face BERT / RoBERTa / ALBERT directory: an encoder as a bert_jax params-only export, a
+fine-tuned task model as a bert_jax fine-tuned model directory.
 
 python -m bert_jax.import_hf --input=HF_DIR --output=DIR
-The result is what fine-tuning and continued pretraining start from; heads the checkpoint lacks (a
-bare encoder has no MLM or NSP head) are initialised fresh and listed, and so are unused HF tensors.
+An encoder (BertModel, *ForPreTraining, *ForMaskedLM, ...) is what fine-tuning and continued pretraining
+start from; heads the checkpoint lacks (a bare encoder has no MLM or NSP head) are initialised fresh and
+listed, and so are unused HF tensors. A *ForSequenceClassification, *ForTokenClassification,
+*ForQuestionAnswering or *ForMultipleChoice model becomes a model directory that `predict` and
+`export --format=hf` read, with the task kind from the class (and problem_type) and the label names
+from id2label.
 """
 
 from absl import flags
 
 from bert_jax import cli
+from bert_jax.finetuning import hf_export
 from bert_jax.hf import convert as hf_convert
 
 _INPUT = flags.DEFINE_string("input", None, "HF model directory (config.json, model.safetensors or "
                              "pytorch_model.bin, vocab.txt).")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory to write the params-only export to.")
+_OUTPUT = flags.DEFINE_string("output", None, "Directory to write the params-only export or model directory to.")
 flags.mark_flags_as_required(["input", "output"])
 cli.refuse_empty("input", "output")
 
 
+def _import():
+    if hf_export.is_hf_task_directory(_INPUT.value):
+        return hf_export.import_hf_finetuned(_INPUT.value, _OUTPUT.value)
+    return hf_convert.import_hf_directory(_INPUT.value, _OUTPUT.value)
+
+
 def main(argv):
-    print(cli.run(argv, lambda: hf_convert.import_hf_directory(_INPUT.value, _OUTPUT.value)))
+    print(cli.run(argv, _import))
 
 
 if __name__ == "__main__":

@@ -125,16 +125,30 @@ class WordPieceTokenizer(_TokenizersBackend):
 
     @classmethod
     def from_vocab(cls, vocab_path: str, *, lowercase: bool = True, strip_accents: bool | None = None):
-        from tokenizers import Tokenizer as Backend
-        from tokenizers import decoders, models, normalizers, pre_tokenizers
+        from tokenizers import models
         if not os.path.isfile(vocab_path):
             raise InputError(f"WordPiece vocabulary not found: {vocab_path}.")
-        backend = Backend(models.WordPiece.from_file(vocab_path, unk_token=UNK, max_input_chars_per_word=100))
+        model = models.WordPiece.from_file(vocab_path, unk_token=UNK, max_input_chars_per_word=100)
+        return cls._with_bert_pipeline(model, vocab_path, lowercase, strip_accents)
+
+    @classmethod
+    def from_pieces(cls, pieces: dict[str, int], path: str, *, lowercase: bool = True,
+                    strip_accents: bool | None = None):
+        """From a {piece: id} vocabulary (a transformers 5 tokenizer.json's model.vocab)."""
+        from tokenizers import models
+        model = models.WordPiece(pieces, unk_token=UNK, max_input_chars_per_word=100)
+        return cls._with_bert_pipeline(model, path, lowercase, strip_accents)
+
+    @classmethod
+    def _with_bert_pipeline(cls, model, path: str, lowercase: bool, strip_accents: bool | None):
+        from tokenizers import Tokenizer as Backend
+        from tokenizers import decoders, normalizers, pre_tokenizers
+        backend = Backend(model)
         backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                         strip_accents=strip_accents, lowercase=lowercase)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
-        return cls(backend, vocab_path)
+        return cls(backend, path)
 
     def encode_words(self, words: Sequence[str]) -> list[list[int]]:
         """Ids of each word of a pre-split sentence (CoNLL), each word through BERT's normaliser and
@@ -174,10 +188,23 @@ class ByteLevelBPETokenizer(_TokenizersBackend):
         except Exception as e:  # tokenizers raises its own Exception type for unreadable files
             raise InputError(f"cannot read the BPE vocabulary {vocab_path} + {merges_path} ({e}); give "
                              "RoBERTa's vocab.json and merges.txt.") from e
+        return cls._with_byte_level(model, vocab_path, add_prefix_space)
+
+    @classmethod
+    def from_pieces(cls, pieces: dict[str, int], merges: list, path: str, *, add_prefix_space: bool = False):
+        """From a {piece: id} vocabulary and merges ('a b' strings or pairs), as a tokenizer.json holds them."""
+        from tokenizers import models
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+        return cls._with_byte_level(models.BPE(pieces, merges, fuse_unk=False), path, add_prefix_space)
+
+    @classmethod
+    def _with_byte_level(cls, model, path: str, add_prefix_space: bool):
+        from tokenizers import Tokenizer as Backend
+        from tokenizers import decoders, pre_tokenizers
         backend = Backend(model)
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
         backend.decoder = decoders.ByteLevel()
-        return cls(backend, vocab_path)
+        return cls(backend, path)
 
     def encode_words(self, words: Sequence[str]) -> list[list[int]]:
         """Ids of each word of a pre-split sentence (CoNLL), every word with a leading space ('ĠEU'), as
@@ -198,3 +225,26 @@ class ByteLevelBPETokenizer(_TokenizersBackend):
     def word_start_table(self) -> np.ndarray:
         """bool [vocab_size]: tokens that begin with a space ('Ġ'), and the special tokens."""
         return self._table(lambda token: token.startswith("\u0120")) | self.special_table()
+
+
+def from_tokenizer_json(path: str, tokenizer_config: dict):
+    """The WordPiece or byte-level BPE tokenizer of a transformers `tokenizer.json` (what transformers 5
+    saves in place of vocab.txt / vocab.json + merges.txt), rebuilt with BERT's or RoBERTa's pipeline so
+    that no truncation or padding it carries applies; `tokenizer_config` is tokenizer_config.json."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+        model, normalizer = spec["model"], spec.get("normalizer") or {}
+        kind, pieces = model["type"], model["vocab"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path} is not a transformers tokenizer.json ({error}); re-save the tokenizer "
+                         "with save_pretrained.") from None
+    if kind == "WordPiece" and isinstance(pieces, dict):
+        lowercase = normalizer.get("lowercase", tokenizer_config.get("do_lower_case", True))
+        strip_accents = normalizer.get("strip_accents", tokenizer_config.get("strip_accents"))
+        return WordPieceTokenizer.from_pieces(pieces, path, lowercase=lowercase, strip_accents=strip_accents)
+    if kind == "BPE" and isinstance(pieces, dict):
+        return ByteLevelBPETokenizer.from_pieces(pieces, model.get("merges") or [], path,
+                                                 add_prefix_space=tokenizer_config.get("add_prefix_space", False))
+    raise InputError(f"{path} holds a {kind} tokenizer; bert_jax reads WordPiece (BERT) and byte-level BPE "
+                     "(RoBERTa) from tokenizer.json, and ALBERT's SentencePiece from spiece.model.")

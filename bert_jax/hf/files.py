@@ -5,7 +5,8 @@ The tensor names and conversions live in `names.py`; this module only does the f
 vocabulary is written as `spiece.model` for transformers' `AlbertTokenizer` (its own lower-casing and
 accent options: none for one trained here, ALBERT's for an imported one); a WordPiece vocabulary as
 `vocab.txt` + `tokenizer.json` for `BertTokenizer`; a byte-level BPE one as `vocab.json` + `merges.txt`
-for `RobertaTokenizer`. Reading accepts the same three.
+for `RobertaTokenizer`. Reading accepts the same three, and the WordPiece or BPE `tokenizer.json`
+that transformers 5 saves in their place.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _special_tokens_map(tokenizer) -> dict[str, str]:
     return {name: tokenizer.id_to_piece(token_id) for name, token_id in tokens.items()}
 
 
-def _write_tokenizer(output_dir: str, tokenizer) -> None:
+def _write_tokenizer(output_dir: str, tokenizer, model_max_length: int | None = None) -> None:
     if tokenizer.kind == "wordpiece":
         atomic.write_text(os.path.join(output_dir, "vocab.txt"),
                           "".join(tokenizer.id_to_piece(i) + "\n" for i in range(tokenizer.vocab_size)))
@@ -46,6 +47,8 @@ def _write_tokenizer(output_dir: str, tokenizer) -> None:
         atomic.write_bytes(os.path.join(output_dir, "spiece.model"), tokenizer.serialized_model())
         tokenizer_config = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": tokenizer.lowercase,
                             "keep_accents": not tokenizer.strip_accents, "remove_space": True}
+    if model_max_length:  # a fine-tuned model's sequence length: HF's pipelines truncate to it
+        tokenizer_config["model_max_length"] = model_max_length
     special_tokens = _special_tokens_map(tokenizer)
     atomic.write_json(os.path.join(output_dir, "tokenizer_config.json"), {**tokenizer_config, **special_tokens},
                       indent=2)
@@ -53,7 +56,20 @@ def _write_tokenizer(output_dir: str, tokenizer) -> None:
 
 
 def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
-    """Writes config.json, model.safetensors and the tokenizer; returns the HF architecture name.
+    """Writes config.json, model.safetensors and the tokenizer of a pretraining model; returns the HF
+    architecture name."""
+    ids = tokenizer.special_ids
+    if os.path.exists(os.path.join(output_dir, "model.safetensors")):
+        raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
+    state_dict = hf_names.to_hf_state_dict(params, config, pad_token_id=ids.pad)
+    hf_config = hf_names.hf_config_dict(config, pad_token_id=ids.pad, bos_token_id=ids.cls, eos_token_id=ids.sep)
+    return write_hf_files(output_dir, state_dict, hf_config, tokenizer)
+
+
+def write_hf_files(output_dir: str, state_dict: dict, hf_config: dict, tokenizer, *,
+                   model_max_length: int | None = None) -> str:
+    """Writes `state_dict` as model.safetensors, `hf_config` as config.json, and the tokenizer; returns the
+    HF architecture name.
 
     They are written into a hidden sibling directory renamed to `output_dir` when complete, so a killed or
     failed export never leaves a directory that transformers would try to load.
@@ -61,14 +77,11 @@ def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
     from safetensors.numpy import save_file  # the [hf] extra
     if os.path.exists(os.path.join(output_dir, "model.safetensors")):
         raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
-    ids = tokenizer.special_ids
-    state_dict = hf_names.to_hf_state_dict(params, config, pad_token_id=ids.pad)
-    hf_config = hf_names.hf_config_dict(config, pad_token_id=ids.pad, bos_token_id=ids.cls, eos_token_id=ids.sep)
     with atomic.directory(output_dir) as partial:
         save_file({name: np.ascontiguousarray(value, np.float32) for name, value in state_dict.items()},
                   os.path.join(partial, "model.safetensors"), metadata={"format": "pt"})
         atomic.write_json(os.path.join(partial, "config.json"), hf_config, indent=2)
-        _write_tokenizer(partial, tokenizer)
+        _write_tokenizer(partial, tokenizer, model_max_length)
     return hf_config["architectures"][0]
 
 
@@ -126,9 +139,14 @@ def _load_torch_bin(path: str) -> dict[str, np.ndarray]:
     return {name: value.float().numpy() for name, value in state.items()}
 
 
-def _read_tokenizer(input_dir: str):
+def read_tokenizer_config(input_dir: str) -> dict:
+    """tokenizer_config.json of an HF directory ({} when it has none)."""
     config_path = os.path.join(input_dir, "tokenizer_config.json")
-    tokenizer_config = _read_json(config_path) if os.path.isfile(config_path) else {}
+    return _read_json(config_path) if os.path.isfile(config_path) else {}
+
+
+def _read_tokenizer(input_dir: str):
+    tokenizer_config = read_tokenizer_config(input_dir)
     vocab = os.path.join(input_dir, "vocab.txt")
     if os.path.isfile(vocab):
         return hf_tokenizers.WordPieceTokenizer.from_vocab(
@@ -142,13 +160,22 @@ def _read_tokenizer(input_dir: str):
     if os.path.isfile(spiece):  # AlbertTokenizer's defaults: lower-case, strip accents
         return tokenizer_factory.load_tokenizer(spiece, lowercase=tokenizer_config.get("do_lower_case", True),
                                             strip_accents=not tokenizer_config.get("keep_accents", False))
+    tokenizer_json = os.path.join(input_dir, "tokenizer.json")
+    if os.path.isfile(tokenizer_json):  # transformers 5 saves only this
+        return hf_tokenizers.from_tokenizer_json(tokenizer_json, tokenizer_config)
     raise InputError(f"{input_dir} has no tokenizer bert_jax can read: give BERT's vocab.txt, RoBERTa's "
-                     "vocab.json + merges.txt, or ALBERT's spiece.model.")
+                     "vocab.json + merges.txt, ALBERT's spiece.model, or a WordPiece/BPE tokenizer.json.")
+
+
+def read_hf_config(input_dir: str) -> dict:
+    """config.json of an HF model directory."""
+    config_path = os.path.join(input_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise InputError(f"{input_dir} has no config.json: point --input at a Hugging Face model directory.")
+    return _read_json(config_path)
 
 
 def read_hf_directory(input_dir: str) -> tuple[dict[str, np.ndarray], dict, object]:
     """(tensors by HF name, config.json as a dict, tokenizer) of an HF BERT/RoBERTa/ALBERT directory."""
-    config_path = os.path.join(input_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise InputError(f"{input_dir} has no config.json: point --input at a Hugging Face model directory.")
-    return _read_tensors(input_dir), _read_json(config_path), _read_tokenizer(input_dir)
+    hf_config = read_hf_config(input_dir)
+    return _read_tensors(input_dir), hf_config, _read_tokenizer(input_dir)

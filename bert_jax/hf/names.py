@@ -34,7 +34,7 @@ _BERT, _ALBERT, _ALBERT_MLM, _ROBERTA = ("BertForPreTraining", "AlbertForPreTrai
                                           "RobertaForMaskedLM")
 _MODEL_TYPE = {_BERT: "bert", _ALBERT: "albert", _ALBERT_MLM: "albert", _ROBERTA: "roberta"}
 _ARCHITECTURE_OF_TYPE = {"bert": _BERT, "albert": _ALBERT, "roberta": _ROBERTA}
-_OBJECTIVE_OF_TYPE = {"bert": "mlm_nsp", "albert": "mlm_sop", "roberta": "mlm"}
+OBJECTIVE_OF_TYPE = {"bert": "mlm_nsp", "albert": "mlm_sop", "roberta": "mlm"}
 _HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 _OUR_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 _IGNORED = ("embeddings.position_ids",)  # a buffer some HF versions save; recomputed by HF, unused by us
@@ -154,8 +154,16 @@ def hf_config_dict(config, *, pad_token_id: int, bos_token_id: int | None = None
     """
     architecture = hf_architecture(config)
     m = encoder.BertConfig.from_config(config.model)
+    return {"architectures": [architecture], **encoder_config_dict(
+        m, _MODEL_TYPE[architecture], pad_token_id=pad_token_id, bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id)}
+
+
+def encoder_config_dict(m: encoder.BertConfig, model_type: str, *, pad_token_id: int, bos_token_id: int | None,
+                        eos_token_id: int | None) -> dict:
+    """The encoder's fields of an HF config.json of `model_type` (bert | albert | roberta)."""
     result = {
-        "architectures": [architecture], "model_type": _MODEL_TYPE[architecture],
+        "model_type": model_type,
         "vocab_size": m.vocab_size, "hidden_size": m.hidden_size, "num_hidden_layers": m.num_hidden_layers,
         "num_attention_heads": m.num_attention_heads, "intermediate_size": m.intermediate_size,
         "hidden_act": _HF_ACT[m.hidden_act], "max_position_embeddings": m.max_position_embeddings,
@@ -165,7 +173,7 @@ def hf_config_dict(config, *, pad_token_id: int, bos_token_id: int | None = None
         "pad_token_id": pad_token_id, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
         "tie_word_embeddings": True,
     }
-    if result["model_type"] == "albert":
+    if model_type == "albert":
         result.update(embedding_size=m.embedding_width,
                       num_hidden_groups=m.num_hidden_groups or m.num_hidden_layers, inner_group_num=1)
     return result
@@ -173,11 +181,16 @@ def hf_config_dict(config, *, pad_token_id: int, bos_token_id: int | None = None
 
 def _name_table(architecture: str, m: encoder.BertConfig) -> list[Row]:
     """Every HF tensor of `architecture` for our model config `m`, with its our-side path and conversion."""
-    prefix = _MODEL_TYPE[architecture] + "."
+    return tensor_rows(encoder_modules(_MODEL_TYPE[architecture], m) + _HEADS[architecture])
+
+
+def encoder_modules(model_type: str, m: encoder.BertConfig) -> list[tuple]:
+    """(part, HF module name, our path, kind) of the embeddings and layers of an HF `model_type` model."""
+    prefix = model_type + "."
     modules = [
         (_ENCODER, "embeddings.word_embeddings", ("bert", "embeddings", "word_embeddings"), "embed"),
         (_ENCODER, "embeddings.position_embeddings", ("bert", "embeddings", "position_embeddings"),
-         "positions" if architecture == _ROBERTA else "embed"),
+         "positions" if model_type == "roberta" else "embed"),
         (_ENCODER, "embeddings.token_type_embeddings", ("bert", "embeddings", "token_type_embeddings"), "embed"),
         (_ENCODER, "embeddings.LayerNorm", ("bert", "embeddings", "layer_norm"), "norm"),
     ]
@@ -185,7 +198,7 @@ def _name_table(architecture: str, m: encoder.BertConfig) -> list[Row]:
         ours = [("bert", "layer_groups", g, "layer") for g in range(m.num_hidden_groups)]
     else:
         ours = [("bert", "layers", i) for i in range(m.num_hidden_layers)]
-    if _MODEL_TYPE[architecture] == "albert":
+    if model_type == "albert":
         modules.append((_ENCODER, "encoder.embedding_hidden_mapping_in", ("bert", "embeddings", "projection"),
                         "dense" if m.factorized else "identity"))
         layer_table, layer_name = _ALBERT_LAYER, "encoder.albert_layer_groups.{}.albert_layers.0."
@@ -194,23 +207,26 @@ def _name_table(architecture: str, m: encoder.BertConfig) -> list[Row]:
     for slot, layer_path in enumerate(ours):
         modules += [(_ENCODER, layer_name.format(slot) + name, layer_path + path, kind)
                     for name, path, kind in layer_table]
-    modules = [(part, prefix + name, path, kind) for part, name, path, kind in modules]
-    modules += _HEADS[architecture]
-    rows = []
+    return [(part, prefix + name, path, kind) for part, name, path, kind in modules]
+
+
+def tensor_rows(modules: list[tuple]) -> list[Row]:
+    """The tensors of (part, HF module name, our path, kind) modules: a dense layer has a weight and a bias, ..."""
+    result = []
     for part, name, path, kind in modules:
         if kind == "dense":
-            rows += [Row(name + ".weight", path + ("kernel",), "transpose", part),
-                     Row(name + ".bias", path + ("bias",), "copy", part)]
+            result += [Row(name + ".weight", path + ("kernel",), "transpose", part),
+                       Row(name + ".bias", path + ("bias",), "copy", part)]
         elif kind == "norm":
-            rows += [Row(name + ".weight", path + ("scale",), "copy", part),
-                     Row(name + ".bias", path + ("bias",), "copy", part)]
+            result += [Row(name + ".weight", path + ("scale",), "copy", part),
+                       Row(name + ".bias", path + ("bias",), "copy", part)]
         elif kind in ("embed", "positions"):
-            rows.append(Row(name + ".weight", path + ("embedding",), "copy" if kind == "embed" else kind, part))
+            result.append(Row(name + ".weight", path + ("embedding",), "copy" if kind == "embed" else kind, part))
         elif kind == "identity":
-            rows += [Row(name + ".weight", None, "identity", part), Row(name + ".bias", None, "zeros", part)]
+            result += [Row(name + ".weight", None, "identity", part), Row(name + ".bias", None, "zeros", part)]
         else:  # param, tied: the name is already the tensor's
-            rows.append(Row(name, path, "copy" if kind == "param" else kind, part))
-    return rows
+            result.append(Row(name, path, "copy" if kind == "param" else kind, part))
+    return result
 
 
 def _expected_shapes(m: encoder.BertConfig, objective: str) -> dict:
@@ -249,18 +265,32 @@ def to_hf_state_dict(params: dict, config, *, pad_token_id: int) -> dict[str, np
     """
     architecture = hf_architecture(config)
     m = encoder.BertConfig.from_config(config.model)
-    offset = pad_token_id + 1
     if architecture == _ROBERTA:
         data = config.get("data") if hasattr(config, "get") else None
-        if data is not None and data.max_seq_length > m.max_position_embeddings - offset:
-            raise InputError(
-                f"HF RoBERTa numbers positions from pad_token_id + 1 = {offset}, so only "
-                f"{m.max_position_embeddings - offset} of config.model.max_position_embeddings="
-                f"{m.max_position_embeddings} positions fit, but config.data.max_seq_length is "
-                f"{data.max_seq_length}; train with max_position_embeddings >= max_seq_length + {offset}.")
-    shapes = _expected_shapes(m, config.objective)
+        if data is not None:
+            check_roberta_positions(m, data.max_seq_length, pad_token_id)
+    return params_to_tensors(_name_table(architecture, m), params, _expected_shapes(m, config.objective), m,
+                             pad_token_id=pad_token_id)
+
+
+def check_roberta_positions(m: encoder.BertConfig, max_seq_length: int, pad_token_id: int) -> None:
+    """HF RoBERTa's positions start at pad_token_id + 1: refuses a model whose sequences would not fit."""
+    offset = pad_token_id + 1
+    if max_seq_length > m.max_position_embeddings - offset:
+        raise InputError(
+            f"HF RoBERTa numbers positions from pad_token_id + 1 = {offset}, so only "
+            f"{m.max_position_embeddings - offset} of config.model.max_position_embeddings="
+            f"{m.max_position_embeddings} positions fit, but the model's max_seq_length is "
+            f"{max_seq_length}; train with max_position_embeddings >= max_seq_length + {offset}.")
+
+
+def params_to_tensors(table: list[Row], params: dict, shapes: dict, m: encoder.BertConfig, *,
+                      pad_token_id: int) -> dict[str, np.ndarray]:
+    """{HF name: float32 array} of every row of `table` but the tied ones; each of our arrays is checked
+    against `shapes` (the model's own parameter shapes for `m`)."""
+    offset = pad_token_id + 1
     state_dict = {}
-    for row in _name_table(architecture, m):
+    for row in table:
         if row.op == "tied":
             continue
         if row.op in ("identity", "zeros"):
@@ -281,8 +311,12 @@ def to_hf_state_dict(params: dict, config, *, pad_token_id: int) -> dict[str, np
     return state_dict
 
 
-def _model_overrides(hf_config: dict) -> dict:
-    """config.model fields from an HF config.json; absent optional fields take HF's class defaults."""
+def model_overrides(hf_config: dict, *, lm_head: bool = True) -> dict:
+    """config.model fields from an HF config.json; absent optional fields take HF's class defaults.
+
+    `lm_head`: the checkpoint's RoBERTa LM head will be used (it needs hidden_act 'gelu'); task models
+    have none.
+    """
     model_type = hf_config.get("model_type")
     if model_type not in _ARCHITECTURE_OF_TYPE:
         raise InputError(f"config.json model_type={model_type!r} is not one of {tuple(_ARCHITECTURE_OF_TYPE)}.")
@@ -298,7 +332,7 @@ def _model_overrides(hf_config: dict) -> dict:
     act = get("hidden_act", "gelu_new" if albert else "gelu")
     if act not in _OUR_ACT:
         raise InputError(f"config.json hidden_act={act!r} is not one of {tuple(_OUR_ACT)}.")
-    if model_type == "roberta" and act != "gelu":
+    if model_type == "roberta" and act != "gelu" and lm_head:
         raise InputError(f"config.json hidden_act={act!r}: RoBERTa's LM head uses exact GELU regardless, "
                          "which bert_jax's head (it follows hidden_act) cannot reproduce.")
     overrides = {name: hf_config[name] for name in
@@ -322,7 +356,7 @@ def _model_overrides(hf_config: dict) -> dict:
     return overrides
 
 
-def _canonical_names(state_dict: dict, prefix: str) -> dict:
+def canonical_names(state_dict: dict, prefix: str) -> dict:
     """Keys as HF's *ForPreTraining/*ForMaskedLM save them: old LayerNorm gamma/beta renamed, and the
     base-model prefix added to a bare encoder's keys (BertModel checkpoints such as sentence-transformers')."""
     result = {}
@@ -343,20 +377,46 @@ def from_hf_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) -> HF
     Every expected tensor's shape is checked; missing encoder tensors are an error, missing heads are
     reported (`missing_heads`), unused tensors listed (`unexpected_keys`), never silently dropped.
     """
-    overrides = _model_overrides(hf_config)
+    overrides = model_overrides(hf_config)
     model_type = hf_config["model_type"]
-    objective = _OBJECTIVE_OF_TYPE[model_type]
+    objective = OBJECTIVE_OF_TYPE[model_type]
     architecture = _ARCHITECTURE_OF_TYPE[model_type]
     m = encoder.BertConfig(**overrides)
+    check_heads_divide(m)
+    tensors = canonical_names(state_dict, model_type + ".")
+    table = _name_table(architecture, m)
+    params, missing_heads = tensors_to_params(table, tensors, _expected_shapes(m, objective), m, model_type,
+                                              pad_token_id=hf_config.get("pad_token_id", 1))
+    for row in table:  # tied copies must equal what they are tied to: our head cannot untie them
+        if row.op == "tied" and row.hf_name in tensors and row.part not in missing_heads:
+            if not np.array_equal(np.asarray(tensors[row.hf_name], np.float32), _get(params, row.path)):
+                raise InputError(f"{row.hf_name} differs from {'/'.join(row.path)}: the output projection "
+                                 "is not tied, which bert_jax's MLM head cannot represent.")
+    return HFCheckpoint({"model": overrides, "objective": objective}, params, missing_heads,
+                        unused_tensors(table, tensors, model_type))
+
+
+def check_heads_divide(m: encoder.BertConfig) -> None:
     if m.hidden_size % m.num_attention_heads:
         raise InputError(f"config.json hidden_size={m.hidden_size} is not divisible by "
                          f"num_attention_heads={m.num_attention_heads}.")
-    shapes = _expected_shapes(m, objective)
-    tensors = _canonical_names(state_dict, model_type + ".")
-    rows = _name_table(architecture, m)
 
+
+def unused_tensors(table: list[Row], tensors: dict, model_type: str) -> list[str]:
+    """The HF tensors no row of `table` reads (buffers HF recomputes aside), sorted."""
+    known = {row.hf_name for row in table} | {model_type + "." + name for name in _IGNORED}
+    return sorted(name for name in tensors if name not in known)
+
+
+def tensors_to_params(table: list[Row], tensors: dict, shapes: dict, m: encoder.BertConfig, model_type: str, *,
+                      pad_token_id: int) -> tuple[dict, list[str]]:
+    """(our pure params, parts absent from `tensors`) from HF `tensors` named as in `table`.
+
+    Every present tensor's shape is checked against `shapes`; a missing encoder tensor, or a part present
+    only in part, is an error. Tied tensors are not read (the caller checks them).
+    """
     mismatched, missing = [], {}
-    for row in rows:
+    for row in table:
         if row.hf_name not in tensors:
             missing.setdefault(row.part, []).append(row.hf_name)
             continue
@@ -368,24 +428,24 @@ def from_hf_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) -> HF
                          + "; ".join(mismatched[:8]))
     if _ENCODER in missing:
         names = missing[_ENCODER]
-        known = {row.hf_name for row in rows}
+        known = {row.hf_name for row in table}
         unknown = [name for name in tensors if name not in known]
         found = f" (present but unknown: {unknown[:5]})" if unknown else ""
         raise InputError(f"checkpoint lacks {len(names)} encoder tensors, e.g. {names[:5]}{found}; it is "
                          f"incomplete or not a {model_type} model: re-download or re-save it with transformers' "
                          "save_pretrained, or rename the tensors to the names above.")
-    missing_heads = []
-    for part in dict.fromkeys(row.part for row in rows if row.part != _ENCODER):
-        required = [r.hf_name for r in rows if r.part == part and r.op != "tied"]
+    missing_parts = []
+    for part in dict.fromkeys(row.part for row in table if row.part != _ENCODER):
+        required = [r.hf_name for r in table if r.part == part and r.op != "tied"]
         absent = [name for name in missing.get(part, []) if name in required]
         if len(absent) == len(required):
-            missing_heads.append(part)
+            missing_parts.append(part)
         elif absent:
             raise InputError(f"checkpoint has part of the {part} head but lacks {absent}.")
 
-    params, offset = {}, hf_config.get("pad_token_id", 1) + 1
-    for row in rows:
-        if row.part in missing_heads or row.op == "tied" or row.hf_name not in tensors:
+    params, offset = {}, pad_token_id + 1
+    for row in table:
+        if row.part in missing_parts or row.op == "tied" or row.hf_name not in tensors:
             continue
         value = np.asarray(tensors[row.hf_name], np.float32)
         if row.op in ("identity", "zeros"):
@@ -402,14 +462,7 @@ def from_hf_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) -> HF
             shifted[:value.shape[0] - offset] = value[offset:]
             value = shifted
         _set(params, row.path, np.ascontiguousarray(value))
-    for row in rows:  # tied copies must equal what they are tied to: our head cannot untie them
-        if row.op == "tied" and row.hf_name in tensors and row.part not in missing_heads:
-            if not np.array_equal(np.asarray(tensors[row.hf_name], np.float32), _get(params, row.path)):
-                raise InputError(f"{row.hf_name} differs from {'/'.join(row.path)}: the output projection "
-                                 "is not tied, which bert_jax's MLM head cannot represent.")
-    known = {row.hf_name for row in rows} | {model_type + "." + name for name in _IGNORED}
-    unexpected = sorted(name for name in tensors if name not in known)
-    return HFCheckpoint({"model": overrides, "objective": objective}, params, missing_heads, unexpected)
+    return params, missing_parts
 
 
 def with_fresh_heads(params: dict, fresh_params: dict) -> dict:
