@@ -181,8 +181,7 @@ class ByteLevelBPETokenizer(_TokenizersBackend):
     @classmethod
     def from_files(cls, vocab_path: str, merges_path: str, *, add_prefix_space: bool = False):
         """From RoBERTa's vocab.json and merges.txt, with RobertaTokenizer's pre-tokeniser and decoder."""
-        from tokenizers import Tokenizer as Backend
-        from tokenizers import decoders, models, pre_tokenizers
+        from tokenizers import models
         try:
             model = models.BPE.from_file(vocab_path, merges_path, fuse_unk=False)
         except Exception as e:  # tokenizers raises its own Exception type for unreadable files

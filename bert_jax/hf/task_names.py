@@ -180,7 +180,8 @@ def _label_names(hf_config: dict, kind: str) -> tuple[str, ...]:
     try:
         by_id = {int(key): str(name) for key, name in id2label.items()}
     except (TypeError, ValueError):
-        raise InputError(f"config.json id2label keys must be label ids 0, 1, ...; got {sorted(id2label)[:10]}.") from None
+        raise InputError(f"config.json id2label keys must be label ids 0, 1, ...; got "
+                         f"{sorted(id2label)[:10]}.") from None
     if sorted(by_id) != list(range(len(by_id))):
         raise InputError(f"config.json id2label has ids {sorted(by_id)[:10]}, not 0..{len(by_id) - 1}; "
                          "give every label id from 0 up once.")
