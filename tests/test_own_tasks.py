@@ -302,3 +302,17 @@ def test_without_a_validation_file_the_last_step_is_kept(pretrained, tmp_path):
     assert report["seeds"][0]["best_step"] == report["seeds"][0]["num_train_steps"] == 2
     assert report["seeds"][0]["best"] == {} and "test" not in report
     assert model_dir.load(str(tmp_path / "run")).info["best_step"] == 2
+
+
+def test_a_fine_tuned_model_is_a_starting_point_for_another_task(pretrained, tmp_path):
+    rows = "".join(f"{t}\t{ls[0]}\n" for t, ls in _topic_rows(32, 7))
+    first = _train_config(_config("classification", _write(tmp_path / "a.tsv", "text\tlabel\n" + rows)),
+                          pretrained, 1.0)
+    runner.finetune(first, str(tmp_path / "first"))
+    scores = "".join(f"{t}\t{len(t) / 10}\n" for t, _ in _topic_rows(32, 8))
+    second = _train_config(_config("regression", _write(tmp_path / "b.tsv", "text\tlabel\n" + scores)),
+                           str(tmp_path / "first"), 1.0)
+    report = runner.finetune(second, str(tmp_path / "second"))
+    assert report["init_checkpoint"] == str(tmp_path / "first" / "model")
+    encoder = model_dir.load(str(tmp_path / "first")).params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    assert encoder.shape[0] == 320

@@ -110,7 +110,9 @@ def load(path: str) -> FinetunedModel:
     except Exception as error:  # noqa: BLE001 - a missing or damaged file: Orbax raises many kinds
         raise InputError(f"the parameters in {path}/params cannot be read ({str(error).splitlines()[0][:200]}); "
                          "the model directory is damaged: fine-tune again or restore it from a copy.") from None
-    params = {name: np.asarray(value) for name, value in _flat(params).items()}
+    # Orbax stores the integer keys of layer lists as strings; the task model's own tree has integers.
+    params = {tuple(int(k) if isinstance(k, str) and k.isdigit() else k for k in name): np.asarray(value)
+              for name, value in _flat(params).items()}
     task = _task_from_info(info["task"])
     return FinetunedModel(os.path.abspath(path), config, tokenizer, task, dict(info["task"]["settings"]),
                           _unflat(params), info)

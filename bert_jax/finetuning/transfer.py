@@ -1,7 +1,8 @@
 """Where fine-tuning starts: the encoder (and pooler) of a pretraining checkpoint, a fresh task head.
 
-`config.init_checkpoint` is a params-only export (`bert_jax.export` / `bert_jax.import_hf`) or a
-pretraining workdir (its newest checkpoint). Only the `bert/...` tensors are taken; the MLM and NSP/SOP
+`config.init_checkpoint` is a params-only export (`bert_jax.export` / `bert_jax.import_hf`), a
+pretraining workdir (its newest checkpoint), or a fine-tuned model (intermediate-task transfer, e.g.
+MNLI -> RTE: its encoder and pooler are kept, its head is not). Only the `bert/...` tensors are taken; the MLM and NSP/SOP
 heads and any optimizer state are dropped. An encoder tensor whose shape differs, or that exists on one
 side only, is an error naming the tensor: a silent partial load would fine-tune a half-random encoder.
 The pooler is the one exception: RoBERTa's MLM-only pretraining has none, so a classifier starts a fresh one.
@@ -18,6 +19,7 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from bert_jax.config import InputError
+from bert_jax.finetuning import model_dir
 from bert_jax.pretraining import run_checkpoint
 from bert_jax.runtime import checkpoint as checkpoint_lib
 
@@ -40,6 +42,9 @@ def load_pretrained(path: str) -> Pretrained:
     if not path:
         raise InputError("config.init_checkpoint is empty; give a params-only export (bert_jax.export / "
                          "bert_jax.import_hf) or a pretraining workdir.")
+    if model_dir.is_model_dir(model_dir.resolve(path)):  # a fine-tuned model: its encoder, not its head
+        model = model_dir.load(path)
+        return Pretrained(model.config, model.tokenizer, model.params, model.path)
     if os.path.isfile(os.path.join(path, "export_info.json")):
         config, tokenizer, params = run_checkpoint.load_params_only(path)
     elif os.path.isdir(checkpoint_lib.checkpoint_dir(path)):
