@@ -4,9 +4,12 @@ line and exit status 1."""
 
 from __future__ import annotations
 
+import difflib
 import errno
+import os
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,13 +27,14 @@ T = TypeVar("T")
 # OSErrors that mean "this path cannot be written (or read) here", not a bug: said in one line.
 _PATH_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
                 errno.EROFS: "read-only file system", errno.ENOTDIR: "a parent is a file, not a directory",
-                errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+                errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                # os.makedirs(..., exist_ok=True) where a part of the path is a file
+                errno.EEXIST: "it exists and is not a directory"}
 
 
 def run(argv, work: Callable[[], T]) -> T:
     """Calls `work()` for an absl `main(argv)`; an InputError ends the process with `error: <message>`."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    refuse_extra_arguments(argv)
     logging.set_verbosity(logging.INFO)
     reporting.quiet_library_logs()
     try:
@@ -43,13 +47,20 @@ def run(argv, work: Callable[[], T]) -> T:
         sys.exit(f"error: {path_error_message(e)}")
 
 
+def refuse_extra_arguments(argv) -> None:
+    """Words after the flags (a value split at a space, a flag without its dashes) end the process in one line."""
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; every option is a flag written --name=value (quote a "
+                 "value with spaces): see --helpfull.")
+
+
 def path_error_message(error: OSError) -> str:
     """One line for an OSError about a path: what happened, where, and what to do."""
     where = error.filename or "the output directory"
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"{_PATH_ERRNOS[error.errno]} writing {where}; free some space or point --workdir/--output at "
                 "a larger disk, then run the same command again (a pretraining run resumes from its last "
-                "complete checkpoint).")
+                "complete checkpoint, a corpus preparation from its complete shards).")
     return (f"cannot use {where}: {_PATH_ERRNOS[error.errno]}; choose a --workdir/--output directory you can "
             "write to (or fix the permissions of that path).")
 
@@ -70,11 +81,58 @@ def run_app(main: Callable) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing; an unknown config key, a value of the wrong type or a broken config file
     ends the process with one `error: ...` line instead of a traceback."""
+    unreadable = _unreadable_config_file(argv)
+    if unreadable:  # ml_collections would defer this until the config is first used, as a traceback
+        sys.exit(f"error: {unreadable}")
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - absl raises flags.Error, ml_collections Attribute/Key/TypeError
-        message = _unknown_override(argv) or _flag_error_line(e)
+        message = _unknown_override(argv) or _config_file_error(e, argv) or _flag_error_line(e)
     sys.exit(f"error: {message}")
+
+
+def _config_file_flags(argv: list[str]) -> list[tuple[str, str]]:
+    """(flag name, file path) of each config-file flag given in argv (a `:args` suffix dropped)."""
+    given = []
+    for name, flag in flags.FLAGS._flags().items():  # absl has no public iterator over flag objects
+        path = _config_file(name, argv) if isinstance(flag.parser, config_flags.ConfigFileFlagParser) else None
+        if path and (name, path) not in given:
+            given.append((name, path))
+    return [(name, path if os.path.exists(path) or ":" not in path else path.split(":", 1)[0])
+            for name, path in given]
+
+
+def _unreadable_config_file(argv: list[str]) -> str | None:
+    for name, path in _config_file_flags(argv):
+        if os.path.isdir(path):
+            return f"--{name}={path} is a directory, not a config file; give a file such as configs/bert_tiny.py."
+        if not os.path.isfile(path):
+            folder = os.path.dirname(path) or "."
+            close = difflib.get_close_matches(os.path.basename(path), sorted(os.listdir(folder)), n=1, cutoff=0.85) \
+                if os.path.isdir(folder) else []
+            hint = f"did you mean {os.path.join(os.path.dirname(path), close[0])}?" if close else \
+                "give the path of a config file such as configs/bert_tiny.py."
+            return f"--{name}={path}: no such config file (looked from {os.getcwd()}); {hint}"
+    return None
+
+
+def _config_file_error(error: Exception, argv: list[str]) -> str | None:
+    """For a config file that does not run (a syntax error, an exception in get_config, no get_config):
+    the file, its line and the exception in one line."""
+    for _, path in _config_file_flags(argv):
+        base = os.path.basename(path)
+        if isinstance(error, SyntaxError) and os.path.basename(error.filename or "") == base:
+            return (f"config file {path} line {error.lineno} is not valid Python: SyntaxError: {error.msg}; "
+                    "fix that line.")
+        if isinstance(error, AttributeError) and "get_config" in str(error):
+            return (f"config file {path} defines no get_config(); a config file is Python with a get_config() "
+                    "that returns the ConfigDict, as configs/bert_tiny.py does.")
+        lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+                 if os.path.basename(frame.filename) == base]
+        if lines:
+            hint = " (each field takes values of the type of its default)" if isinstance(error, TypeError) else ""
+            return f"config file {path} line {lines[-1]} failed: {type(error).__name__}: {error}; fix that line{hint}."
+    return None
 
 
 _OVERRIDE = re.compile(r"^--?(\w+)\.([\w.]+)(=|$)")

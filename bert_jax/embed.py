@@ -31,6 +31,8 @@ cli.refuse_empty("checkpoint", "input", "output")
 
 
 def _read_lines(path: str) -> list[str]:
+    if os.path.isdir(path):
+        raise InputError(f"--input {path} is a directory; give one UTF-8 text file, one line per text to embed.")
     if not os.path.isfile(path):
         raise InputError(f"--input file not found: {path}.")
     try:
@@ -45,12 +47,16 @@ def _embed():
         layers = [int(layer) for layer in _LAYERS.value]
     except ValueError as e:
         raise InputError(f"--layers must be integers, got {_LAYERS.value}.") from e
+    output = _OUTPUT.value if _OUTPUT.value.endswith(".npy") else _OUTPUT.value + ".npy"  # what np.save writes
+    if os.path.isdir(_OUTPUT.value) or os.path.isdir(output):
+        raise InputError(f"--output {_OUTPUT.value} is a directory; give a file name such as "
+                         f"{os.path.join(_OUTPUT.value, 'embeddings.npy')}.")
     texts = _read_lines(_INPUT.value)
     embedder = embedding.Embedder(transfer.load_pretrained(_CHECKPOINT.value), layers=layers,
                                   pooling=_POOLING.value, combination=_COMBINATION.value)
     vectors = embedder(texts, max_seq_length=_MAX_SEQ_LENGTH.value, batch_size=_BATCH_SIZE.value)
-    np.save(_OUTPUT.value, vectors)
-    return {"output": _OUTPUT.value, "shape": list(vectors.shape), "layers": embedder.layers}
+    np.save(output, vectors)
+    return {"output": output, "shape": list(vectors.shape), "layers": embedder.layers}
 
 
 def main(argv):

@@ -8,7 +8,7 @@ param_and_optimizer_bytes_per_device for the config's mesh.fsdp).
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from bert_jax import cli
@@ -27,8 +27,7 @@ def _human(n: float) -> str:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.refuse_extra_arguments(argv)
     try:
         config = config_lib.validate(_CONFIG.value)
     except config_lib.InputError as e:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from absl import flags
@@ -26,8 +27,12 @@ cli.refuse_empty("input", "output")
 def _train() -> str:
     if not _INPUT.value or not _OUTPUT.value:
         raise InputError("--input and --output are required, e.g. --input=corpus/ --output=/tmp/spm.")
-    files = resolve_text_files(_INPUT.value)
-    check_text_files(files)  # bad text is refused by name before SentencePiece would skip it silently
+    if _OUTPUT.value.endswith(os.sep) or os.path.isdir(_OUTPUT.value):
+        prefix = os.path.join(_OUTPUT.value, "spm")
+        raise InputError(f"--output={_OUTPUT.value} is a directory, but --output is a file prefix; give e.g. "
+                         f"--output={prefix} to write {prefix}.model and {prefix}.vocab.")
+    files = resolve_text_files(_INPUT.value, "--input")
+    check_text_files(files, "--input")  # bad text is refused by name before SentencePiece would skip it silently
     model_path = train_tokenizer(files, _OUTPUT.value, _VOCAB_SIZE.value)
     return f"{model_path} vocab_size={load_tokenizer(model_path).vocab_size}"
 

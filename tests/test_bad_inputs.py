@@ -340,6 +340,72 @@ def _hf_config_edited(content: bytes):
     return provoke
 
 
+# ------------------------------------------------------------------ round two: every command, hostile inputs
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, trained_run):
+    """A params-only export of the trained run, for the commands that start from one."""
+    output = tmp_path_factory.mktemp("export") / "params"
+    run_checkpoint.export_params(str(trained_run[0]), str(output))
+    return str(output)
+
+
+def _export_step_that_does_not_exist(ctx):
+    workdir, _ = _copy_trained_run(ctx)
+    run_checkpoint.export_params(str(workdir), str(ctx.tmp_path / "export"), step=7)
+
+
+def _export_onto_a_file(ctx):
+    run_checkpoint.export_params(str(ctx.trained_run[0]), ctx.file("params.bin", b"keep me"))
+
+
+def _evaluate_workdir_without_checkpoints(ctx):
+    from bert_jax.pretraining import evaluation
+    (ctx.tmp_path / "run").mkdir()
+    evaluation.evaluate_checkpoint(str(ctx.tmp_path / "run"))
+
+
+_GZIP = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + bytes(range(256))
+
+
+def _evaluate_on_a_gzip_corpus(ctx):
+    from bert_jax.pretraining import evaluation
+    evaluation.evaluate_checkpoint(str(ctx.trained_run[0]), corpus=ctx.file("wiki.txt.gz", _GZIP))
+
+
+def _tokenizer_output_below_a_file(ctx):
+    from bert_jax.data import sentencepiece_tokenizer
+    sentencepiece_tokenizer.train_tokenizer([ctx.corpus_file], str(pathlib.Path(ctx.file("spm", b"")) / "spm"), 100)
+
+
+def _hf_directory_of_another_architecture(ctx):
+    directory = ctx.tmp_path / "gpt2"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 32, "n_layer": 2}))
+    (directory / "model.safetensors").write_bytes(b"")  # never read: the model type is refused first
+    hf_convert.import_hf_directory(str(directory), str(ctx.tmp_path / "export"))
+
+
+def _import_a_pretraining_workdir(ctx):
+    hf_convert.import_hf_directory(str(ctx.trained_run[0]), str(ctx.tmp_path / "export"))
+
+
+def _embed(ctx, **kwargs):
+    from bert_jax.finetuning import embedding, transfer
+    embedder = embedding.Embedder(transfer.load_pretrained(ctx.exported), layers=[-1], pooling="cls",
+                                  combination="concat")
+    embedder(["a small river.", "the old king."], **kwargs)
+
+
+def _finetune_with_too_long_sequences(ctx):
+    from bert_jax.finetuning import runner
+    config = finetune_config.default_config()
+    config.task = "sst2"
+    config.init_checkpoint = ctx.exported
+    config.data.max_seq_length = 128  # the export has 64 positions
+    runner.finetune(config, str(ctx.tmp_path / "finetune"))
+
+
 # ------------------------------------------------------------------ the catalogue
 
 def _pretrain_argv(*flags):
@@ -473,6 +539,85 @@ CASES = [
     Case("squad_answer_start_not_an_integer", _squad_answer_start_not_an_integer,
          r"question id 'q1': answer_start 'four' is not a character offset; give the answer's start as an integer"),
     Case("hf_without_weights", _hf_without_weights, r"hf has neither model\.safetensors nor pytorch_model\.bin; point --input at a Hugging Face model"),
+    # Round two. Config files that are not there, not Python, or raise: one line naming the file (and line).
+    Case("config_file_missing", ["bert_jax.pretrain", "--config=configs/bert_tny.py", "--workdir={tmp}/run"],
+         r"--config=configs/bert_tny\.py: no such config file \(looked from .*\); did you mean configs/bert_tiny\.py\?",
+         subprocess=True),
+    Case("config_file_is_a_directory", ["bert_jax.prepare_corpus", "--config={tmp}", "--workdir={tmp}/run"],
+         r"--config=.* is a directory, not a config file; give a file such as configs/bert_tiny\.py", subprocess=True),
+    Case("config_file_syntax_error", ["bert_jax.pretrain", "--config={tmp}/syntax_error.py", "--workdir={tmp}/run"],
+         r"config file .*syntax_error\.py line 3 is not valid Python: SyntaxError: .*; fix that line", subprocess=True),
+    Case("config_file_raises", ["bert_jax.finetune", "--config={tmp}/raises.py", "--workdir={tmp}/run"],
+         r"config file .*raises\.py line 4 failed: KeyError: 'BERT_CHECKPOINT'; fix that line\.$", subprocess=True),
+    Case("config_file_without_get_config", ["bert_jax.summary", "--config={tmp}/no_get_config.py"],
+         r"config file .*no_get_config\.py defines no get_config\(\); .*as configs/bert_tiny\.py does",
+         subprocess=True),
+    Case("stray_argument", ["bert_jax.export", "--workdir={tmp}/run", "--output", "{tmp}/out", "format=hf"],
+         r"unexpected arguments \['format=hf'\]; every option is a flag written --name=value", subprocess=True),
+    # Tokenizer training and tokenizer files.
+    Case("tokenizer_output_is_a_directory", ["bert_jax.train_tokenizer", "--input=configs/bert_tiny.py",
+                                              "--output={tmp}/", "--vocab_size=100"],
+         r"--output=.*/ is a directory, but --output is a file prefix; give e\.g\. --output=.*/spm to write "
+         r".*/spm\.model", subprocess=True),
+    Case("tokenizer_input_compressed", ["bert_jax.train_tokenizer", "--input={tmp}/wiki.txt.gz", "--output={tmp}/spm"],
+         r"wiki\.txt\.gz is gzip-compressed, not text: decompress it first \(`gunzip .*wiki\.txt\.gz`\) and point "
+         r"--input at the text", subprocess=True),
+    Case("tokenizer_output_below_a_file", _tokenizer_output_below_a_file,
+         r"cannot use .*spm: it exists and is not a directory; choose a --workdir/--output directory"),
+    Case("tokenizer_model_empty", lambda ctx: ctx.pretrain(ctx.config(tokenizer_model=ctx.file("spm.model", b""))),
+         r"tokenizer model .*spm\.model is empty \(0 bytes.*\); give a \.model file .* or leave "
+         r"config\.data\.tokenizer_model empty to train one"),
+    Case("tokenizer_model_is_a_directory", lambda ctx: ctx.pretrain(ctx.config(tokenizer_model=str(ctx.tmp_path))),
+         r"tokenizer model .* is a directory; set config\.data\.tokenizer_model to the \.model file in it \(e\.g\. "
+         r".*/spm\.model\)"),
+    # Corpora and evaluation sets given compressed, and runs without checkpoints.
+    Case("corpus_gzip_compressed", lambda ctx: _corpus_case(ctx, _GZIP),
+         r"corpus\.txt is gzip-compressed, not text: decompress it first \(`gunzip .*`\) and point "
+         r"config\.data\.corpus at the text"),
+    Case("evaluate_corpus_gzip_compressed", _evaluate_on_a_gzip_corpus,
+         r"wiki\.txt\.gz is gzip-compressed, not text: .* point --corpus at the text"),
+    Case("evaluate_workdir_without_checkpoints", _evaluate_workdir_without_checkpoints,
+         r"no checkpoints in .*run/checkpoints: point --workdir at a pretraining run directory"),
+    # Exports.
+    Case("export_step_that_does_not_exist", _export_step_that_does_not_exist,
+         r"no checkpoint for step 7 in .*checkpoints; available steps: \[3\]: give --step one of them"),
+    Case("export_onto_a_file", _export_onto_a_file,
+         r"params\.bin already exists and is not an empty directory; give an output path that does not exist yet"),
+    # Hugging Face imports of what is not a BERT-family model directory.
+    Case("hf_directory_of_another_architecture", _hf_directory_of_another_architecture,
+         r"gpt2/config\.json has model_type='gpt2', not one of \('bert', 'albert', 'roberta'\): only BERT-family "
+         r"encoders can be imported"),
+    Case("hf_import_of_a_pretraining_workdir", _import_a_pretraining_workdir,
+         r"run is a bert_jax pretraining run \(it has checkpoints\), not a Hugging Face directory: fine-tuning and "
+         r"embed take it as it is"),
+    # Embeddings and fine-tuning with sizes the checkpoint cannot take.
+    Case("embed_output_is_a_directory", ["bert_jax.embed", "--checkpoint={tmp}/export", "--input={tmp}/raises.py",
+                                          "--output={tmp}"],
+         r"--output .* is a directory; give a file name such as .*/embeddings\.npy", subprocess=True),
+    Case("embed_batch_size_zero", lambda ctx: _embed(ctx, batch_size=0, max_seq_length=16),
+         r"batch_size=0 embeds nothing; give --batch_size=1 or more"),
+    Case("embed_sequence_too_short", lambda ctx: _embed(ctx, max_seq_length=1),
+         r"max_seq_length=1 leaves no room for text between \[CLS\] and \[SEP\]; give --max_seq_length=3 or more"),
+    Case("embed_sequence_longer_than_positions", lambda ctx: _embed(ctx, max_seq_length=128),
+         r"max_seq_length=128 exceeds the encoder's 64 positions; give --max_seq_length=64 or less"),
+    Case("finetune_sequence_longer_than_positions", _finetune_with_too_long_sequences,
+         r"config\.data\.max_seq_length=128 exceeds the checkpoint's max_position_embeddings=64; lower it to 64"),
+    # Training settings that cannot work, refused before anything is built.
+    Case("global_batch_size_zero", _validate(train__global_batch_size=0),
+         r"config\.train\.global_batch_size must be positive, got 0"),
+    Case("num_train_steps_zero", _validate(train__num_train_steps=0, train__warmup_steps=0),
+         r"config\.train\.num_train_steps must be positive, got 0"),
+    Case("warmup_longer_than_training", _validate(train__num_train_steps=100),
+         r"config\.train\.warmup_steps \(10000\) must be within \[0, num_train_steps \(100\)\]"),
+    Case("mask_rate_above_one", _validate(masking__mask_rate=15.0),
+         r"config\.masking\.mask_rate must be in \(0, 1\), got 15\.0"),
+    Case("dropout_of_one", _validate(model__hidden_dropout_prob=1.0),
+         r"config\.model\.hidden_dropout_prob must be in \[0, 1\), got 1\.0"),
+    Case("full_sentences_with_nsp", _validate(data__instance_format="full_sentences"),
+         r"instance_format='full_sentences' packs text without sentence pairs, so it needs config\.objective='mlm'"),
+    Case("fused_attention_with_dropout", _validate(model__attention_impl="dot_product"),
+         r"attention_impl='dot_product' has no attention dropout, but config\.model\.attention_probs_dropout_prob "
+         r"is 0\.1; set it to 0\.0"),
 ]
 
 _CONFIG_FILES = {
@@ -480,6 +625,10 @@ _CONFIG_FILES = {
                      '    c.train.num_train_steps = "many"\n    return c\n',
     "bad_key.py": "from configs import bert_tiny\n\ndef get_config():\n    c = bert_tiny.get_config()\n"
                   "    c.train.bogus = 1\n    return c\n",
+    "syntax_error.py": "from configs import bert_tiny\n\ndef get_config()\n    return bert_tiny.get_config()\n",
+    "raises.py": "import os\n\ndef get_config():\n    return os.environ['BERT_CHECKPOINT']\n",
+    "no_get_config.py": "from configs import bert_tiny\n\nconfig = bert_tiny.get_config()\n",
+    "wiki.txt.gz": _GZIP,
 }
 
 
@@ -499,8 +648,8 @@ def test_bad_input_is_one_line_naming_problem_and_fix(case, tmp_path, request):
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.subprocess], ids=lambda c: c.id)
 def test_bad_command_line_exits_1_with_one_line(case, tmp_path):
-    for name, text in _CONFIG_FILES.items():
-        (tmp_path / name).write_text(text, encoding="utf-8")
+    for name, content in _CONFIG_FILES.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in case.provoke]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300,

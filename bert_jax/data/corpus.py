@@ -30,8 +30,10 @@ from bert_jax.data.tokenizer_factory import load_tokenizer
 from bert_jax.runtime import atomic, workdir_lock
 
 
-def resolve_text_files(spec: str) -> list[str]:
-    """Expands a file, directory (recursively, hidden files skipped) or glob; commas separate several."""
+def resolve_text_files(spec: str, source: str = "config.data.corpus") -> list[str]:
+    """Expands a file, directory (recursively, hidden files skipped) or glob; commas separate several.
+
+    `source` is what the user set (a config field or a flag), for the messages."""
     files: list[str] = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
@@ -42,7 +44,7 @@ def resolve_text_files(spec: str) -> list[str]:
             files.extend(glob.glob(os.path.expanduser(part), recursive=True))
     files = sorted({f for f in files if os.path.isfile(f)})
     if not files:
-        raise InputError(f"no text files match config.data.corpus={spec!r}; give a file, a directory or a glob.")
+        raise InputError(f"no text files match {source}={spec!r}; give a file, a directory or a glob.")
     return files
 
 
@@ -65,17 +67,26 @@ def _walk_following_links(directory: str) -> Iterator[str]:
 MAX_LINE_CHARS = 1_000_000
 
 
-def _check_not_binary(path: str) -> None:
+# Compressed files are the binary files a corpus most often holds by mistake (wiki.txt.gz).
+_COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip"), b"BZh": ("bzip2", "bunzip2"), b"\xfd7zXZ": ("xz", "unxz"),
+               b"PK\x03\x04": ("zip", "unzip"), b"\x28\xb5\x2f\xfd": ("zstd", "unzstd")}
+
+
+def _check_not_binary(path: str, source: str) -> None:
     with open(path, "rb") as f:
         head = f.read(8192)
+    for magic, (kind, tool) in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise InputError(f"{path} is {kind}-compressed, not text: decompress it first (`{tool} {path}`) and "
+                             f"point {source} at the text, or remove it from {source}.")
     if b"\x00" in head:  # what git and grep go by: text has no NUL bytes
         raise InputError(f"{path} looks like a binary file (it holds NUL bytes), not text: remove it from "
-                         "config.data.corpus or point the corpus at the text files only.")
+                         f"{source} or point {source} at the text files only.")
 
 
-def _lines(path: str) -> Iterator[str]:
+def _lines(path: str, source: str) -> Iterator[str]:
     """The lines of a UTF-8 text file, each read with a bounded buffer; errors name the file and the line."""
-    _check_not_binary(path)
+    _check_not_binary(path, source)
     line_number = 0
     with open(path, encoding="utf-8") as f:
         while True:
@@ -84,7 +95,7 @@ def _lines(path: str) -> Iterator[str]:
             except UnicodeDecodeError as e:
                 raise InputError(f"{path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} near line "
                                  f"{line_number + 1}): convert it, e.g. `iconv -f latin1 -t utf-8`, or remove it "
-                                 "from config.data.corpus.") from None
+                                 f"from {source}.") from None
             if not line:
                 return
             line_number += 1
@@ -95,14 +106,14 @@ def _lines(path: str) -> Iterator[str]:
             yield line
 
 
-def read_documents(files: Iterable[str]) -> Iterator[list[str]]:
+def read_documents(files: Iterable[str], source: str = "config.data.corpus") -> Iterator[list[str]]:
     """Yields each document as its list of stripped, non-empty sentences, streaming file by file.
 
     Files must be UTF-8 text with lines of at most MAX_LINE_CHARS characters; InputError otherwise.
     """
     for path in files:
         document: list[str] = []
-        for line in _lines(path):
+        for line in _lines(path, source):
             line = line.strip()
             if line:
                 document.append(line)
@@ -113,9 +124,9 @@ def read_documents(files: Iterable[str]) -> Iterator[list[str]]:
             yield document
 
 
-def check_text_files(files: Iterable[str]) -> None:
+def check_text_files(files: Iterable[str], source: str = "config.data.corpus") -> None:
     """Reads `files` through once, so bad text is refused before SentencePiece (which skips it silently)."""
-    for _ in read_documents(files):
+    for _ in read_documents(files, source):
         pass
 
 
@@ -186,17 +197,17 @@ def _docstring_sentences(docstring: str) -> list[str]:
 class _Input:
     """A corpus spec: text files (file, directory, glob; commas between several) or 'tfds:NAME[:SPLIT]'."""
 
-    def __init__(self, spec: str):
-        self.spec = spec
+    def __init__(self, spec: str, source: str = "config.data.corpus"):
+        self.spec, self.source = spec, source
         self.tfds = tfds_text.TfdsText.parse(spec) if tfds_text.is_tfds_spec(spec) else None
-        self.files = [] if self.tfds else resolve_text_files(spec)
+        self.files = [] if self.tfds else resolve_text_files(spec, source)
 
     def __str__(self) -> str:
         return str(self.tfds) if self.tfds else _shorten(self.files)
 
     def documents(self) -> Iterator[sharded_corpus.Document]:
         """Text files give sentence lists; TFDS gives raw text, cut into sentences in the workers."""
-        return self.tfds.texts() if self.tfds else read_documents(self.files)
+        return self.tfds.texts() if self.tfds else read_documents(self.files, self.source)
 
     def fingerprint(self) -> str:
         """Files by path, size and modification time; a TFDS split by its prepared files."""
@@ -308,16 +319,17 @@ def build_corpus(corpus: str, eval_corpus: str, eval_fraction: float, tokenizer:
     [num_sentences]. `eval_corpus` empty: hold out `eval_fraction` of the corpus's documents.
     `num_workers` processes tokenize (0: one per CPU), `docs_per_shard` documents per shard.
     """
-    eval_input = _Input(eval_corpus) if eval_corpus else None
+    eval_input = _Input(eval_corpus, "config.data.eval_corpus") if eval_corpus else None
     if eval_input is None and eval_fraction <= 0:
         raise InputError("no evaluation data: set config.data.eval_corpus or a config.data.eval_fraction > 0.")
     return _prepare(_Input(corpus), eval_input, eval_fraction, tokenizer, data_dir, num_workers, docs_per_shard)
 
 
 def build_eval_source(corpus_spec: str, tokenizer: Tokenizer, data_dir: str, *, num_workers: int = 0,
-                      docs_per_shard: int = 50_000) -> Any:
-    """Tokenizes every document of `corpus_spec` (no hold-out) to evaluate a checkpoint on it."""
-    return _prepare(_Input(corpus_spec), None, 0.0, tokenizer, data_dir, num_workers, docs_per_shard)["train"]
+                      docs_per_shard: int = 50_000, source: str = "config.data.eval_corpus") -> Any:
+    """Tokenizes every document of `corpus_spec` (no hold-out) to evaluate a checkpoint on it; `source`
+    names where the spec came from in messages."""
+    return _prepare(_Input(corpus_spec, source), None, 0.0, tokenizer, data_dir, num_workers, docs_per_shard)["train"]
 
 
 def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer:

@@ -404,9 +404,16 @@ def load_sentencepiece(path: str, *, lowercase: bool | None = None, strip_accent
     `lowercase` / `strip_accents` (AlbertTokenizer's do_lower_case / not keep_accents) set the model's
     text preparation; None keeps what the file says (nothing, for a model trained here).
     """
+    if os.path.isdir(path):
+        raise InputError(f"tokenizer model {path} is a directory; set config.data.tokenizer_model to the "
+                         f".model file in it (e.g. {os.path.join(path, 'spm.model')}) or leave it empty to train one.")
     if not os.path.isfile(path):
         raise InputError(f"tokenizer model not found: {path}; set config.data.tokenizer_model to a "
                          "SentencePiece .model file or leave it empty to train one.")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"tokenizer model {path} is empty (0 bytes: a copy or a download cut short?); give a "
+                         ".model file written by bert_jax.data.tokenizer, or leave config.data.tokenizer_model "
+                         "empty to train one.")
     processor = spm.SentencePieceProcessor()
     try:
         processor.load(path)

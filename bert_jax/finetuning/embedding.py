@@ -66,7 +66,13 @@ class Embedder:
     def __call__(self, texts: Sequence[str], *, max_seq_length: int = 128, batch_size: int = 32) -> np.ndarray:
         """float32 [len(texts), width] ([len(texts), max_seq_length, width] for 'tokens')."""
         if max_seq_length > self.max_positions:
-            raise InputError(f"max_seq_length={max_seq_length} exceeds the encoder's {self.max_positions} positions.")
+            raise InputError(f"max_seq_length={max_seq_length} exceeds the encoder's {self.max_positions} positions; "
+                             f"give --max_seq_length={self.max_positions} or less.")
+        if max_seq_length < 3:
+            raise InputError(f"max_seq_length={max_seq_length} leaves no room for text between [CLS] and [SEP]; "
+                             "give --max_seq_length=3 or more.")
+        if batch_size < 1:
+            raise InputError(f"batch_size={batch_size} embeds nothing; give --batch_size=1 or more.")
         if not texts:
             raise InputError("no text to embed: the input has no non-empty lines.")
         rows = [features.pack_pair(self.tokenizer.encode(t)[:max_seq_length - 2], None, self.tokenizer.special_ids,

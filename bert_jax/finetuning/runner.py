@@ -87,7 +87,8 @@ def _finetune(config, task, workdir: str) -> dict:
     tokenizer_factory.check_fits_model(tokenizer, model_config.vocab_size)
     if config.data.max_seq_length > model_config.max_position_embeddings:
         raise InputError(f"config.data.max_seq_length={config.data.max_seq_length} exceeds the checkpoint's "
-                         f"max_position_embeddings={model_config.max_position_embeddings}; lower it.")
+                         f"max_position_embeddings={model_config.max_position_embeddings}; lower it to "
+                         f"{model_config.max_position_embeddings} or less.")
     mesh = parallel.make_mesh(config.mesh)
     parallel.check_batch_size(config.train.global_batch_size, mesh)
     parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")

@@ -168,11 +168,18 @@ def _read_tokenizer(input_dir: str):
 
 
 def read_hf_config(input_dir: str) -> dict:
-    """config.json of an HF model directory."""
+    """config.json of an HF model directory, refused unless it is a BERT-family encoder's."""
     config_path = os.path.join(input_dir, "config.json")
+    for marker, what in (("checkpoints", "a bert_jax pretraining run"), ("export_info.json", "a bert_jax export")):
+        if os.path.exists(os.path.join(input_dir, marker)):  # its config.json is ours, not HF's
+            raise InputError(f"{input_dir} is {what} (it has {marker}), not a Hugging Face directory: fine-tuning "
+                             "and embed take it as it is; `python -m bert_jax.export --format=hf` turns a run into "
+                             "a Hugging Face directory.")
     if not os.path.isfile(config_path):
         raise InputError(f"{input_dir} has no config.json: point --input at a Hugging Face model directory.")
-    return _read_json(config_path)
+    hf_config = _read_json(config_path)
+    hf_names.check_model_type(hf_config, config_path)  # before the weights: a GPT-2 directory is not "missing tensors"
+    return hf_config
 
 
 def read_hf_directory(input_dir: str) -> tuple[dict[str, np.ndarray], dict, object]:

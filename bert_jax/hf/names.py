@@ -311,15 +311,22 @@ def params_to_tensors(table: list[Row], params: dict, shapes: dict, m: encoder.B
     return state_dict
 
 
+def check_model_type(hf_config: dict, where: str = "config.json") -> str:
+    """The model_type of an HF config.json (read from `where`), refused unless it is a BERT-family encoder."""
+    model_type = hf_config.get("model_type")
+    if model_type not in _ARCHITECTURE_OF_TYPE:
+        raise InputError(f"{where} has model_type={model_type!r}, not one of {tuple(_ARCHITECTURE_OF_TYPE)}: "
+                         "only BERT-family encoders can be imported; give a bert, roberta or albert model directory.")
+    return model_type
+
+
 def model_overrides(hf_config: dict, *, lm_head: bool = True) -> dict:
     """config.model fields from an HF config.json; absent optional fields take HF's class defaults.
 
     `lm_head`: the checkpoint's RoBERTa LM head will be used (it needs hidden_act 'gelu'); task models
     have none.
     """
-    model_type = hf_config.get("model_type")
-    if model_type not in _ARCHITECTURE_OF_TYPE:
-        raise InputError(f"config.json model_type={model_type!r} is not one of {tuple(_ARCHITECTURE_OF_TYPE)}.")
+    model_type = check_model_type(hf_config)
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                            "intermediate_size") if k not in hf_config]
     if missing:

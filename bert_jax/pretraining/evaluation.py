@@ -54,7 +54,8 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
     config, tokenizer = run.config, run.tokenizer
     with tempfile.TemporaryDirectory() as scratch:
         if corpus:
-            source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"))
+            source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"),
+                                                   source="--corpus")
         else:
             _, sources = corpus_lib.prepare_default_or_given(config.data, workdir, tokenizer=tokenizer)
             source = sources["eval"]
