@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import errno
 import glob
 import json
 import multiprocessing
@@ -180,19 +181,39 @@ def write_shard(dataset_dir: str, split: str, shard: int, documents: Sequence[Do
     tmp = f"{path}.tmp-{os.getpid()}"
     stats = {"split": split, "file": os.path.basename(path), "documents": 0, "sentences": 0, "tokens": 0,
              "input_documents": len(documents)}
-    writer = array_record_module.ArrayRecordWriter(tmp, _WRITER_OPTIONS)
     try:
-        for sentence_ids in _tokenize(tokenizer, documents, sentence_splitter):
-            if sentence_ids:
-                writer.write(encode_document(sentence_ids))
-                stats["documents"] += 1
-                stats["sentences"] += len(sentence_ids)
-                stats["tokens"] += sum(map(len, sentence_ids))
-    finally:
-        writer.close()
+        writer = array_record_module.ArrayRecordWriter(tmp, _WRITER_OPTIONS)
+        try:
+            for sentence_ids in _tokenize(tokenizer, documents, sentence_splitter):
+                if sentence_ids:
+                    writer.write(encode_document(sentence_ids))
+                    stats["documents"] += 1
+                    stats["sentences"] += len(sentence_ids)
+                    stats["tokens"] += sum(map(len, sentence_ids))
+        finally:
+            writer.close()
+    except BaseException as error:
+        atomic.remove(tmp)  # a partial shard only holds the space a full disk needs back
+        converted = _as_os_error(error, path)
+        if converted is error:
+            raise
+        raise converted from None
     atomic.write_json(os.path.join(dataset_dir, name + ".json"), stats, indent=1)
     atomic.commit(tmp, path)
     return stats
+
+
+# array_record reports a failed write as a RuntimeError with the C library's text: made an OSError again,
+# so that a full disk is said in one line (bert_jax.cli) and not as a worker's traceback.
+_ERRNO_TEXTS = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+                "Permission denied": errno.EACCES, "Read-only file system": errno.EROFS}
+
+
+def _as_os_error(error: BaseException, path: str) -> BaseException:
+    for text, number in _ERRNO_TEXTS.items():
+        if isinstance(error, RuntimeError) and text in str(error):
+            return OSError(number, text, path)
+    return error
 
 
 def _complete_shard(dataset_dir: str, split: str, shard: int) -> dict[str, Any] | None:

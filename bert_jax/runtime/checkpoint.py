@@ -82,6 +82,7 @@ class Checkpointer:
         if not create and not os.path.isdir(directory):
             raise InputError(f"no checkpoints in {directory}: point --workdir at a pretraining run directory.")
         self.directory = directory
+        self._saving: int | None = None  # the step of an asynchronous save not yet waited for
         self.manager = ocp.CheckpointManager(
             directory, item_names=_ITEMS,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
@@ -105,6 +106,8 @@ class Checkpointer:
         meta = {"config": json.loads(config.to_json()), "tokenizer_kind": tokenizer.kind,
                 "tokenizer_model": base64.b64encode(tokenizer.serialized_model()).decode("ascii"),
                 "data_state": data_state, "corpus": corpus}
+        self.wait()  # Orbax waits for the previous save anyway; its error is that step's, not this one's
+        self._saving = step
         try:
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                             meta=ocp.args.JsonSave(meta)), force=True)
@@ -119,7 +122,8 @@ class Checkpointer:
         if step is None:
             return max(steps)
         if step not in steps:
-            raise InputError(f"no checkpoint for step {step} in {self.directory}; available steps: {sorted(steps)}.")
+            raise InputError(f"no checkpoint for step {step} in {self.directory}; available steps: {sorted(steps)}: "
+                             "give --step one of them, or leave --step out for the newest.")
         return step
 
     def restore_meta(self, step: int | None = None) -> tuple[int, dict]:
@@ -215,10 +219,11 @@ class Checkpointer:
                              "or move the workdir to a larger disk, then run the same command again to resume.") from error
 
     def wait(self) -> None:
+        saving, self._saving = self._saving, None
         try:
             self.manager.wait_until_finished()
         except Exception as e:  # an asynchronous save's error surfaces here
-            self._explain_disk_full(e, "a checkpoint")
+            self._explain_disk_full(e, "a checkpoint" if saving is None else f"the checkpoint of step {saving}")
             raise
 
     def close(self) -> None:

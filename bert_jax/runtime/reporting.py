@@ -26,6 +26,10 @@ _CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/grain/")
 
 class _QuietLibraries(std_logging.Filter):
     def filter(self, record: std_logging.LogRecord) -> bool:
+        if "/orbax/" in record.pathname and record.exc_info:
+            # Orbax logs a failed background save with its traceback from each of its threads (a full disk:
+            # three); the error reaches the main thread too, which says it in one line or raises it there.
+            record.exc_info, record.exc_text = None, None
         return record.levelno >= std_logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
 
 
