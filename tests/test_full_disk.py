@@ -91,7 +91,7 @@ def test_full_disk_while_tokenizing_with_workers_is_one_line(disk, config_file):
     assert "train-00000.array_record" in shards and "train-00000.json" in shards  # complete: reused on a rerun
 
 
-@pytest.mark.slow  # known flaky (1 run in 2 here): tensorstore's callbacks into Orbax's closed event loop
+@pytest.mark.slow
 def test_full_disk_while_checkpointing_names_the_step_and_keeps_the_last_checkpoint(disk, config_file):
     workdir = disk("3m") / "run"  # the corpus cache and a checkpoint or two (~1 MB each) fit, not ten
     config_file = config_file(50_000)

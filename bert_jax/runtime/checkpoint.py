@@ -213,6 +213,9 @@ class Checkpointer:
         disk_full = (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
                      or "No space left on device" in str(error))
         if disk_full:
+            # The failed save's other writers report into an event loop Orbax has closed ("Event loop is
+            # closed" tracebacks from tensorstore callbacks): noise after the cause is known.
+            std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
             kept = self.all_steps()
             raise InputError(f"no space left on device while saving {what} in {self.directory}; the complete "
                              f"checkpoints there ({', '.join(map(str, kept)) or 'none'}) are untouched: free space "
