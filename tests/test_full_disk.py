@@ -93,10 +93,17 @@ def test_full_disk_while_tokenizing_with_workers_is_one_line(disk, config_file):
 
 @pytest.mark.slow
 def test_full_disk_while_checkpointing_names_the_step_and_keeps_the_last_checkpoint(disk, config_file):
-    workdir = disk("3m") / "run"  # the corpus cache and a checkpoint or two (~1 MB each) fit, not ten
+    mount = disk("64m")
+    workdir = mount / "run"
     config_file = config_file(50_000)
     first = _run("bert_jax.pretrain", f"--config={config_file}", f"--workdir={workdir}")
     assert first.returncode == 0, first.stderr[-3000:]
+    # Shrink the disk to what is used now plus half a checkpoint: the next save cannot complete.
+    checkpoint_bytes = sum(p.stat().st_size for p in (workdir / "checkpoints" / "3").rglob("*") if p.is_file())
+    used = os.statvfs(mount).f_blocks - os.statvfs(mount).f_bfree
+    size = used * os.statvfs(mount).f_frsize + checkpoint_bytes // 2
+    remount = subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], capture_output=True, check=False)
+    assert remount.returncode == 0, remount.stderr
     result = _run("bert_jax.pretrain", f"--config={config_file}", f"--workdir={workdir}",
                   "--config.train.num_train_steps=30")
     line = _assert_one_disk_full_line(result, workdir / "checkpoints")

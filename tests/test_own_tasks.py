@@ -60,7 +60,7 @@ def test_given_label_names_fix_the_order_and_refuse_others(tmp_path):
     config = _config("classification", train, label_names=("pos", "neg", "neutral"))
     task, examples = _examples(config, "train")
     assert task.label_names == ("pos", "neg", "neutral") and [e.label for e in examples] == [1, 0]
-    config.data.label_names = ("pos",)
+    config.data.label_names = ("pos", "neutral")
     with pytest.raises(InputError, match=r"train.csv:2: label 'neg' is not one of"):
         _examples(config, "train")
 
@@ -104,7 +104,7 @@ def test_multi_label_from_separated_cells_and_json_lists(tmp_path):
 
 @pytest.mark.parametrize("text, fmt, message", [
     ("text\tlabel\na\tpos\nb\t3\n", "tsv", r"mixed label types: line 3 has the number '3', line 2 the name 'pos'"),
-    ("words\tlabel\na\tpos\n", "tsv", r"no column 'text' \(text_column\); the file has columns 'words', 'label'"),
+    ("words\tlabel\na\tpos\nb\tneg\n", "tsv", r"no column 'text' \(text_column\); the file has columns 'words', 'label'"),
     ("", "tsv", r"is empty"),
     ("text\tlabel\n", "tsv", r"header but no rows"),
     ("text\tlabel\na\tpos\textra\n", "tsv", r"train.tsv:2: 3 tab-separated fields where the header has 2"),
@@ -113,6 +113,8 @@ def test_multi_label_from_separated_cells_and_json_lists(tmp_path):
     ('{"text": "a", "label": "x"}\n{"text": "b"\n', "jsonl", r"train.jsonl:2: not valid JSON"),
     ('{"text": "a", "label": "x"}\n"text"\n', "jsonl", r"train.jsonl:2: a JSON str where an object"),
     ("text,text,label\na,b,c\n", "csv", r"names column 'text' twice"),
+    ("text,label\na,spam\nb,spam\n", "csv", r"every example has the label 'spam'; a classifier needs at least two"),
+    ("text,label\na,3.5\nb,4.25\n", "csv", r"the labels look like scores \(3.5, 4.25, ...\).*config.task='regression'"),
 ])
 def test_bad_training_files_name_the_line_and_the_fix(tmp_path, text, fmt, message):
     path = _write(tmp_path / f"train.{fmt}", text)

@@ -58,6 +58,7 @@ def make_task(config):
     if given and spec.kind not in ("regression", "qa", "multiple_choice") and len(set(given)) != len(given):
         raise InputError(f"config.data.label_names={list(given)} names a label twice; list each once.")
     label_names = given or _label_set(spec, train)
+    _check_label_set(spec, label_names)
     tag_scheme = _tag_scheme(spec, train) if spec.kind == "token_classification" else ""
     version_2 = spec.kind == "qa" and any(e.is_impossible or not e.answers for e in train)
     task = TaskSpec(name=spec.name, kind=spec.kind, label_names=label_names, eval_splits=spec.eval_splits,
@@ -133,6 +134,25 @@ def _sorted_labels(values: set[tuple[int, Any]], path: str) -> tuple[str, ...]:
     if numeric:
         return tuple(str(n) for n in sorted({int(v) for _, v in numeric}))
     return tuple(sorted({str(v) for _, v in other}))
+
+
+_SCORE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)$")
+
+
+def _check_label_set(spec, label_names: tuple[str, ...]) -> None:
+    """A label set a model can learn from: at least two classes (tags), and not scores by mistake."""
+    path = spec.local_files["train"]
+    if spec.kind in ("classification", "token_classification") and len(label_names) < 2:
+        what = "tag" if spec.kind == "token_classification" else "label"
+        raise InputError(f"{path}: every example has the {what} {label_names[0] if label_names else None!r}; a "
+                         f"classifier needs at least two, so give examples of the others (or list them all in "
+                         "config.data.label_names).")
+    if spec.kind == "multi_label_classification" and not label_names:
+        raise InputError(f"{path}: no example has a label; give each row its labels.")
+    if spec.kind == "classification" and label_names and all(_SCORE.match(name) for name in label_names):
+        raise InputError(f"{path}: the labels look like scores ({', '.join(label_names[:3])}, ...), which a "
+                         "classifier would treat as unrelated names; for scores use config.task='regression', or "
+                         "list the classes in config.data.label_names to keep them as classes.")
 
 
 def _cell_labels(spec, value, where: str) -> list:
