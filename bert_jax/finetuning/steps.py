@@ -102,6 +102,19 @@ def make_finetuning_setup(model: nnx.Module, kind: str, opt_config, mesh, params
     return setup, train_state
 
 
+def make_prediction_setup(model: nnx.Module, kind: str, mesh, params):
+    """(TaskSetup, params on the mesh) for prediction only: the task `model` with its weights set to `params`
+    (a pure dict, e.g. a fine-tuned model directory's), replicated, and no optimizer state to build or hold."""
+    graphdef, state = nnx.split(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    replicated = parallel.replicated(mesh)
+    params_sharding = jax.tree.map(lambda _: replicated, state)
+    sharding = TrainState(step=replicated, params=params_sharding, opt_state=(), rng=replicated)
+    setup = TaskSetup(graphdef=graphdef, optimizer=optax.identity(), kind=kind,
+                      schedule=optax.constant_schedule(0.0), state_sharding=sharding)
+    return setup, jax.device_put(state, params_sharding)
+
+
 def _logits(setup: TaskSetup, params, batch, *, deterministic: bool, dropout_key=None):
     model = nnx.merge(setup.graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
