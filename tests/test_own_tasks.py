@@ -12,7 +12,7 @@ from test_runner import _export_random_encoder
 
 from bert_jax.config import InputError
 from bert_jax.finetuning import config as finetune_config
-from bert_jax.finetuning import model_dir, runner, tasks
+from bert_jax.finetuning import model_dir, prediction, runner, tasks
 
 FILLER = [w for w in _WORDS if w not in ("gold", "king", "queen", "city", "village")]
 
@@ -259,6 +259,11 @@ def test_own_classification_with_string_labels_reports_test_score_of_the_dev_cho
     assert model.info["best_step"] == best["best_step"]
     with pytest.raises(InputError, match="already holds a finished fine-tune"):
         runner.finetune(config, str(workdir))
+    # predict on the test file gives the fine-tune's own test predictions and score
+    predicted = prediction.predict_file(str(workdir), str(files["test"]), str(tmp_path / "p.jsonl"), top_k=2)
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in rows] == [line.split("\t")[1] for line in lines[1:]]
+    assert predicted["metrics"]["accuracy"] == pytest.approx(report["test"]["accuracy"])
 
 
 def test_own_multi_label_learns_several_labels_per_example(pretrained, tmp_path):
