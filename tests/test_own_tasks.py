@@ -74,7 +74,7 @@ def test_text_pairs_and_quoted_csv_fields(tmp_path):
 
 
 def test_tsv_keeps_quotes_as_text(tmp_path):
-    train = _write(tmp_path / "train.tsv", 'text\tlabel\n"Great" film\tpos\n')
+    train = _write(tmp_path / "train.tsv", 'text\tlabel\n"Great" film\tpos\nbad\tneg\n')
     _, examples = _examples(_config("classification", train), "train")
     assert examples[0].text_a == '"Great" film'
 
@@ -157,7 +157,7 @@ def test_conll_tags_are_read_with_their_scheme_detected(tmp_path):
     task, examples = _examples(_config("token_classification", _write(tmp_path / "train.conll", CONLL)), "train")
     assert task.tag_scheme == "BIO" and task.label_names == ("B-MISC", "B-ORG", "B-PER", "I-PER", "O")
     assert examples[1].words == ("Peter", "Blackburn") and examples[1].labels == ("B-PER", "I-PER")
-    iob1 = _write(tmp_path / "iob1.conll", "Peter I-PER\nBlackburn I-PER\n")
+    iob1 = _write(tmp_path / "iob1.conll", "Peter I-PER\nBlackburn I-PER\nran O\n")
     assert tasks.resolve_task(_config("token_classification", iob1)).tag_scheme == "IOB1"
     iobes = _write(tmp_path / "iobes.conll", "Peter B-PER\nBlackburn E-PER\nin O\nParis S-LOC\n")
     assert tasks.resolve_task(_config("token_classification", iobes)).tag_scheme == "IOBES"
@@ -172,7 +172,7 @@ def test_declared_bio_refuses_an_inside_tag_that_starts_an_entity_and_says_how_i
         tasks.resolve_task(_config("token_classification", _write(tmp_path / "e.conll", "a B-X\nb O\n"),
                                    tag_scheme="IOBES"))
     with pytest.raises(InputError, match=r"tag 'PER' is not O or PREFIX-TYPE"):
-        tasks.resolve_task(_config("token_classification", _write(tmp_path / "p.conll", "a PER\n")))
+        tasks.resolve_task(_config("token_classification", _write(tmp_path / "p.conll", "a PER\nb O\n")))
 
 
 def test_token_jsonl_with_numeric_tags_needs_and_uses_label_names(tmp_path):

@@ -20,6 +20,7 @@ from bert_jax.data import tokenizer_factory
 from bert_jax.finetuning import config as finetune_config_lib
 from bert_jax.finetuning import model_dir, own_tasks, steps
 from bert_jax.finetuning.task_spec import TaskSpec
+from bert_jax.hf import convert as hf_convert
 from bert_jax.hf import files as hf_files
 from bert_jax.hf import task_names
 
@@ -55,10 +56,7 @@ def import_hf_finetuned(input_dir: str, output: str) -> str:
         raise InputError(f"{output} is not empty; choose a new --output directory.")
     tensors, hf_config, tokenizer = hf_files.read_hf_directory(input_dir)
     imported = task_names.from_hf_task_state_dict(tensors, hf_config)
-    config = config_lib.default_config()
-    config.model.update(imported.config_overrides["model"])
-    config.objective = imported.config_overrides["objective"]
-    config.data.tokenizer_vocab_size = tokenizer.vocab_size
+    config = hf_convert.config_from_hf(imported.config_overrides, tokenizer)
     config.data.max_seq_length = _max_seq_length(config, hf_config, hf_files.read_tokenizer_config(input_dir))
     # Pretraining fields a task model never uses, kept valid for short sequences.
     config.masking.max_predictions_per_seq = min(config.masking.max_predictions_per_seq, config.data.max_seq_length)

@@ -194,6 +194,17 @@ def _label_id(task, value, where: str) -> int:
 
 # ------------------------------------------------------------------ classification, multi-label, regression
 
+def _require_columns(table, reading, fields: tuple[str, ...], label_field: str, need: bool) -> bool:
+    """Checks that the columns named by the reading `fields` (those set) are in `table`, and the label column
+    too when the split is scored; returns whether the label column is there."""
+    for field in fields:
+        if reading[field]:
+            table.require(reading[field], field)
+    if need:
+        table.require(reading[label_field], label_field)
+    return reading[label_field] in table.columns
+
+
 def _text(table, line: int, row: dict, column: str) -> str:
     value = row.get(column)
     if value is None:
@@ -205,21 +216,16 @@ def _text(table, line: int, row: dict, column: str) -> str:
 
 def _classification_examples(task, table, split: str, need: bool) -> list[ClassificationExample]:
     reading = task.reading
-    table.require(reading["text_column"], "text_column")
-    if reading["text_pair_column"]:
-        table.require(reading["text_pair_column"], "text_pair_column")
-    has_labels = reading["label_column"] in table.columns
-    if need:
-        table.require(reading["label_column"], "label_column")
+    has_labels = _require_columns(table, reading, ("text_column", "text_pair_column"), "label_column", need)
     examples = []
     for line, row in table.rows:
         where = table.where(line)
         text_b = _text(table, line, row, reading["text_pair_column"]) if reading["text_pair_column"] else None
-        label = None
         value = row.get(reading["label_column"]) if has_labels else None
-        if has_labels and not (value is None or isinstance(value, str) and not value.strip() and not need
-                               and task.kind != "multi_label_classification"):
-            label = _parse_label(task, value, where)
+        blank = value is None or isinstance(value, str) and not value.strip()
+        # In a file that is only predicted, a blank cell is an unlabelled row (multi-label: no labels).
+        unlabelled = not has_labels or blank and not need and task.kind != "multi_label_classification"
+        label = None if unlabelled else _parse_label(task, value, where)
         examples.append(ClassificationExample(guid=f"{split}-{len(examples)}", text_a=_text(table, line, row,
                                               reading["text_column"]), text_b=text_b, label=label))
     return examples
@@ -248,10 +254,7 @@ def _token_sentences(task, path: str, fmt: str, need: bool) -> list[tuple[int, t
         return _conll_sentences(path, need)
     table = table_files.read_table(path, fmt)
     reading = task.reading
-    table.require(reading["tokens_column"], "tokens_column")
-    has_tags = reading["tags_column"] in table.columns
-    if need:
-        table.require(reading["tags_column"], "tags_column")
+    has_tags = _require_columns(table, reading, ("tokens_column",), "tags_column", need)
     sentences = []
     for line, row in table.rows:
         where = table.where(line)
@@ -420,13 +423,8 @@ def _choice_columns(task, table) -> list[str] | None:
 
 def _choice_examples(task, table, split: str, need: bool) -> list[ChoiceExample]:
     reading = task.reading
-    table.require(reading["context_column"], "context_column")
-    if reading["question_column"]:
-        table.require(reading["question_column"], "question_column")
+    has_labels = _require_columns(table, reading, ("context_column", "question_column"), "label_column", need)
     columns = _choice_columns(task, table)
-    has_labels = reading["label_column"] in table.columns
-    if need:
-        table.require(reading["label_column"], "label_column")
     examples = []
     for line, row in table.rows:
         where = table.where(line)

@@ -30,14 +30,20 @@ def export_hf(workdir: str, output: str, *, step: int | None = None) -> str:
     return f"wrote step {run.step} of {workdir} as {architecture} to {output}"
 
 
+def config_from_hf(config_overrides: dict, tokenizer):
+    """Our config of an imported HF model: the defaults, its encoder fields and objective, its tokenizer's size."""
+    config = config_lib.default_config()
+    config.model.update(config_overrides["model"])
+    config.objective = config_overrides["objective"]
+    config.data.tokenizer_vocab_size = tokenizer.vocab_size
+    return config
+
+
 def import_hf_directory(input_dir: str, output: str) -> str:
     """Converts an HF BERT/RoBERTa/ALBERT directory into a params-only export; returns a summary line."""
     tensors, hf_config, tokenizer = hf_files.read_hf_directory(input_dir)
     imported = hf_names.from_hf_state_dict(tensors, hf_config)
-    config = config_lib.default_config()
-    config.model.update(imported.config_overrides["model"])
-    config.objective = imported.config_overrides["objective"]
-    config.data.tokenizer_vocab_size = tokenizer.vocab_size
+    config = config_from_hf(imported.config_overrides, tokenizer)
     config.data.max_seq_length = min(config.data.max_seq_length, config.model.max_position_embeddings)
     config_lib.validate(config)
     tokenizer_factory.check_fits_model(tokenizer, config.model.vocab_size)
