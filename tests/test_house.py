@@ -32,6 +32,7 @@ TEST_HOMES = {
     "data.vocab": "test_sentencepiece_tokenizer.py",
     "finetuning.config": "test_runner.py",
     "finetuning.table_files": "test_own_tasks.py",
+    "finetuning.tag_schemes": "test_own_tasks.py",
     "finetuning.task_spec": "test_tasks.py",
     "finetuning.model_dir": "test_own_tasks.py",
     "finetuning.features": "test_tasks.py",

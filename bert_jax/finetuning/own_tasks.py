@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from bert_jax.config import InputError
-from bert_jax.finetuning import table_files, task_files
+from bert_jax.finetuning import table_files, tag_schemes, task_files
 from bert_jax.finetuning.qa import QAExample
 from bert_jax.finetuning.task_files import (
     ChoiceExample,
@@ -320,73 +320,28 @@ def _conll_sentences(path: str, need: bool):
     return sentences
 
 
-def _split_tag(tag: str, where: str) -> tuple[str, str]:
-    if tag == "O":
-        return "O", ""
-    prefix, dash, kind = tag.partition("-")
-    if not dash or prefix not in ("B", "I", "E", "S") or not kind:
-        raise InputError(f"{where}: tag {tag!r} is not O or PREFIX-TYPE (B-PER, I-PER, E-PER, S-PER); entity F1 "
-                         "needs BIO, IOB1 or IOBES tags.")
-    return prefix, kind
-
-
 def _tag_scheme(task, sentences) -> str:
     """The declared tag scheme after checking every training sentence against it; 'auto': the one the tags
     follow (IOBES if any E-/S- tag, IOB1 if an I- tag ever starts an entity, BIO otherwise)."""
     declared = task.tag_scheme
     for line, _, tags in sentences:
-        check_tags(tags, declared, f"{task.local_files['train']}:{line}")
+        tag_schemes.check_tags(tags, declared, f"{task.local_files['train']}:{line}")
     if declared != "auto":
         return declared
-    prefixes = {_split_tag(t, "")[0] for _, _, tags in sentences for t in tags}
+    prefixes = {tag_schemes.split_tag(t, "")[0] for _, _, tags in sentences for t in tags}
     if prefixes & {"E", "S"}:
         return "IOBES"
     for _, _, tags in sentences:
-        if _starts_with_inside(tags):
+        if tag_schemes.starts_with_inside(tags):
             return "IOB1"
     return "BIO"
-
-
-def _starts_with_inside(tags) -> bool:
-    previous = ("O", "")
-    for tag in tags:
-        prefix, kind = _split_tag(tag, "")
-        if prefix == "I" and (previous[0] == "O" or previous[1] != kind):
-            return True
-        previous = (prefix, kind)
-    return False
-
-
-def check_tags(tags, scheme: str, where: str) -> None:
-    """InputError naming the first tag that breaks `scheme` ('auto' checks only the tag shapes)."""
-    previous = ("O", "")
-    for position, tag in enumerate(tags):
-        prefix, kind = _split_tag(tag, where)
-        if scheme in ("BIO", "IOB1") and prefix in ("E", "S"):
-            raise InputError(f"{where}: tag {tag!r} (token {position + 1}) is IOBES, but tag_scheme={scheme!r}; set "
-                             "--config.data.tag_scheme=IOBES (or auto).")
-        if scheme == "BIO" and prefix == "I" and (previous[0] == "O" or previous[1] != kind):
-            raise InputError(f"{where}: tag {tag!r} (token {position + 1}) follows {tags[position - 1] if position else 'the sentence start'!r}; "
-                             "with tag_scheme='BIO' an entity starts with B-, and I- only continues one. An I- that "
-                             "starts an entity is IOB1: set --config.data.tag_scheme=IOB1 (or auto) to read it so, "
-                             "or fix the tags.")
-        if scheme == "IOBES" and prefix in ("I", "E") and (previous[0] not in ("B", "I") or previous[1] != kind):
-            raise InputError(f"{where}: tag {tag!r} (token {position + 1}) does not continue a B-{kind} or I-{kind}; "
-                             "with tag_scheme='IOBES' entities are S-X, or B-X I-X... E-X.")
-        if scheme == "IOBES" and previous[0] in ("B", "I") and not (prefix in ("I", "E") and kind == previous[1]):
-            raise InputError(f"{where}: the entity {previous[0]}-{previous[1]} before token {position + 1} is not "
-                             "closed by E-; with tag_scheme='IOBES' entities are S-X, or B-X I-X... E-X.")
-        previous = (prefix, kind)
-    if scheme == "IOBES" and previous[0] in ("B", "I"):
-        raise InputError(f"{where}: the sentence ends inside {previous[0]}-{previous[1]}; with tag_scheme='IOBES' "
-                         "an entity ends with E- (or is a single S-).")
 
 
 def _token_examples(task, path: str, fmt: str, split: str, need: bool) -> list[TokenExample]:
     examples = []
     for line, words, tags in _token_sentences(task, path, fmt, need):
         if tags is not None:
-            check_tags(tags, task.tag_scheme or "auto", f"{path}:{line}")
+            tag_schemes.check_tags(tags, task.tag_scheme or "auto", f"{path}:{line}")
             for tag in tags:
                 if tag not in task.label_names:
                     raise InputError(f"{path}:{line}: tag {tag!r} is not one of the training file's tags "
