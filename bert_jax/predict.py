@@ -23,13 +23,15 @@ _OUTPUT = flags.DEFINE_string("output", None, "Where to write the predictions: .
 _TOP_K = flags.DEFINE_integer("top_k", 1, "Labels (or answers) with their probabilities per row; 1: the best only.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Rows per forward pass (rounded up to a multiple of the "
                                    "devices).")
+_COLUMNS = flags.DEFINE_string("columns", "", "The input's own column names where they differ from the training "
+                               "files', e.g. text_column=body,label_column=gold (choices: choice_columns=a+b+c).")
 flags.mark_flags_as_required(["model", "input", "output"])
 cli.refuse_empty("model", "input", "output")
 
 
 def _predict():
     return prediction.predict_file(_MODEL.value, _INPUT.value, _OUTPUT.value, top_k=_TOP_K.value,
-                                   batch_size=_BATCH_SIZE.value)
+                                   batch_size=_BATCH_SIZE.value, columns=prediction.parse_columns(_COLUMNS.value))
 
 
 def main(argv):

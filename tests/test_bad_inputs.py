@@ -504,7 +504,7 @@ CASES = [
     Case("squad_answer_outside_context", _squad_answer_outside_context,
          r"question id 'q1': answer_start 40 puts 'dog' outside its 12-character context; fix answer_start"),
     Case("squad_answer_not_in_context", _squad_answer_not_in_context,
-         r"question 'q1': answer .*'dog'.* is not in the context at its start offset; fix answer_start or the answer text.*"
+         r"question 'q1': the answer 'dog' is not at its answer_start 4 \(the context has 'cat' there\); fix answer_start or the answer text.*"
          r"--config\.data\.skip_bad_answers=true"),
     Case("finetune_init_checkpoint_missing", _finetune_checkpoint_missing,
          r"config\.init_checkpoint=.*no_such_export is neither a params-only export"),
@@ -532,7 +532,7 @@ CASES = [
          r"train\.tsv:1: the header sentence has no label column 'label', but the train split is scored; give "
          r"the sst2 TSV with its labels"),
     Case("task_file_latin1", _task_file_latin1,
-         r"dev\.tsv:3: byte 0xe9 is not UTF-8; save the file as UTF-8 \(e\.g\. `iconv -f latin1 -t utf-8"),
+         r"dev\.tsv:3: byte 0xe9 is not UTF-8; save the file as UTF-8, e\.g\. `iconv -f cp1252 -t utf-8"),
     Case("conll_latin1", _conll_latin1, r"train\.txt:4: byte 0xfc is not UTF-8; save the file as UTF-8"),
     Case("swag_train_without_label_column", _swag_train_without_labels,
          r"train\.csv:1: the header has no 'label' column, but the train split is scored"),

@@ -3,6 +3,7 @@ label sets read from the data in a stable order, errors that name file, line and
 end to end on own files (test scores from the checkpoint chosen on dev, a self-contained model directory).
 """
 
+import gzip
 import json
 import random
 
@@ -12,7 +13,7 @@ from test_runner import _export_random_encoder
 
 from bert_jax.config import InputError
 from bert_jax.finetuning import config as finetune_config
-from bert_jax.finetuning import model_dir, prediction, runner, tasks
+from bert_jax.finetuning import model_dir, own_tasks, prediction, runner, tasks
 
 FILLER = [w for w in _WORDS if w not in ("gold", "king", "queen", "city", "village")]
 
@@ -323,3 +324,85 @@ def test_a_fine_tuned_model_is_a_starting_point_for_another_task(pretrained, tmp
     assert report["init_checkpoint"] == str(tmp_path / "first" / "model")
     encoder = model_dir.load(str(tmp_path / "first")).params["bert"]["embeddings"]["word_embeddings"]["embedding"]
     assert encoder.shape[0] == 320
+
+
+# ------------------------------------------------------------------ cases a hostile user tried
+
+def test_numbers_written_differently_are_the_same_label(tmp_path):
+    train = _write(tmp_path / "train.tsv", "text\tlabel\na\t01\nb\t+1\nc\t10\nd\t2\n")
+    task, examples = _examples(_config("classification", train), "train")
+    assert task.label_names == ("1", "2", "10") and [e.label for e in examples] == [0, 0, 2, 1]
+
+
+def test_float_like_classes_train_when_listed_and_booleans_are_classes(tmp_path):
+    train = _write(tmp_path / "train.csv", "text,label\na,0.0\nb,1.0\n")
+    task, examples = _examples(_config("classification", train, label_names=("0.0", "1.0")), "train")
+    assert [e.label for e in examples] == [0, 1]
+    boolean = _write(tmp_path / "b.jsonl", '{"text": "a", "label": true}\n{"text": "b", "label": false}\n')
+    task, examples = _examples(_config("classification", boolean), "train")
+    assert task.label_names == ("false", "true") and [e.label for e in examples] == [1, 0]
+
+
+def test_label_names_leaving_out_a_training_label_name_the_row(tmp_path):
+    train = _write(tmp_path / "train.tsv", "text\tlabel\na\tpos\nb\tneg\n")
+    with pytest.raises(InputError, match="lists fewer than two labels"):
+        tasks.resolve_task(_config("classification", train, label_names=("pos",)))
+    with pytest.raises(InputError, match=r"train.tsv:3: label 'neg' is not one of"):
+        tasks.resolve_task(_config("classification", train, label_names=("pos", "neutral")))
+
+
+def test_rows_without_tags_nested_text_and_compressed_or_directory_files(tmp_path):
+    tokens = _write(tmp_path / "t.jsonl", '{"tokens": ["a"], "tags": ["B-X"]}\n{"tokens": ["b"]}\n'
+                                          '{"tokens": ["c"], "tags": ["O"]}\n')
+    with pytest.raises(InputError, match=r"t.jsonl:2: no 'tags' value"):
+        tasks.resolve_task(_config("token_classification", tokens))
+    task = tasks.resolve_task(_config("token_classification", _write(tmp_path / "ok.jsonl",
+                                                                     '{"tokens": ["a", "b"], "tags": ["B-X", "O"]}\n')))
+    assert own_tasks.examples_from_file(task, str(tokens), "predict", labelled=False)[1].labels is None
+    nested = _write(tmp_path / "n.jsonl", '{"text": {"body": "x"}, "label": "a"}\n{"text": "y", "label": "b"}\n')
+    with pytest.raises(InputError, match=r"n.jsonl:1: the 'text' value is a JSON dict, not text"):
+        tasks.resolve_task(_config("classification", nested))
+    packed = tmp_path / "train.tsv.gz"
+    packed.write_bytes(gzip.compress(b"text\tlabel\na\tb\n"))
+    with pytest.raises(InputError, match=r"is gzip-compressed: decompress it first \(`gunzip"):
+        tasks.resolve_task(_config("classification", packed, file_format="tsv"))
+    with pytest.raises(InputError, match="is a directory"):
+        tasks.resolve_task(_config("classification", tmp_path))
+
+
+def test_json_array_errors_name_the_line_of_the_element(tmp_path):
+    rows = [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}, {"text": "c", "label": ["x"]}]
+    path = _write(tmp_path / "train.json", json.dumps(rows, indent=2))
+    with pytest.raises(InputError, match=r"train.json:10: the label is a list"):
+        tasks.resolve_task(_config("classification", path))
+
+
+def test_multiple_choice_empty_choice_cell_and_uneven_rows_name_the_line(tmp_path):
+    blank = _write(tmp_path / "m.csv", "context,choice0,choice1,choice2,label\nc,a,b,d,0\nc,a,b,,1\n")
+    with pytest.raises(InputError, match=r"m.csv:3: choice column 'choice2' is empty"):
+        tasks.resolve_task(_config("multiple_choice", blank))
+    uneven = _write(tmp_path / "m.jsonl", '{"context": "c", "choices": ["a", "b"], "label": 0}\n'
+                                          '{"context": "c", "choices": ["a", "b", "d"], "label": 0}\n')
+    with pytest.raises(InputError, match=r"m.jsonl:2: 3 choices where the first row has 2"):
+        tasks.resolve_task(_config("multiple_choice", uneven))
+
+
+def test_predict_reads_other_column_names_refuses_a_directory_and_an_unfinished_fine_tune(pretrained, tmp_path):
+    rows = "".join(f"{t}\t{ls[0]}\n" for t, ls in _topic_rows(32, 9))
+    config = _train_config(_config("classification", _write(tmp_path / "train.tsv", "text\tlabel\n" + rows)),
+                           pretrained, 1.0)
+    runner.finetune(config, str(tmp_path / "run"))
+    other = _write(tmp_path / "other.csv", "id,body\n1,gold coin\n2,a king\n")
+    with pytest.raises(InputError, match=r"no column 'text' \(text_column\).*name the right one with "
+                                         r"--columns=text_column="):
+        prediction.predict_file(str(tmp_path / "run"), str(other), str(tmp_path / "p.jsonl"))
+    prediction.predict_file(str(tmp_path / "run"), str(other), str(tmp_path / "p.jsonl"),
+                            columns=prediction.parse_columns("text_column=body"))
+    assert [json.loads(line)["text"] for line in (tmp_path / "p.jsonl").read_text().splitlines()] == \
+        ["gold coin", "a king"]
+    with pytest.raises(InputError, match="is a directory; give a file name"):
+        prediction.predict_file(str(tmp_path / "run"), str(other), str(tmp_path))
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / model_dir.FINETUNE_RECORD).write_text("{}")
+    with pytest.raises(InputError, match="a fine-tune that has not finished.*run the same"):
+        model_dir.load(str(tmp_path / "unfinished"))

@@ -72,13 +72,18 @@ _COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip"), b"BZh": ("bzip2", "bunzip2"), b"
                b"PK\x03\x04": ("zip", "unzip"), b"\x28\xb5\x2f\xfd": ("zstd", "unzstd")}
 
 
+def compression(head: bytes) -> tuple[str, str] | None:
+    """(kind, the command that decompresses it) when `head` starts like a compressed file, else None."""
+    return next((found for magic, found in _COMPRESSED.items() if head.startswith(magic)), None)
+
+
 def _check_not_binary(path: str, source: str) -> None:
     with open(path, "rb") as f:
         head = f.read(8192)
-    for magic, (kind, tool) in _COMPRESSED.items():
-        if head.startswith(magic):
-            raise InputError(f"{path} is {kind}-compressed, not text: decompress it first (`{tool} {path}`) and "
-                             f"point {source} at the text, or remove it from {source}.")
+    if found := compression(head):
+        kind, tool = found
+        raise InputError(f"{path} is {kind}-compressed, not text: decompress it first (`{tool} {path}`) and "
+                         f"point {source} at the text, or remove it from {source}.")
     if b"\x00" in head:  # what git and grep go by: text has no NUL bytes
         raise InputError(f"{path} looks like a binary file (it holds NUL bytes), not text: remove it from "
                          f"{source} or point {source} at the text files only.")

@@ -22,6 +22,7 @@ from bert_jax.finetuning.task_spec import TaskSpec
 from bert_jax.runtime import checkpoint as checkpoint_lib
 
 MODEL_DIR = "model"  # inside a fine-tuning workdir
+FINETUNE_RECORD = "finetune_config.json"  # in a fine-tuning workdir from its start: what a resume must match
 _TASK_FIELDS = ("name", "kind", "label_names", "eval_splits", "reading", "tag_scheme", "own", "version_2")
 _SETTINGS = ("max_seq_length", "doc_stride", "max_query_length")
 
@@ -90,9 +91,14 @@ def is_model_dir(path: str) -> bool:
 
 
 def resolve(path: str) -> str:
-    """A model directory, or a finished fine-tuning workdir holding one."""
+    """A model directory, or a finished fine-tuning workdir holding one; an unfinished one is an InputError."""
     inner = os.path.join(path, MODEL_DIR)
-    return inner if os.path.isfile(os.path.join(inner, "export_info.json")) else path
+    if os.path.isfile(os.path.join(inner, "export_info.json")):
+        return inner
+    if os.path.isfile(os.path.join(path, FINETUNE_RECORD)):
+        raise InputError(f"{path} is a fine-tune that has not finished (no {MODEL_DIR}/ yet): run the same "
+                         "bert_jax.finetune command again to resume and finish it, then give this directory.")
+    return path
 
 
 def load(path: str) -> FinetunedModel:

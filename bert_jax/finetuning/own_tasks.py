@@ -58,7 +58,7 @@ def make_task(config):
     if given and spec.kind not in ("regression", "qa", "multiple_choice") and len(set(given)) != len(given):
         raise InputError(f"config.data.label_names={list(given)} names a label twice; list each once.")
     label_names = given or _label_set(spec, train)
-    _check_label_set(spec, label_names)
+    _check_label_set(spec, label_names, given=bool(given))
     tag_scheme = _tag_scheme(spec, train) if spec.kind == "token_classification" else ""
     version_2 = spec.kind == "qa" and any(e.is_impossible or not e.answers for e in train)
     task = TaskSpec(name=spec.name, kind=spec.kind, label_names=label_names, eval_splits=spec.eval_splits,
@@ -80,16 +80,18 @@ def read_split(task, split: str, *, labelled: bool | None = None) -> list[Any]:
     return examples_from_file(task, task.local_files[split], split, labelled=labelled)
 
 
-def examples_from_file(task, path: str, split: str, *, labelled: bool | None = None) -> list[Any]:
-    """Examples of `task`'s kind from any file in its formats (`predict` reads new text with it)."""
+def examples_from_file(task, path: str, split: str, *, labelled: bool | None = None,
+                       flag: str = "--config.data.{}=") -> list[Any]:
+    """Examples of `task`'s kind from any file in its formats (`predict` reads new text with it; `flag` is how
+    its messages name a column setting)."""
     need = split in ("train", "validation") if labelled is None else labelled
     kind = task.kind
     fmt = table_files.file_format(path, task.reading["file_format"])
     if kind == "qa":
         return _qa_examples(path, fmt, need)
     if kind == "token_classification":
-        return _token_examples(task, path, fmt, split, need)
-    table = table_files.read_table(path, fmt)
+        return _token_examples(task, path, fmt, split, need, flag)
+    table = table_files.read_table(path, fmt, flag)
     if kind == "multiple_choice":
         return _choice_examples(task, table, split, need)
     return _classification_examples(task, table, split, need)
@@ -128,7 +130,7 @@ def _sorted_labels(values: set[tuple[int, Any]], path: str) -> tuple[str, ...]:
     numeric = {(line, v) for line, v in values if isinstance(v, int) or isinstance(v, str) and _NUMBER.match(v)}
     other = values - numeric
     if numeric and other:
-        (line_n, number), (line_o, name) = min(numeric), min(other)
+        (line_n, number), (line_o, name) = (min(group, key=lambda item: item[0]) for group in (numeric, other))
         raise InputError(f"{path}: mixed label types: line {line_n} has the number {number!r}, line {line_o} the "
                          f"name {name!r}; use one kind for every label (or give config.data.label_names).")
     if numeric:
@@ -139,9 +141,12 @@ def _sorted_labels(values: set[tuple[int, Any]], path: str) -> tuple[str, ...]:
 _SCORE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)$")
 
 
-def _check_label_set(spec, label_names: tuple[str, ...]) -> None:
+def _check_label_set(spec, label_names: tuple[str, ...], *, given: bool) -> None:
     """A label set a model can learn from: at least two classes (tags), and not scores by mistake."""
     path = spec.local_files["train"]
+    if given and spec.kind in ("classification", "token_classification") and len(label_names) < 2:
+        raise InputError(f"config.data.label_names={list(label_names)} lists fewer than two labels; a classifier "
+                         "needs at least two: list every label (or leave it empty to read them from the data).")
     if spec.kind in ("classification", "token_classification") and len(label_names) < 2:
         what = "tag" if spec.kind == "token_classification" else "label"
         raise InputError(f"{path}: every example has the {what} {label_names[0] if label_names else None!r}; a "
@@ -149,7 +154,7 @@ def _check_label_set(spec, label_names: tuple[str, ...]) -> None:
                          "config.data.label_names).")
     if spec.kind == "multi_label_classification" and not label_names:
         raise InputError(f"{path}: no example has a label; give each row its labels.")
-    if spec.kind == "classification" and label_names and all(_SCORE.match(name) for name in label_names):
+    if not given and spec.kind == "classification" and all(_SCORE.match(name) for name in label_names):
         raise InputError(f"{path}: the labels look like scores ({', '.join(label_names[:3])}, ...), which a "
                          "classifier would treat as unrelated names; for scores use config.task='regression', or "
                          "list the classes in config.data.label_names to keep them as classes.")
@@ -161,9 +166,11 @@ def _cell_labels(spec, value, where: str) -> list:
         if spec.kind == "multi_label_classification":
             return []
         raise InputError(f"{where}: the label is empty; give every training and validation row a label.")
-    if isinstance(value, bool) or isinstance(value, float) and spec.kind != "regression":
-        raise InputError(f"{where}: label {value!r} is a {type(value).__name__}; classification labels are names "
-                         "or whole numbers (for scores use config.task='regression').")
+    if isinstance(value, bool):
+        return [str(value).lower()]  # JSON true / false: the classes "true" and "false"
+    if isinstance(value, float) and spec.kind != "regression":
+        raise InputError(f"{where}: label {value!r} is a float; classification labels are names or whole numbers "
+                         "(for scores use config.task='regression').")
     if spec.kind == "multi_label_classification":
         if isinstance(value, list):
             return [_one_label(v, where) for v in value]
@@ -177,18 +184,24 @@ def _cell_labels(spec, value, where: str) -> list:
 
 
 def _one_label(value, where: str):
-    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, str)):
         return value.strip() if isinstance(value, str) else value
     raise InputError(f"{where}: label {value!r} is neither a name nor a whole number.")
 
 
-def _label_id(task, value, where: str) -> int:
+def _label_id(task, value, where: str, need: bool = True) -> int:
     name = str(value).strip()
+    if name not in task.label_names and _NUMBER.match(name) and str(int(name)) in task.label_names:
+        name = str(int(name))  # "01", "+1": the number the label set holds
     if name not in task.label_names:
         shown = ", ".join(map(repr, task.label_names[:20])) + (" ..." if len(task.label_names) > 20 else "")
-        raise InputError(f"{where}: label {name!r} is not one of the training file's labels ({shown}); fix the "
-                         "label, add examples of it to the training file, or list every label in "
-                         "config.data.label_names.")
+        fix = ("fix the label, add examples of it to the training file, or list every label in "
+               "config.data.label_names" if need else
+               "a test or input file is scored against those labels only: fix the label, or leave the label "
+               "column out to only predict")
+        raise InputError(f"{where}: label {name!r} is not one of the training file's labels ({shown}); {fix}.")
     return task.label_names.index(name)
 
 
@@ -209,9 +222,10 @@ def _text(table, line: int, row: dict, column: str) -> str:
     value = row.get(column)
     if value is None:
         raise InputError(f"{table.where(line)}: no {column!r} value; every row needs its text.")
-    if not isinstance(value, str):
-        value = str(value)
-    return value
+    if isinstance(value, (dict, list)):
+        raise InputError(f"{table.where(line)}: the {column!r} value is a JSON {type(value).__name__}, not text; give "
+                         "the text as a string.")
+    return value if isinstance(value, str) else str(value)
 
 
 def _classification_examples(task, table, split: str, need: bool) -> list[ClassificationExample]:
@@ -225,13 +239,13 @@ def _classification_examples(task, table, split: str, need: bool) -> list[Classi
         blank = value is None or isinstance(value, str) and not value.strip()
         # In a file that is only predicted, a blank cell is an unlabelled row (multi-label: no labels).
         unlabelled = not has_labels or blank and not need and task.kind != "multi_label_classification"
-        label = None if unlabelled else _parse_label(task, value, where)
+        label = None if unlabelled else _parse_label(task, value, where, need)
         examples.append(ClassificationExample(guid=f"{split}-{len(examples)}", text_a=_text(table, line, row,
                                               reading["text_column"]), text_b=text_b, label=label))
     return examples
 
 
-def _parse_label(task, value, where: str):
+def _parse_label(task, value, where: str, need: bool = True):
     if task.kind == "regression":
         try:
             number = float(value)
@@ -242,26 +256,29 @@ def _parse_label(task, value, where: str):
             raise InputError(f"{where}: score {value!r} is not finite; give a real number.")
         return number
     labels = _cell_labels(task, value, where)
-    ids = tuple(sorted({_label_id(task, v, where) for v in labels}))
+    ids = tuple(sorted({_label_id(task, v, where, need) for v in labels}))
     return ids if task.kind == "multi_label_classification" else ids[0]
 
 
 # ------------------------------------------------------------------ token classification
 
-def _token_sentences(task, path: str, fmt: str, need: bool) -> list[tuple[int, tuple[str, ...], tuple[str, ...] | None]]:
+def _token_sentences(task, path: str, fmt: str, need: bool, flag: str = "--config.data.{}=") -> list[tuple[int, tuple[str, ...], tuple[str, ...] | None]]:
     """(line, words, tags or None) of every sentence."""
     if fmt == "conll":
         return _conll_sentences(path, need)
-    table = table_files.read_table(path, fmt)
+    table = table_files.read_table(path, fmt, flag)
     reading = task.reading
     has_tags = _require_columns(table, reading, ("tokens_column",), "tags_column", need)
     sentences = []
     for line, row in table.rows:
         where = table.where(line)
-        words = _token_list(row[reading["tokens_column"]], where, "tokens")
-        tags = None
-        if has_tags:
-            tags = tuple(_tag_name(task, t, where) for t in _token_list(row[reading["tags_column"]], where, "tags"))
+        words = _token_list(row.get(reading["tokens_column"]), where, "tokens")
+        tags, value = None, row.get(reading["tags_column"]) if has_tags else None
+        if value is None and need:
+            raise InputError(f"{where}: no {reading['tags_column']!r} value; every training and validation row "
+                             "needs its tags.")
+        if value is not None:
+            tags = tuple(_tag_name(task, t, where) for t in _token_list(value, where, "tags"))
             if len(tags) != len(words):
                 raise InputError(f"{where}: {len(words)} tokens but {len(tags)} tags; give one tag per token.")
         if words:
@@ -337,9 +354,9 @@ def _tag_scheme(task, sentences) -> str:
     return "BIO"
 
 
-def _token_examples(task, path: str, fmt: str, split: str, need: bool) -> list[TokenExample]:
+def _token_examples(task, path: str, fmt: str, split: str, need: bool, flag: str) -> list[TokenExample]:
     examples = []
-    for line, words, tags in _token_sentences(task, path, fmt, need):
+    for line, words, tags in _token_sentences(task, path, fmt, need, flag):
         if tags is not None:
             tag_schemes.check_tags(tags, task.tag_scheme or "auto", f"{path}:{line}")
             for tag in tags:
@@ -390,6 +407,10 @@ def _choice_examples(task, table, split: str, need: bool) -> list[ChoiceExample]
             choices = tuple(str(c) for c in choices)
         else:
             choices = tuple(_text(table, line, row, c) for c in columns)
+            empty = [c for c, text in zip(columns, choices) if not text.strip()]
+            if empty:
+                raise InputError(f"{where}: choice column {empty[0]!r} is empty; every row needs all {len(columns)} "
+                                 "choices (use a 'choices' list in JSON Lines for rows with fewer).")
         label = None
         if has_labels:
             value = row.get(reading["label_column"])
@@ -400,7 +421,9 @@ def _choice_examples(task, table, split: str, need: bool) -> list[ChoiceExample]
         question = _text(table, line, row, reading["question_column"]) if reading["question_column"] else ""
         examples.append(ChoiceExample(guid=f"{split}-{len(examples)}", context=_text(table, line, row,
                                       reading["context_column"]), question=question, choices=choices, label=label))
-    if len({len(e.choices) for e in examples}) > 1:
-        counts = sorted({len(e.choices) for e in examples})
-        raise InputError(f"{table.path}: rows have {counts} choices; every row of a file needs the same number.")
+    first = examples[0] if examples else None
+    for (line, _), example in zip(table.rows, examples):
+        if len(example.choices) != len(first.choices):
+            raise InputError(f"{table.where(line)}: {len(example.choices)} choices where the first row has "
+                             f"{len(first.choices)}; every row of a file needs the same number.")
     return examples

@@ -130,10 +130,10 @@ class Predictor:
 
 
 def predict_file(model_path: str, input_path: str, output_path: str, *, top_k: int = 1,
-                 batch_size: int = 64) -> dict[str, Any]:
+                 batch_size: int = 64, columns: dict[str, str] | None = None) -> dict[str, Any]:
     """Predicts every row of `input_path` with the fine-tuned model at `model_path` and writes them to
     `output_path` (.jsonl, .csv, .tsv; .json for QA); returns the throughput, bucketing and (when the input
-    has labels) metrics report."""
+    has labels) metrics report. `columns` renames what the model reads ({'text_column': 'body', ...})."""
     output_format = _output_format(output_path, input_path)
     if top_k < 1:
         raise InputError(f"--top_k must be at least 1, got {top_k}.")
@@ -143,7 +143,8 @@ def predict_file(model_path: str, input_path: str, output_path: str, *, top_k: i
         raise InputError(f"--output={output_path}: .json holds SQuAD-style {{id: answer}} predictions of a QA model; "
                          f"this model is {model.task.kind}: write .jsonl, .csv or .tsv.")
     predictor = Predictor(model, batch_size)
-    examples = own_tasks.examples_from_file(model.task, input_path, "predict", labelled=False)
+    task = _with_columns(model.task, columns or {})
+    examples = own_tasks.examples_from_file(task, input_path, "predict", labelled=False, flag="--columns={}=")
     features = predictor.features(examples)
     logits, stats = predictor.logits(features.arrays)
     records = records_of(model.task, examples, features, logits, predictor.config, top_k)
@@ -162,7 +163,34 @@ def predict_file(model_path: str, input_path: str, output_path: str, *, top_k: i
     return report
 
 
+def _with_columns(task, columns: dict[str, str]):
+    """The model's task reading the input's own column names."""
+    unknown = sorted(set(columns) - set(own_tasks.READING_FIELDS) - {"file_format"})
+    if unknown:
+        raise InputError(f"--columns: {unknown[0]!r} is not a column setting; give any of "
+                         f"{', '.join(f for f in own_tasks.READING_FIELDS if f.endswith('_column'))}, e.g. "
+                         "--columns=text_column=body.")
+    reading = dict(task.reading, **columns)
+    if "choice_columns" in columns:
+        reading["choice_columns"] = tuple(c for c in columns["choice_columns"].split("+") if c)
+    return dataclasses.replace(task, reading=reading)
+
+
+def parse_columns(value: str) -> dict[str, str]:
+    """'text_column=body,label_column=gold' -> {'text_column': 'body', 'label_column': 'gold'}."""
+    columns = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, equals, column = item.partition("=")
+        if not equals:
+            raise InputError(f"--columns: {item!r} is not setting=column; write e.g. --columns=text_column=body.")
+        columns[name.strip()] = column.strip()
+    return columns
+
+
 def _output_format(output_path: str, input_path: str) -> str:
+    if os.path.isdir(output_path):
+        raise InputError(f"--output={output_path} is a directory; give a file name such as "
+                         f"{os.path.join(output_path, 'predictions.jsonl')}.")
     if os.path.abspath(output_path) == os.path.abspath(input_path):
         raise InputError(f"--output is the --input file {input_path}; write the predictions to another file.")
     directory = os.path.dirname(os.path.abspath(output_path))

@@ -122,8 +122,11 @@ def make_qa_features(examples: Sequence[QAExample], tokenizer, *, max_seq_length
             answer_span = _answer_token_span(example, offsets)
             if answer_span is None:
                 if not skip_bad_answers:
-                    raise InputError(f"question {example.qid!r}: answer {example.answers[0]} is not in the "
-                                     "context at its start offset; fix answer_start or the answer text in the SQuAD file, or "
+                    answer = example.answers[0]
+                    found = example.context[answer.start:answer.start + len(answer.text)]
+                    raise InputError(f"question {example.qid!r}: the answer {answer.text!r} is not at its answer_start "
+                                     f"{answer.start} (the context has {found!r} there); fix answer_start or the answer "
+                                     "text in the SQuAD file, or "
                                      "set --config.data.skip_bad_answers=true to leave such questions out of training.")
                 num_skipped += 1
                 continue

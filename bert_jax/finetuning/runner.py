@@ -24,7 +24,7 @@ from bert_jax.finetuning import model_dir, own_tasks, seed_run, task_data, trans
 from bert_jax.finetuning import tasks as tasks_lib
 from bert_jax.runtime import atomic, parallel, workdir_lock
 
-_CONFIG = "finetune_config.json"  # the settings a resumed fine-tune must match
+_CONFIG = model_dir.FINETUNE_RECORD
 
 
 class _Data:

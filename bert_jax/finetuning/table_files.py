@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from bert_jax.config import InputError
+from bert_jax.data import corpus
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                ".json": "json", ".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll"}
@@ -24,17 +25,22 @@ def read_text(path: str, *, encoding: str = "utf-8", newline: str | None = None)
     """The whole file as text. A file in another encoding (latin-1, cp1252, UTF-16) is an InputError naming
     the line of the first byte that is not UTF-8, not a UnicodeDecodeError from deep inside csv."""
     if not os.path.isfile(path):
-        raise InputError(f"{path} is not a file; give the path of an existing data file.")
+        raise InputError(f"{path} is {'a directory' if os.path.isdir(path) else 'not a file'}; give the path of an "
+                         "existing data file.")
     with open(path, "rb") as f:
         data = f.read()
+    if found := corpus.compression(data[:8]):
+        raise InputError(f"{path} is {found[0]}-compressed: decompress it first (`{found[1]} {path}`) and give the "
+                         "text file.")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputError(f"{path} is UTF-16; save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8 {path}`).")
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
         line = data[:error.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: byte 0x{data[error.start]:02x} is not UTF-8; save the file as UTF-8 "
-                         f"(e.g. `iconv -f latin1 -t utf-8 {path}`).") from None
+        raise InputError(f"{path}:{line}: byte 0x{data[error.start]:02x} is not UTF-8; save the file as UTF-8, e.g. "
+                         f"`iconv -f cp1252 -t utf-8 {path} > {path}.utf8` for Windows text (-f latin1 for "
+                         "ISO-8859-1).") from None
     if newline is None:  # universal newlines, as open() in text mode would give
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
@@ -43,6 +49,8 @@ def read_text(path: str, *, encoding: str = "utf-8", newline: str | None = None)
 def file_format(path: str, declared: str = "") -> str:
     """The format of `path`: `declared` if set, else from its extension ('json' is SQuAD, a JSON array or
     JSON Lines: `read_table` tells them apart)."""
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a directory; give the path of a data file.")
     if declared:
         return declared
     extension = os.path.splitext(path)[1].lower()
@@ -59,6 +67,7 @@ class Table:
     path: str
     columns: tuple[str, ...]
     rows: list[tuple[int, dict[str, Any]]]
+    flag: str = "--config.data.{}="  # how the user names a column setting: fine-tuning's flag, predict's
 
     def where(self, line: int) -> str:
         return f"{self.path}:{line}"
@@ -68,16 +77,17 @@ class Table:
         if column not in self.columns:
             raise InputError(f"{self.path}: no column {column!r} ({what}); the file has columns "
                              f"{', '.join(map(repr, self.columns)) or 'none'}: name the right one with "
-                             f"--config.data.{what}=...")
+                             f"{self.flag.format(what)}...")
 
 
-def read_table(path: str, fmt: str) -> Table:
+def read_table(path: str, fmt: str, flag: str = "--config.data.{}=") -> Table:
     """Rows of a CSV (RFC 4180 quoting), TSV (no quoting: a tab or newline cannot be inside a field, a quote
-    is a plain character) or JSON Lines / JSON array file; CSV and TSV need a header row naming the columns."""
+    is a plain character) or JSON Lines / JSON array file; CSV and TSV need a header row naming the columns.
+    `flag` says how a column setting is given in messages."""
     if fmt in ("csv", "tsv"):
-        return _read_delimited(path, fmt)
+        return dataclasses.replace(_read_delimited(path, fmt), flag=flag)
     if fmt in ("jsonl", "json"):
-        return _read_json_rows(path)
+        return dataclasses.replace(_read_json_rows(path), flag=flag)
     raise InputError(f"{path}: format {fmt!r} holds no table; give a .csv, .tsv or .jsonl file.")
 
 
@@ -125,11 +135,7 @@ def _check_header(path: str, header: tuple[str, ...]) -> None:
 def _read_json_rows(path: str) -> Table:
     text = read_text(path, encoding="utf-8-sig")
     if text.lstrip().startswith("["):
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}).") from None
-        items = [(1, value) for value in values]
+        items = _array_items(path, text)
     else:
         items = []
         for number, line in enumerate(text.split("\n"), 1):
@@ -149,3 +155,23 @@ def _read_json_rows(path: str) -> Table:
                              '({"text": ..., "label": ...}) is expected; give one object per line.')
         columns.update(dict.fromkeys(value))
     return Table(path, tuple(columns), items)
+
+
+def _array_items(path: str, text: str) -> list[tuple[int, Any]]:
+    """(the line each element starts on, the element) of a JSON array, so errors can name the line."""
+    decoder, items = json.JSONDecoder(), []
+    position = text.index("[") + 1
+    try:
+        while True:
+            while position < len(text) and text[position] in " \t\r\n,":
+                position += 1
+            if position >= len(text) or text[position] == "]":
+                break
+            value, end = decoder.raw_decode(text, position)
+            items.append((text.count("\n", 0, position) + 1, value))
+            position = end
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}).") from None
+    if position >= len(text) or text[position:].strip() != "]":
+        raise InputError(f"{path}: the JSON array is not closed by ']' at the end; give a complete JSON file.")
+    return items
