@@ -64,8 +64,21 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.gather_masked_positions = True
 
     # Pretraining objective: 'mlm_nsp' (BERT: masked LM + next-sentence prediction), 'mlm_sop' (ALBERT:
-    # masked LM + sentence-order prediction), 'mlm' (RoBERTa: masked LM only, no pair head or pooler).
+    # masked LM + sentence-order prediction), 'mlm' (RoBERTa: masked LM only, no pair head or pooler),
+    # 'electra' (ELECTRA: a small MLM generator fills the masked positions with its samples and the
+    # encoder of `config.model`, the discriminator, tells replaced from original tokens; see config.electra).
     config.objective = "mlm_nsp"
+
+    # ELECTRA (Clark et al. 2020), used when config.objective == 'electra'. The generator is a BERT encoder
+    # with an MLM head that shares the discriminator's embedding tables (word, position, segment and their
+    # LayerNorm, as google-research/electra does); it is hidden_size * generator_hidden_fraction wide with
+    # 4x that as intermediate size and one attention head per 64 dimensions, and
+    # num_hidden_layers * generator_layers_fraction deep (google-research/electra's get_generator_config).
+    config.electra = ml_collections.ConfigDict()
+    config.electra.generator_hidden_fraction = 0.25  # google-research/electra's default (paper: small 1/4, base 1/3)
+    config.electra.generator_layers_fraction = 1.0
+    config.electra.rtd_weight = 50.0  # lambda in loss = generator MLM loss + lambda * replaced-token-detection loss
+    config.electra.temperature = 1.0  # the generator's logits are divided by this before sampling
 
     # Masked-LM masking, done on the device inside the jitted step.
     config.masking = ml_collections.ConfigDict()
@@ -219,7 +232,27 @@ def roberta_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
-_OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm")
+def electra_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """ELECTRA's settings (Clark et al. 2020, google-research/electra) on top of `config`; the electra_* files
+    add the sizes and the generator fraction.
+
+    Replaced-token detection with lambda = 50, single segments (full sentences, no NSP), dynamic masking of
+    15% of the tokens with 85% of them [MASK] and 15% left as they are (no random tokens: the generator
+    supplies the replacements), max_predictions_per_seq = int((0.15 + 0.005) * max_seq_length) as in its
+    configure_pretraining.py, AdamW with eps 1e-6 and weight decay 0.01, 10k warmup steps.
+    """
+    config.objective = "electra"
+    config.electra.rtd_weight = 50.0
+    config.masking.update({"mask_rate": 0.15, "mask_token_fraction": 0.85, "random_token_fraction": 0.0,
+                           "dynamic": True, "kind": "token",
+                           "max_predictions_per_seq": int((0.15 + 0.005) * config.data.max_seq_length)})
+    config.data.update({"instance_format": "full_sentences", "pack_sequences": False})
+    config.train.update({"warmup_steps": 10_000, "weight_decay": 0.01, "adam_eps": 1e-6})
+    return config
+
+
+_OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "electra")
+SINGLE_SEGMENT_OBJECTIVES = ("mlm", "electra")  # instances without a sentence pair: one segment, no pair head
 _MASKING_KINDS = ("token", "whole_word", "ngram", "span")
 _INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
@@ -317,6 +350,35 @@ def check_remat_policy(remat_policy: str) -> None:
              f"config.model.remat_policy={remat_policy!r} is not one of {REMAT_POLICIES}.")
 
 
+def electra_generator_size(hidden_size: int, num_hidden_layers: int, electra) -> dict[str, int]:
+    """The generator's hidden_size, num_hidden_layers, intermediate_size and num_attention_heads for a
+    discriminator of `hidden_size` x `num_hidden_layers` (google-research/electra's get_generator_config)."""
+    hidden = int(round(hidden_size * electra.generator_hidden_fraction))
+    return {"hidden_size": hidden, "num_hidden_layers": int(round(num_hidden_layers * electra.generator_layers_fraction)),
+            "intermediate_size": 4 * hidden, "num_attention_heads": max(1, hidden // 64)}
+
+
+def validate_electra(config: ml_collections.ConfigDict) -> None:
+    """The ELECTRA fields, and the data settings the objective cannot run with."""
+    e = config.electra
+    _require(0.0 < e.generator_hidden_fraction <= 1.0 and 0.0 < e.generator_layers_fraction <= 1.0,
+             "config.electra.generator_hidden_fraction and generator_layers_fraction must be in (0, 1], got "
+             f"{e.generator_hidden_fraction} and {e.generator_layers_fraction} (the paper finds generators 1/4 "
+             "to 1/2 of the discriminator's width best).")
+    size = electra_generator_size(config.model.hidden_size, config.model.num_hidden_layers, e)
+    _require(size["hidden_size"] >= 1 and size["num_hidden_layers"] >= 1
+             and size["hidden_size"] % size["num_attention_heads"] == 0,
+             f"config.electra.generator_hidden_fraction={e.generator_hidden_fraction} and generator_layers_fraction="
+             f"{e.generator_layers_fraction} give a generator of {size}, whose hidden size is not divisible by its "
+             "head count (one head per 64 dimensions) or that has no layer; choose fractions that give a width "
+             "below 64 or a multiple of 64, and at least one layer.")
+    _require(e.rtd_weight >= 0, f"config.electra.rtd_weight must be non-negative, got {e.rtd_weight}.")
+    _require(e.temperature > 0, f"config.electra.temperature must be positive, got {e.temperature}.")
+    _require(not config.data.pack_sequences,
+             "config.objective='electra' trains on single segments, but config.data.pack_sequences packs "
+             "sentence pairs; turn pack_sequences off (use instance_format='full_sentences' for full rows).")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks a config for values that cannot work and raises InputError naming the field and the fix."""
     check_against_schema(config, default_config(), "bert_jax/config.py")
@@ -370,9 +432,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     d = config.data
     _require(d.instance_format in _INSTANCE_FORMATS,
              f"config.data.instance_format={d.instance_format!r} is not one of {_INSTANCE_FORMATS}.")
-    _require(d.instance_format == "sentence_pairs" or config.objective == "mlm",
+    _require(d.instance_format == "sentence_pairs" or config.objective in SINGLE_SEGMENT_OBJECTIVES,
              f"config.data.instance_format='full_sentences' packs text without sentence pairs, so it needs "
-             f"config.objective='mlm' (got {config.objective!r}); use 'sentence_pairs' for NSP/SOP.")
+             f"config.objective='mlm' or 'electra' (got {config.objective!r}); use 'sentence_pairs' for NSP/SOP.")
     _require(d.max_seq_length >= 8,
              f"config.data.max_seq_length must be at least 8 tokens, got {d.max_seq_length}.")
     _require(
@@ -397,6 +459,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"{mk.mask_rate} selects up to {full_row_predictions}, but config.masking.max_predictions_per_seq is "
              f"{mk.max_predictions_per_seq} per row; raise it to {full_row_predictions} (MLPerf uses 76 at 512) so "
              "that packed instances are masked at the same rate as unpacked ones.")
+    if config.objective == "electra":
+        validate_electra(config)
     _require(d.max_instances_per_pack >= 1,
              f"config.data.max_instances_per_pack must be at least 1, got {d.max_instances_per_pack}.")
     _require(0.0 <= d.eval_fraction < 1.0, f"config.data.eval_fraction must be in [0, 1), got {d.eval_fraction}.")

@@ -11,6 +11,7 @@ Options, as in the papers:
   objective 'mlm_sop' (ALBERT): A and B are the chunk's two halves, swapped half of the time.
   objective 'mlm' (RoBERTa): no pair task; a chunk is one segment `[CLS] chunk [SEP]`, or with
     instance_format 'full_sentences' a pack of whole sentences across documents (`full_sentences.py`).
+  objective 'electra' (ELECTRA): the instances of 'mlm'; the replacements are made on the device.
   dynamic_masking=False (BERT's precomputed data): an example depends only on (seed, instance,
     epoch mod dupe_factor), never on where the stream visits it, so the data repeat every
     `dupe_factor` epochs and `mask_seeds` tells the device to repeat the masks with them.
@@ -30,7 +31,7 @@ import grain
 import numpy as np
 from absl import logging
 
-from bert_jax.config import InputError
+from bert_jax.config import SINGLE_SEGMENT_OBJECTIVES, InputError
 from bert_jax.data import sequence_packing
 from bert_jax.data.full_sentences import full_sentence_pieces, index_packs
 from bert_jax.data.sequence_packing import PackedInstances
@@ -40,7 +41,7 @@ from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SpecialIds
 DOC, FIRST_SENTENCE, END_SENTENCE, TARGET_LENGTH = range(4)
 IS_NEXT, NOT_NEXT = 0, 1  # next_sentence_labels for NSP, as in BERT and HF
 IN_ORDER, SWAPPED = 0, 1  # next_sentence_labels for SOP, as in ALBERT
-OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm")
+OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "electra")
 INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
 
 _FEATURE_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels")
@@ -213,7 +214,7 @@ class _InstanceBuilder:
         if self._packed:
             self.index = index_packs(lengths, max_seq_length)  # [num_instances, 4]
         else:
-            num_special_tokens = 2 if objective == "mlm" else 3
+            num_special_tokens = 2 if objective in SINGLE_SEGMENT_OBJECTIVES else 3
             self.index = index_instances(lengths, max_seq_length, short_seq_prob, seed, num_special_tokens)
 
     def __len__(self) -> int:
@@ -225,7 +226,7 @@ class _InstanceBuilder:
             pieces = full_sentence_pieces(self._source, row)
             example = _layout(pieces, [0] * len(pieces), self._max_seq_length, self._special_ids)
             example["next_sentence_labels"] = np.int32(0)
-        elif self._objective == "mlm":
+        elif self._objective in SINGLE_SEGMENT_OBJECTIVES:
             example = make_single_segment(self._source, row, rng, self._max_seq_length, self._special_ids)
         else:
             example = make_sentence_pair(self._source, row, rng, len(self._source), self._max_seq_length,
@@ -307,7 +308,7 @@ def _check_options(source, objective: str, instance_format: str, pack_sequences:
         raise InputError(f"config.objective={objective!r} is not one of {OBJECTIVES}.")
     if instance_format not in INSTANCE_FORMATS:
         raise InputError(f"config.data.instance_format={instance_format!r} is not one of {INSTANCE_FORMATS}.")
-    if instance_format == "full_sentences" and objective != "mlm":
+    if instance_format == "full_sentences" and objective not in SINGLE_SEGMENT_OBJECTIVES:
         raise InputError(f"config.data.instance_format='full_sentences' packs sentences across documents, so it "
                          f"has no sentence pairs for config.objective={objective!r}; use config.objective='mlm' "
                          "with it, or config.data.instance_format='sentence_pairs' for NSP or SOP.")

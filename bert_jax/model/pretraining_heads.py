@@ -1,4 +1,5 @@
-"""Pretraining heads on top of the encoder: masked LM (tied, gathered) and next-sentence prediction.
+"""Pretraining heads on top of the encoder: masked LM (tied, gathered), next-sentence prediction, and
+ELECTRA's replaced-token detection with its generator (`ElectraForPreTraining`).
 
 As in google-research/bert, the MLM head gathers the masked positions *before* the vocabulary projection,
 so the [*, vocab] matmul runs on ~20 positions per sequence instead of all of them: on BERT-mini that
@@ -8,10 +9,13 @@ measure that). Packed rows get one pair prediction per instance, from the pooler
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bert_jax import config as config_lib
 from bert_jax.model import encoder
 
 
@@ -101,7 +105,70 @@ class BertForPreTraining(nnx.Module):
         return mlm_logits, self.pair_head(pooled_output)
 
 
-def build_model(config, seed: int) -> BertForPreTraining:
-    """A freshly initialised BertForPreTraining for `config.model` and `config.objective`."""
-    return BertForPreTraining(encoder.BertConfig.from_config(config.model), objective=config.objective,
-                              rngs=nnx.Rngs(params=jax.random.key(seed)))
+class ReplacedTokenDetectionHead(nnx.Module):
+    """ELECTRA's discriminator head: dense + activation + dense to one logit per token (replaced vs original),
+    HF's ElectraDiscriminatorPredictions (`dense`, `dense_prediction`)."""
+
+    def __init__(self, config: encoder.BertConfig, *, rngs: nnx.Rngs):
+        self.dense = encoder.make_dense(config, config.hidden_size, config.hidden_size, rngs)
+        self.dense_prediction = encoder.make_dense(config, config.hidden_size, 1, rngs)
+        self.activation = encoder.get_activation(config.hidden_act)
+
+    def __call__(self, sequence_output):
+        """sequence_output [batch, seq, hidden] -> logits [batch, seq] float32 (> 0: replaced)."""
+        return self.dense_prediction(self.activation(self.dense(sequence_output)))[..., 0].astype(jnp.float32)
+
+
+def generator_config(config: encoder.BertConfig, electra) -> encoder.BertConfig:
+    """The generator's encoder config: the discriminator's, narrowed and shortened as `electra` (config.electra)
+    says, reading the shared embedding tables (`embedding_size` = the discriminator's embedding width, so it
+    has its own projection whenever that differs from its hidden size, as in google-research/electra)."""
+    size = config_lib.electra_generator_size(config.hidden_size, config.num_hidden_layers, electra)
+    return dataclasses.replace(config, embedding_size=config.embedding_width, num_hidden_groups=0, **size)
+
+
+class ElectraForPreTraining(nnx.Module):
+    """ELECTRA's generator and discriminator in one module, so one parameter tree, one optimizer and one
+    checkpoint hold both.
+
+    `bert` is the discriminator's encoder (no pooler), named like BertForPreTraining's so that fine-tuning,
+    exports and model statistics read it unchanged; `discriminator_head` is its replaced-token detection
+    head. `generator` is a narrower BertModel whose word, position and segment tables and embedding
+    LayerNorm *are* the discriminator's (the same nnx objects: NNX stores a shared variable once, under
+    `bert/embeddings`, and sums its gradients from both uses); `generator_head` is its MLM head, tied to
+    the shared word embeddings. The generator keeps its own embedding projection when its hidden size
+    differs from the embedding width.
+    """
+
+    def __init__(self, config: encoder.BertConfig, generator: encoder.BertConfig, *, rngs: nnx.Rngs):
+        self.bert = encoder.BertModel(config, add_pooling_layer=False, rngs=rngs)
+        self.discriminator_head = ReplacedTokenDetectionHead(config, rngs=rngs)
+        self.generator = encoder.BertModel(generator, add_pooling_layer=False, rngs=rngs)
+        self.generator_head = MaskedLMHead(generator, rngs=rngs)
+        shared, own = self.bert.embeddings, self.generator.embeddings
+        own.word_embeddings, own.position_embeddings = shared.word_embeddings, shared.position_embeddings
+        own.token_type_embeddings, own.layer_norm = shared.token_type_embeddings, shared.layer_norm
+
+    def generator_logits(self, input_ids, segment_ids, attention_mask, masked_positions, *,
+                         deterministic: bool = True, rngs: nnx.Rngs | None = None):
+        """The generator's MLM logits [batch, num_masked, vocab] (float32) on the masked input_ids [batch, seq]."""
+        sequence_output, _ = self.generator(input_ids, segment_ids, attention_mask, deterministic=deterministic,
+                                            rngs=rngs)
+        return self.generator_head(sequence_output, masked_positions, self.bert.embeddings.word_embeddings)
+
+    def discriminator_logits(self, input_ids, segment_ids, attention_mask, *, deterministic: bool = True,
+                             rngs: nnx.Rngs | None = None):
+        """The discriminator's replaced-token logits [batch, seq] (float32) on the corrupted input_ids."""
+        sequence_output, _ = self.bert(input_ids, segment_ids, attention_mask, deterministic=deterministic,
+                                       rngs=rngs)
+        return self.discriminator_head(sequence_output)
+
+
+def build_model(config, seed: int) -> BertForPreTraining | ElectraForPreTraining:
+    """A freshly initialised pretraining model for `config.model` and `config.objective`: BertForPreTraining,
+    or ElectraForPreTraining (with `config.electra`'s generator) for objective 'electra'."""
+    rngs = nnx.Rngs(params=jax.random.key(seed))
+    model_config = encoder.BertConfig.from_config(config.model)
+    if config.objective == "electra":
+        return ElectraForPreTraining(model_config, generator_config(model_config, config.electra), rngs=rngs)
+    return BertForPreTraining(model_config, objective=config.objective, rngs=rngs)

@@ -58,20 +58,43 @@ def pretraining_sums(mlm_logits, masked_lm_ids, masked_lm_weights, pair_logits, 
     return sums
 
 
+def replaced_token_sums(logits: jax.Array, is_replaced: jax.Array, weights: jax.Array,
+                        rtd_weight: float) -> dict[str, jax.Array]:
+    """ELECTRA's replaced-token detection statistics: sigmoid cross-entropy of the discriminator's logits.
+
+    logits [batch, seq] (> 0: replaced), is_replaced [batch, seq] 0/1, weights [batch, seq] (1 for real tokens,
+    0 for padding). `rtd_weighted_loss_sum` is rtd_weight * rtd_loss_sum, so that the total loss
+    (generator MLM + lambda * RTD) stays a function of additive sums.
+    """
+    logits, labels = logits.astype(jnp.float32), is_replaced.astype(jnp.float32)
+    # log(1 + exp(-|x|)) + max(x, 0) - x * z: the stable form of -z log sigmoid(x) - (1 - z) log sigmoid(-x)
+    losses = jnp.maximum(logits, 0.0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    loss_sum = jnp.sum(losses * weights)
+    return {"rtd_loss_sum": loss_sum, "rtd_weighted_loss_sum": rtd_weight * loss_sum,
+            "rtd_correct": jnp.sum(((logits > 0) == (labels > 0)) * weights), "rtd_count": jnp.sum(weights),
+            "rtd_replaced_count": jnp.sum(labels * weights)}
+
+
 def _pair_prefixes(sums) -> list[str]:
-    return [name[: -len("_count")] for name in sums if name.endswith("_count") and name != "mlm_count"]
+    return [name[: -len("_count")] for name in sums
+            if name.endswith("_count") and name not in ("mlm_count", "rtd_count", "rtd_replaced_count")]
 
 
 def pretraining_loss(sums: dict[str, jax.Array]) -> jax.Array:
-    """BERT's loss: mean MLM cross-entropy over predicted positions + mean pair (NSP/SOP) cross-entropy."""
+    """BERT's loss: mean MLM cross-entropy over predicted positions + mean pair (NSP/SOP) cross-entropy.
+    ELECTRA's: the generator's mean MLM cross-entropy + lambda * the mean replaced-token detection loss."""
     loss = sums["mlm_loss_sum"] / jnp.maximum(sums["mlm_count"], 1.0)
     for prefix in _pair_prefixes(sums):
         loss = loss + sums[f"{prefix}_loss_sum"] / jnp.maximum(sums[f"{prefix}_count"], 1.0)
+    if "rtd_count" in sums:
+        loss = loss + sums["rtd_weighted_loss_sum"] / jnp.maximum(sums["rtd_count"], 1.0)
     return loss
 
 
 def summarize(sums: dict) -> dict[str, float]:
-    """Turns accumulated sums (host floats) into the reported metrics (loss, mlm_*, and nsp_*/sop_*)."""
+    """Turns accumulated sums (host floats) into the reported metrics (loss, mlm_*, and nsp_*/sop_*; for
+    ELECTRA mlm_* are the generator's, plus rtd_loss, rtd_accuracy and replaced_fraction: the share of
+    real tokens that differ from the original)."""
     mlm_count = max(float(sums["mlm_count"]), 1.0)
     metrics = {"mlm_loss": float(sums["mlm_loss_sum"]) / mlm_count,
                "mlm_accuracy": float(sums["mlm_correct"]) / mlm_count}
@@ -81,4 +104,10 @@ def summarize(sums: dict) -> dict[str, float]:
         metrics[f"{prefix}_loss"] = float(sums[f"{prefix}_loss_sum"]) / count
         metrics[f"{prefix}_accuracy"] = float(sums[f"{prefix}_correct"]) / count
         loss += metrics[f"{prefix}_loss"]
+    if "rtd_count" in sums:
+        count = max(float(sums["rtd_count"]), 1.0)
+        metrics.update({"rtd_loss": float(sums["rtd_loss_sum"]) / count,
+                        "rtd_accuracy": float(sums["rtd_correct"]) / count,
+                        "replaced_fraction": float(sums["rtd_replaced_count"]) / count})
+        loss += float(sums["rtd_weighted_loss_sum"]) / count
     return {"loss": loss, **metrics}

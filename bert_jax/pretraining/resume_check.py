@@ -43,6 +43,9 @@ _FIELDS = {
     **{f"model.{name}": (_MODEL, _SHAPE) for name in (
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
         "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups")},
+    **{f"electra.{name}": (_MODEL, _SHAPE) for name in ("generator_hidden_fraction", "generator_layers_fraction")},
+    "electra.rtd_weight": (_WARN, "the loss changes"),
+    "electra.temperature": (_WARN, "the generator's replacements are drawn another way"),
     "model.hidden_act": (_MODEL, _FUNCTION),
     "model.layer_norm_eps": (_MODEL, _FUNCTION),
     "objective": (_MODEL, "the heads and the loss would be another objective's"),

@@ -22,7 +22,7 @@ from flax import nnx
 
 from bert_jax.data import vocab
 from bert_jax.model import pretraining_heads
-from bert_jax.pretraining import losses, masking, optim
+from bert_jax.pretraining import electra, losses, masking, optim
 from bert_jax.runtime import parallel
 
 
@@ -40,7 +40,7 @@ class TrainState:
 class Setup:
     """The static pieces the jitted functions close over."""
 
-    graphdef: Any  # nnx.GraphDef of BertForPreTraining
+    graphdef: Any  # nnx.GraphDef of BertForPreTraining (ElectraForPreTraining for objective 'electra')
     optimizer: optax.GradientTransformation
     masking_spec: masking.MaskingSpec
     special_tokens: Any  # bool [tokenizer vocab] table of never-masked ids, or n for ids [0, n)
@@ -49,6 +49,7 @@ class Setup:
     word_start_table: Any  # np.ndarray bool [tokenizer vocab]: pieces that begin a word, or None
     state_sharding: Any  # pytree of NamedSharding matching TrainState
     abstract_state: Any  # pytree of ShapeDtypeStruct matching TrainState (a restore target)
+    electra: electra.ElectraSpec | None = None  # objective 'electra' only
 
 
 def masking_spec(config, tokenizer) -> masking.MaskingSpec:
@@ -70,6 +71,7 @@ def make_pretraining_setup(config, mesh, tokenizer=None) -> tuple[Setup, Callabl
     one (the benchmark's synthetic ids) the vocabulary is that of a SentencePiece model trained here:
     `config.data.tokenizer_vocab_size` pieces, the five special tokens at ids 0..4, every piece a word start.
     """
+    tokenizer_vocab_size = config.data.tokenizer_vocab_size if tokenizer is None else tokenizer.vocab_size
     if tokenizer is None:
         num_special = len(vocab.SPECIAL_TOKENS)
         spec = masking.MaskingSpec.from_config(config.masking, mask_id=vocab.DEFAULT_SPECIAL_IDS.mask,
@@ -97,13 +99,20 @@ def make_pretraining_setup(config, mesh, tokenizer=None) -> tuple[Setup, Callabl
                   special_tokens=special_tokens, pair_task=losses.pair_task(config.objective),
                   dynamic_masking=config.masking.dynamic, word_start_table=word_start_table,
                   state_sharding=state_sharding, abstract_state=abstract_state)
+    if config.objective == "electra":
+        setup = dataclasses.replace(setup, electra=electra.ElectraSpec.from_config(
+            config.electra, special_tokens, tokenizer_vocab_size, config.model.vocab_size))
     create = jax.jit(init_state, out_shardings=state_sharding)
     return setup, create
 
 
 def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, example_weights, *,
-                 deterministic: bool, dropout_key=None) -> dict[str, jax.Array]:
-    """Runs the pretraining model on a masked batch and returns the loss/accuracy sums."""
+                 deterministic: bool, dropout_key=None, sample_key=None) -> dict[str, jax.Array]:
+    """Runs the pretraining model on a masked batch and returns the loss/accuracy sums (`sample_key`:
+    ELECTRA's generator samples)."""
+    if setup.electra is not None:
+        return electra.electra_sums(setup.graphdef, setup.electra, params, batch, masked, example_weights,
+                                    deterministic=deterministic, dropout_key=dropout_key, sample_key=sample_key)
     model = nnx.merge(setup.graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
     # Packed batches add position_ids, pair_positions and pair_weights (see BertForPreTraining); unpacked
@@ -153,10 +162,13 @@ def make_train_step(setup: Setup, mesh, train_config):
             mask_key = static_mask_keys(state, batch["mask_seeds"])
         masked = mask_batch(setup, batch, mask_key)
         example_weights = jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+        sample_key = None
+        if setup.electra is not None:
+            dropout_key, sample_key = jax.random.split(dropout_key)
 
         def loss_fn(params):
             sums = forward_sums(setup, params, batch, masked, example_weights,
-                                deterministic=False, dropout_key=dropout_key)
+                                deterministic=False, dropout_key=dropout_key, sample_key=sample_key)
             loss = losses.pretraining_loss(sums)
             if poison_steps:  # test hook: a NaN loss (and so NaN gradients) at the listed steps
                 loss = loss * jnp.where(jnp.isin(state.step + 1, jnp.asarray(poison_steps)), jnp.nan, 1.0)
@@ -191,11 +203,16 @@ def schedule_count(opt_state) -> jax.Array:
 
 
 def make_eval_step(setup: Setup, mesh):
-    """The jitted `eval_step(params, batch, key) -> sums`: fixed masks from `key`, no dropout."""
+    """The jitted `eval_step(params, batch, key) -> sums`: fixed masks (and ELECTRA samples) from `key`, no
+    dropout."""
 
     def eval_step(params, batch, key):
+        sample_key = None
+        if setup.electra is not None:
+            key, sample_key = jax.random.split(key)
         masked = mask_batch(setup, batch, key)
-        sums = forward_sums(setup, params, batch, masked, batch["example_weights"], deterministic=True)
+        sums = forward_sums(setup, params, batch, masked, batch["example_weights"], deterministic=True,
+                            sample_key=sample_key)
         return dict(sums, num_examples=batch["example_weights"].sum())
 
     return jax.jit(eval_step, in_shardings=(setup.state_sharding.params, parallel.batch_sharding(mesh),

@@ -180,8 +180,13 @@ def _truncate_events_after(path: str, step: int) -> None:
 
 
 def _pair_part(metrics: dict[str, float]) -> str:
-    return "".join(f" | {task}_acc {metrics[f'{task}_accuracy']:.4f}" for task in ("nsp", "sop")
+    """The pair task's accuracy (NSP/SOP), or ELECTRA's replaced-token detection figures."""
+    part = "".join(f" | {task}_acc {metrics[f'{task}_accuracy']:.4f}" for task in ("nsp", "sop")
                    if f"{task}_accuracy" in metrics)
+    if "rtd_accuracy" in metrics:
+        part += (f" | rtd_loss {metrics['rtd_loss']:.4f} | rtd_acc {metrics['rtd_accuracy']:.4f}"
+                 f" | replaced {metrics['replaced_fraction']:.3f}")
+    return part
 
 
 def train_log_line(step: int, num_steps: int, metrics: dict[str, float], seconds_left: float) -> str:

@@ -1,0 +1,276 @@
+"""ELECTRA: parameter counts against transformers, each loss term against NumPy float64, the generator's
+samples, the shared embeddings, and a short real pretraining run that resumes bitwise."""
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_documents, write_corpus
+from flax import nnx
+from test_encoder import load_config
+
+from bert_jax import config as config_lib
+from bert_jax.model import pretraining_heads
+from bert_jax.pretraining import electra, losses, loop, masking
+from bert_jax.pretraining import steps as steps_lib
+from bert_jax.runtime import checkpoint as checkpoint_lib
+
+VOCAB, SEQ, NUM_SPECIAL = 64, 16, 5
+
+
+def _count(tree) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def tiny_config(**electra_fields):
+    config = config_lib.electra_recipe(config_lib.default_config())
+    config.model.update({"vocab_size": VOCAB, "embedding_size": 24, "hidden_size": 32, "num_hidden_layers": 2,
+                         "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": SEQ})
+    config.data.update({"max_seq_length": SEQ, "tokenizer_vocab_size": VOCAB})
+    config.masking.max_predictions_per_seq = 4
+    config.electra.update({"generator_hidden_fraction": 0.5, **electra_fields})
+    return config_lib.validate(config)
+
+
+def _batch(rng, batch=4):
+    input_ids = np.zeros((batch, SEQ), np.int32)
+    for row in range(batch):
+        length = int(rng.integers(10, SEQ + 1))
+        input_ids[row, :length] = rng.integers(NUM_SPECIAL, VOCAB, size=length)
+        input_ids[row, [0, length - 1]] = [2, 3]
+    return {"input_ids": jnp.asarray(input_ids), "segment_ids": jnp.zeros_like(input_ids),
+            "attention_mask": jnp.asarray((input_ids > 0).astype(np.int32))}
+
+
+def _hf_count(class_name, **sizes):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):
+        model = getattr(transformers, class_name)(transformers.ElectraConfig(vocab_size=30522, **sizes))
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,published_millions", [("electra_small", 13.5), ("electra_base", 110)])
+def test_recipe_counts_match_transformers(name, published_millions):
+    """Discriminator (encoder + RTD head) = ElectraForPreTraining; the generator with the shared tables (and
+    no discriminator projection) = ElectraForMaskedLM of the generator's shape."""
+    config = config_lib.validate(load_config(name))
+    params = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: pretraining_heads.build_model(config, 0)), nnx.Param))
+    m = config.model
+    width = m.embedding_size or m.hidden_size
+    discriminator = _count(params["bert"]) + _count(params["discriminator_head"])
+    assert discriminator == _hf_count("ElectraForPreTraining", embedding_size=width, hidden_size=m.hidden_size,
+                                      num_hidden_layers=m.num_hidden_layers, num_attention_heads=m.num_attention_heads,
+                                      intermediate_size=m.intermediate_size)
+    assert abs(_count(params["bert"]) / 1e6 - published_millions) / published_millions < 0.02
+    shared = {k: v for k, v in params["bert"]["embeddings"].items() if k != "projection"}
+    assert set(params["generator"]["embeddings"]) <= {"projection"}  # its tables are the discriminator's
+    generator = _count(shared) + _count(params["generator"]) + _count(params["generator_head"])
+    size = config_lib.electra_generator_size(m.hidden_size, m.num_hidden_layers, config.electra)
+    assert generator == _hf_count("ElectraForMaskedLM", embedding_size=width, **size)
+    if name == "electra_base":  # google/electra-base-generator's shape
+        assert size == {"hidden_size": 256, "num_hidden_layers": 12, "intermediate_size": 1024, "num_attention_heads": 4}
+
+
+def test_generator_shares_the_embedding_tables():
+    model = pretraining_heads.build_model(tiny_config(), seed=0)
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "layer_norm"):
+        assert getattr(model.generator.embeddings, name) is getattr(model.bert.embeddings, name)
+    assert model.generator.embeddings.projection is not model.bert.embeddings.projection  # 24 -> 16 and 24 -> 32
+    assert model.generator.embeddings.projection.kernel.shape == (24, 16)
+    assert model.bert.pooler is None and model.generator.pooler is None
+
+
+def _np_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_each_loss_term_against_numpy_float64():
+    config = tiny_config()
+    model = pretraining_heads.build_model(config, seed=1)
+    graphdef, params = nnx.split(model, nnx.Param)
+    spec = electra.ElectraSpec.from_config(config.electra, NUM_SPECIAL, VOCAB, VOCAB)
+    batch = _batch(np.random.default_rng(0))
+    masking_spec = masking.MaskingSpec.from_config(config.masking, mask_id=4, first_random_id=NUM_SPECIAL,
+                                                   vocab_size=VOCAB)
+    maskable = masking.maskable_positions(batch["input_ids"], batch["attention_mask"], NUM_SPECIAL)
+    masked = masking.mask_tokens(jax.random.key(3), batch["input_ids"], maskable, masking_spec)
+    example_weights = jnp.asarray([1.0, 1.0, 1.0, 0.0])  # the last row is an evaluation batch's filler
+    sample_key = jax.random.key(7)
+    sums = electra.electra_sums(graphdef, spec, params, batch, masked, example_weights, deterministic=True,
+                                sample_key=sample_key)
+
+    # Generator MLM term.
+    gen_logits = np.asarray(model.generator_logits(masked.input_ids, batch["segment_ids"], batch["attention_mask"],
+                                                   masked.masked_positions), np.float64)
+    weights = np.asarray(masked.masked_lm_weights, np.float64) * np.asarray(example_weights)[:, None]
+    labels = np.asarray(masked.masked_lm_ids)
+    nll = -np.take_along_axis(_np_log_softmax(gen_logits), labels[..., None], -1)[..., 0]
+    mlm_loss = (nll * weights).sum() / weights.sum()
+    np.testing.assert_allclose(float(sums["mlm_loss_sum"] / sums["mlm_count"]), mlm_loss, rtol=1e-5)
+
+    # Discriminator input and labels, built in NumPy from the same samples.
+    sampled = np.asarray(electra.sample_replacements(sample_key, jnp.asarray(gen_logits, jnp.float32),
+                                                     spec.sampleable, spec.temperature))
+    original = np.asarray(batch["input_ids"])
+    corrupted = original.copy()
+    for row, slot in zip(*np.nonzero(np.asarray(masked.masked_lm_weights))):
+        corrupted[row, int(masked.masked_positions[row, slot])] = sampled[row, slot]
+    is_replaced = (corrupted != original).astype(np.float64)
+    logits = np.asarray(model.discriminator_logits(jnp.asarray(corrupted), batch["segment_ids"],
+                                                   batch["attention_mask"]), np.float64)
+    token_weights = (original > 0) * np.asarray(example_weights)[:, None]
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    bce = -(is_replaced * np.log(probs) + (1 - is_replaced) * np.log(1 - probs))
+    rtd_loss = (bce * token_weights).sum() / token_weights.sum()
+    np.testing.assert_allclose(float(sums["rtd_loss_sum"] / sums["rtd_count"]), rtd_loss, rtol=1e-5)
+    assert float(sums["rtd_count"]) == token_weights.sum()
+    assert float(sums["rtd_replaced_count"]) == (is_replaced * token_weights).sum()
+    assert float(sums["rtd_correct"]) == (((logits > 0) == is_replaced) * token_weights).sum()
+
+    # Total: generator MLM + 50 * RTD.
+    np.testing.assert_allclose(float(losses.pretraining_loss(sums)), mlm_loss + 50.0 * rtd_loss, rtol=1e-5)
+    reported = losses.summarize(jax.device_get(sums))
+    np.testing.assert_allclose(reported["loss"], mlm_loss + 50.0 * rtd_loss, rtol=1e-5)
+    np.testing.assert_allclose(reported["rtd_loss"], rtd_loss, rtol=1e-5)
+
+
+def test_rtd_loss_is_a_stable_sigmoid_cross_entropy():
+    logits = jnp.asarray([[-200.0, 0.0, 3.0, 200.0]])
+    labels = jnp.asarray([[1, 0, 1, 0]])
+    sums = losses.replaced_token_sums(logits, labels, jnp.ones((1, 4)), rtd_weight=2.0)
+    expected = 200.0 + np.log(2.0) + np.log1p(np.exp(-3.0)) + 200.0
+    np.testing.assert_allclose(float(sums["rtd_loss_sum"]), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(sums["rtd_weighted_loss_sum"]), 2 * expected, rtol=1e-6)
+
+
+def test_samples_only_at_masked_positions_and_never_special():
+    """The generator wants special tokens above all: none is ever put in, and only masked slots change."""
+    rng = np.random.default_rng(0)
+    batch, slots, seq = 64, 6, 24
+    input_ids = rng.integers(NUM_SPECIAL, VOCAB, size=(batch, seq)).astype(np.int32)
+    positions = np.stack([rng.choice(np.arange(1, seq), slots, replace=False) for _ in range(batch)]).astype(np.int32)
+    weights = (rng.random((batch, slots)) < 0.7).astype(np.float32)
+    positions = positions * (weights > 0)  # unused slots point at 0, as masking leaves them
+    logits = rng.normal(size=(batch, slots, VOCAB)).astype(np.float32)
+    logits[..., :NUM_SPECIAL] += 50.0
+    sampleable = electra.sampleable_ids(NUM_SPECIAL, VOCAB - 4, VOCAB)  # ids past the tokenizer's are padding
+    sampled = np.asarray(electra.sample_replacements(jax.random.key(0), jnp.asarray(logits), sampleable, 1.0))
+    assert sampled.min() >= NUM_SPECIAL and sampled.max() < VOCAB - 4
+    corrupted, is_replaced = map(np.asarray, electra.replace_tokens(
+        jnp.asarray(input_ids), jnp.asarray(positions), jnp.asarray(weights), jnp.asarray(sampled)))
+    masked = np.zeros_like(input_ids, bool)
+    for row, slot in zip(*np.nonzero(weights)):
+        masked[row, positions[row, slot]] = True
+    changed = corrupted != input_ids
+    assert not changed[~masked].any() and changed.any()
+    assert (corrupted[masked] >= NUM_SPECIAL).all()
+    np.testing.assert_array_equal(is_replaced, changed)
+    # With a special-token table (an imported WordPiece vocabulary's [unusedN] included).
+    table = np.zeros(VOCAB, bool)
+    table[[0, 1, 2, 3, 4, 10, 11]] = True
+    assert not electra.sampleable_ids(table, VOCAB, VOCAB)[[0, 4, 10, 11]].any()
+
+
+def test_a_sample_equal_to_the_original_counts_as_original():
+    input_ids = jnp.asarray([[2, 10, 11, 12, 13, 3]])
+    positions = jnp.asarray([[1, 2, 4]])
+    weights = jnp.asarray([[1.0, 1.0, 1.0]])
+    sampled = jnp.asarray([[10, 20, 13]])  # slots 0 and 2 draw the original token back
+    corrupted, is_replaced = electra.replace_tokens(input_ids, positions, weights, sampled)
+    np.testing.assert_array_equal(corrupted, [[2, 10, 20, 12, 13, 3]])
+    np.testing.assert_array_equal(is_replaced, [[0, 0, 1, 0, 0, 0]])
+    # A generator certain of the original always gives it back: nothing is labelled replaced.
+    logits = jnp.full((1, 3, VOCAB), -30.0).at[0, jnp.arange(3), jnp.asarray([10, 11, 13])].set(30.0)
+    sampled = electra.sample_replacements(jax.random.key(1), logits, electra.sampleable_ids(5, VOCAB, VOCAB), 1.0)
+    assert not electra.replace_tokens(input_ids, positions, weights, sampled)[1].any()
+
+
+def test_gumbel_samples_follow_the_tempered_softmax():
+    logits = jnp.asarray([[[2.0, 1.0, 0.0, -1.0, 0.5, 1.5]]]).repeat(20_000, axis=1)  # [1, 20000, 6]
+    sampleable = np.asarray([True] * 6)
+    for temperature in (1.0, 2.0):
+        sampled = np.asarray(electra.sample_replacements(jax.random.key(0), logits, sampleable, temperature))
+        expected = np.exp(np.asarray(logits[0, 0]) / temperature)
+        np.testing.assert_allclose(np.bincount(sampled.ravel(), minlength=6) / sampled.size,
+                                   expected / expected.sum(), atol=0.015)
+
+
+def test_no_gradient_reaches_the_generator_through_the_samples():
+    config = tiny_config()
+    model = pretraining_heads.build_model(config, seed=0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    spec = electra.ElectraSpec.from_config(config.electra, NUM_SPECIAL, VOCAB, VOCAB)
+    batch = _batch(np.random.default_rng(1))
+    masking_spec = masking.MaskingSpec.from_config(config.masking, mask_id=4, first_random_id=NUM_SPECIAL,
+                                                   vocab_size=VOCAB)
+    maskable = masking.maskable_positions(batch["input_ids"], batch["attention_mask"], NUM_SPECIAL)
+    masked = masking.mask_tokens(jax.random.key(0), batch["input_ids"], maskable, masking_spec)
+
+    def rtd_loss(p):
+        sums = electra.electra_sums(graphdef, spec, p, batch, masked, jnp.ones(4), deterministic=True,
+                                    sample_key=jax.random.key(2))
+        return sums["rtd_loss_sum"]
+
+    grads = nnx.to_pure_dict(jax.grad(rtd_loss)(params))
+    assert _count(grads["generator"]) > 0 and all(not np.any(g) for g in jax.tree.leaves(grads["generator"]))
+    assert all(not np.any(g) for g in jax.tree.leaves(grads["generator_head"]))
+    assert np.any(grads["bert"]["embeddings"]["word_embeddings"]["embedding"])  # shared: the discriminator's use
+
+
+def test_bad_electra_settings_are_refused():
+    config = tiny_config()
+    config.electra.generator_hidden_fraction = 0.0
+    with pytest.raises(config_lib.InputError, match="generator_hidden_fraction"):
+        config_lib.validate(config)
+    config = tiny_config()
+    config.data.update({"instance_format": "sentence_pairs", "pack_sequences": True})
+    config.masking.max_predictions_per_seq = 3
+    with pytest.raises(config_lib.InputError, match="pack"):
+        config_lib.validate(config)
+
+
+def test_pretraining_run_learns_and_resumes_exactly(tmp_path, corpus_file, small_tokenizer):
+    """objective 'electra' through the real trainer: the loss falls, the RTD metrics are logged, the evaluation
+    reports them, and a restart after a lost checkpoint ends bitwise equal (the samples come from (seed, step))."""
+    from test_loop import _metrics, _restore_params, _small_config
+
+    eval_file = write_corpus(tmp_path / "eval.txt", make_documents(12, seed=5))
+
+    def config():
+        c = _small_config(corpus_file, eval_file, small_tokenizer.model_path, num_steps=8)
+        c = config_lib.electra_recipe(c)
+        c.masking.max_predictions_per_seq = 10
+        c.electra.generator_hidden_fraction = 0.5
+        c.train.update({"warmup_steps": 2, "learning_rate": 2e-3, "eval_every_steps": 4})
+        c.checkpoint.every_steps = 4
+        return c
+
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(config(), workdir)
+    first = _metrics(workdir, "train")
+    assert first[-1]["loss"] < first[0]["loss"] - 0.5, [m["loss"] for m in first]  # 40.4 -> 39.0 here
+    assert {"rtd_loss", "rtd_accuracy", "replaced_fraction", "mlm_accuracy"} <= set(first[-1])
+    evaluated = _metrics(workdir, "eval")[-1]
+    assert 0.0 < evaluated["replaced_fraction"] < 0.2 and evaluated["rtd_accuracy"] > 0.5
+
+    uninterrupted = _restore_params(workdir, 8, config())
+    shutil.rmtree(os.path.join(checkpoint_lib.checkpoint_dir(workdir), "8"))
+    loop.train_and_evaluate(config(), workdir)
+    for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(_restore_params(workdir, 8, config())),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [m["loss"] for m in _metrics(workdir, "train")] == [m["loss"] for m in first]
+
+
+def test_parameter_count_of_the_setup_is_the_shared_tree():
+    """One parameter tree: the shared tables are counted (and optimised) once."""
+    config = tiny_config()
+    params = nnx.state(pretraining_heads.build_model(config, seed=0), nnx.Param)
+    pure = nnx.to_pure_dict(params)
+    assert steps_lib.parameter_count(params) == sum(_count(pure[k]) for k in pure)
+    assert "word_embeddings" not in pure["generator"]["embeddings"]
