@@ -45,7 +45,11 @@ def main(argv):
           f"sequence length {config.data.max_seq_length}")
     rows = [("embeddings", parts["embeddings"]), ("encoder layers", parts["layers"]), ("pooler", parts["pooler"]),
             ("encoder total", parts["encoder_params"]), ("MLM head (tied, + bias)", parts["mlm_head"]),
-            ("pair head (NSP/SOP)", parts["pair_head"]), ("total", parts["total_params"])]
+            ("pair head (NSP/SOP)", parts["pair_head"])]
+    if config.objective == "electra":
+        rows[4] = ("generator MLM head", parts["mlm_head"])
+        rows += [("RTD head", parts["rtd_head"]), ("generator (shares tables)", parts["generator"])]
+    rows.append(("total", parts["total_params"]))
     for label, count in rows:
         print(f"  {label:<26}{count:>15,}  ({_human(count)})")
     print(f"  {'training FLOPs / token':<26}{flops:>15,.0f}  ({_human(flops)}FLOP)")

@@ -274,3 +274,30 @@ def test_parameter_count_of_the_setup_is_the_shared_tree():
     pure = nnx.to_pure_dict(params)
     assert steps_lib.parameter_count(params) == sum(_count(pure[k]) for k in pure)
     assert "word_embeddings" not in pure["generator"]["embeddings"]
+
+
+def test_model_stats_count_and_flops_of_the_electra_model():
+    """Parts add up to the real tree; the FLOPs formula against XLA's count of a forward pass of both models."""
+    from bert_jax.tools import model_stats
+
+    config = tiny_config()
+    config.model.update({"vocab_size": 1024, "hidden_size": 128, "embedding_size": 64, "intermediate_size": 512,
+                         "max_position_embeddings": 128})
+    config.data.update({"max_seq_length": 128, "tokenizer_vocab_size": 1024})
+    config.masking.max_predictions_per_seq = 20
+    parts = model_stats.parameter_breakdown(config)
+    model = pretraining_heads.build_model(config, seed=0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    assert parts["total_params"] == steps_lib.parameter_count(params)
+    assert parts["generator"] > 0 and parts["rtd_head"] == 128 * 128 + 128 + 128 + 1 and parts["pooler"] == 0
+    batch, seq, predictions = 8, 128, 20
+    ids = jnp.ones((batch, seq), jnp.int32)
+    positions = jnp.tile(jnp.arange(predictions)[None], (batch, 1))
+
+    def forward(p):
+        m = nnx.merge(graphdef, p)
+        return m.generator_logits(ids, ids * 0, ids, positions), m.discriminator_logits(ids, ids * 0, ids)
+
+    xla_flops = jax.jit(forward).lower(params).compile().cost_analysis()["flops"]
+    ours = model_stats.training_flops_per_token(config) * batch * seq / 3
+    assert 0.85 < ours / xla_flops < 1.02, (ours, xla_flops)

@@ -11,6 +11,9 @@ forward matmuls), the convention of MFU figures:
 
 with L layers, hidden H, intermediate I, embedding width E, vocabulary V, sequence length S and P =
 max_predictions_per_seq. Embedding lookups, LayerNorm, softmax and biases are left out, as usual.
+ELECTRA (objective 'electra') adds its generator (the same formula with the generator's sizes, its MLM
+head on the P positions, no pooler) and replaces the pooler and pair head by the discriminator's RTD head
+on every token, 6 * (H^2 + H).
 
 Per-device memory under FSDP applies `parallel.state_shardings` (the rule the trainer uses) to the abstract
 train state on an AbstractMesh, so it can be asked for 8 devices on a machine with one.
@@ -37,13 +40,16 @@ def _count(tree) -> int:
 
 def _abstract_params(config) -> nnx.State:
     """The pretraining model's nnx.Param state for `config`, as ShapeDtypeStructs."""
-    model = nnx.eval_shape(lambda: pretraining_heads.BertForPreTraining(
-        encoder.BertConfig.from_config(config.model), objective=config.objective, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: pretraining_heads.build_model(config, seed=0))
     return nnx.state(model, nnx.Param)
 
 
 def parameter_breakdown(config) -> dict[str, int]:
-    """Parameters of the pretraining model for `config`, by part (shared layers counted once)."""
+    """Parameters of the pretraining model for `config`, by part (shared layers counted once).
+
+    ELECTRA: the encoder is the discriminator's (what fine-tuning keeps), with the embedding tables it shares
+    with the generator; `mlm_head` is the generator's, `generator` its encoder without those tables, and
+    `rtd_head` the discriminator's head."""
     params = _abstract_params(config)
     encoder = params["bert"]
     layers = encoder["layer_groups"] if "layer_groups" in encoder else encoder["layers"]
@@ -51,11 +57,13 @@ def parameter_breakdown(config) -> dict[str, int]:
         "embeddings": _count(encoder["embeddings"]),
         "layers": _count(layers),
         "pooler": _count(encoder["pooler"]) if "pooler" in encoder else 0,
-        "mlm_head": _count(params["mlm_head"]),
+        "mlm_head": _count(params["mlm_head"] if "mlm_head" in params else params["generator_head"]),
         "pair_head": _count(params["pair_head"]) if "pair_head" in params else 0,
+        "rtd_head": _count(params["discriminator_head"]) if "discriminator_head" in params else 0,
+        "generator": _count(params["generator"]) if "generator" in params else 0,
     }
     parts["encoder_params"] = parts["embeddings"] + parts["layers"] + parts["pooler"]
-    parts["head_params"] = parts["mlm_head"] + parts["pair_head"]
+    parts["head_params"] = parts["mlm_head"] + parts["pair_head"] + parts["rtd_head"] + parts["generator"]
     parts["total_params"] = parts["encoder_params"] + parts["head_params"]
     return parts
 
@@ -64,15 +72,28 @@ def training_flops_per_token(config, seq_length: int | None = None) -> float:
     """Model FLOPs of one training step per token (the formula of this module's docstring)."""
     m = encoder.BertConfig.from_config(config.model)
     seq = seq_length or config.data.max_seq_length
-    hidden, layers, width = m.hidden_size, m.num_hidden_layers, m.embedding_width
     predictions = min(config.masking.max_predictions_per_seq, seq)
+    hidden = m.hidden_size
+    if config.objective == "electra":
+        generator = pretraining_heads.generator_config(m, config.electra)
+        return (_encoder_flops(m, seq) + 6 * (hidden**2 + hidden)
+                + _encoder_flops(generator, seq) + _mlm_head_flops(generator, predictions, seq))
+    pair = 6 * (hidden**2 + 2 * hidden) / seq if config.objective != "mlm" else 0.0
+    return _encoder_flops(m, seq) + _mlm_head_flops(m, predictions, seq) + pair
+
+
+def _encoder_flops(m: encoder.BertConfig, seq: int) -> float:
+    """Training FLOPs per token of the encoder's dense layers (with the embedding projection) and attention."""
+    hidden, layers, width = m.hidden_size, m.num_hidden_layers, m.embedding_width
     dense = layers * (4 * hidden**2 + 2 * hidden * m.intermediate_size)
     if m.factorized:
         dense += width * hidden
-    attention = 12 * layers * seq * hidden
-    mlm_head = 6 * predictions / seq * (hidden * width + width * m.vocab_size)
-    pair = 6 * (hidden**2 + 2 * hidden) / seq if config.objective != "mlm" else 0.0
-    return 6 * dense + attention + mlm_head + pair
+    return 6 * dense + 12 * layers * seq * hidden
+
+
+def _mlm_head_flops(m: encoder.BertConfig, predictions: int, seq: int) -> float:
+    """Training FLOPs per token of the MLM head on `predictions` gathered positions per sequence."""
+    return 6 * predictions / seq * (m.hidden_size * m.embedding_width + m.embedding_width * m.vocab_size)
 
 
 def memory_bytes(num_params: int) -> dict[str, int]:
