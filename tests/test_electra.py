@@ -301,3 +301,44 @@ def test_model_stats_count_and_flops_of_the_electra_model():
     xla_flops = jax.jit(forward).lower(params).compile().cost_analysis()["flops"]
     ours = model_stats.training_flops_per_token(config) * batch * seq / 3
     assert 0.85 < ours / xla_flops < 1.02, (ours, xla_flops)
+
+
+@pytest.mark.parametrize("embedding_size", [24, 0])  # factorized (ELECTRA-Small-like) and not (Base-like)
+def test_export_matches_transformers(tmp_path, small_tokenizer, embedding_size):
+    """The discriminator loads as transformers' ElectraForPreTraining and the generator as ElectraForMaskedLM,
+    with no missing or unexpected keys, and both compute what ours do to 1e-5."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from test_encoder import _randomize
+
+    from bert_jax.hf import files as hf_files
+
+    config = tiny_config()
+    config.model.update({"embedding_size": embedding_size, "vocab_size": small_tokenizer.vocab_size})
+    config.data.tokenizer_vocab_size = small_tokenizer.vocab_size
+    model = pretraining_heads.build_model(config, seed=0)
+    _randomize(model, seed=3)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    written = hf_files.write_electra_directories(str(tmp_path / "hf"), params, config, small_tokenizer)
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, small_tokenizer.vocab_size, size=(2, SEQ)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 11:] = 0
+    ids[1, 11:] = 0
+    segments = np.zeros_like(ids)
+    segments[:, 6:] = 1
+    ours = {
+        "ElectraForPreTraining": np.asarray(model.discriminator_logits(ids, segments, mask)),
+        "ElectraForMaskedLM": np.asarray(model.generator_logits(ids, segments, mask,
+                                                                jnp.tile(jnp.arange(SEQ)[None], (2, 1)))),
+    }
+    for architecture, directory in written.items():
+        hf_model, info = getattr(transformers, architecture).from_pretrained(directory, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        hf_model.eval()
+        with torch.no_grad():
+            theirs = hf_model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                              token_type_ids=torch.tensor(segments, dtype=torch.long)).logits.numpy()
+        real = mask > 0
+        np.testing.assert_allclose(theirs[real], ours[architecture][real], atol=1e-5, rtol=1e-5)

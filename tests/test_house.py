@@ -40,6 +40,7 @@ TEST_HOMES = {
     "finetuning.task_data": "test_runner.py",
     "finetuning.task_files": "test_tasks.py",
     "finetuning.transfer": "test_runner.py",
+    "hf.electra_names": "test_electra.py",  # with the ELECTRA model it exports
     "hf.files": "test_hf_convert.py",
     "hf.task_names": "test_hf_export.py",  # with the fine-tuned models it names
     "model.pretraining_heads": "test_encoder.py",

@@ -26,6 +26,10 @@ def export_hf(workdir: str, output: str, *, step: int | None = None) -> str:
     summary line."""
     run = run_checkpoint.restore_run_checkpoint(workdir, step)
     params = nnx.to_pure_dict(jax.device_get(run.state.params))
+    if run.config.objective == "electra":
+        written = hf_files.write_electra_directories(output, params, run.config, run.tokenizer)
+        return f"wrote step {run.step} of {workdir} as " + ", ".join(
+            f"{architecture} to {directory}" for architecture, directory in written.items())
     architecture = hf_files.write_hf_directory(output, params, run.config, run.tokenizer)
     return f"wrote step {run.step} of {workdir} as {architecture} to {output}"
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from bert_jax.config import InputError
 from bert_jax.data import hf_tokenizers, tokenizer_factory
+from bert_jax.hf import electra_names
 from bert_jax.hf import names as hf_names
 from bert_jax.runtime import atomic
 
@@ -64,6 +65,21 @@ def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
     state_dict = hf_names.to_hf_state_dict(params, config, pad_token_id=ids.pad)
     hf_config = hf_names.hf_config_dict(config, pad_token_id=ids.pad, bos_token_id=ids.cls, eos_token_id=ids.sep)
     return write_hf_files(output_dir, state_dict, hf_config, tokenizer)
+
+
+def write_electra_directories(output_dir: str, params: dict, config, tokenizer) -> dict[str, str]:
+    """An ELECTRA run as two transformers directories, <output_dir>/discriminator (ElectraForPreTraining)
+    and <output_dir>/generator (ElectraForMaskedLM), each with the tokenizer; returns {HF class: directory}."""
+    ids = tokenizer.special_ids
+    state_dicts = electra_names.electra_state_dicts(params, config, pad_token_id=ids.pad)
+    configs = electra_names.electra_config_dicts(config, pad_token_id=ids.pad, bos_token_id=ids.cls,
+                                                 eos_token_id=ids.sep)
+    written = {}
+    for architecture, name in ((electra_names.DISCRIMINATOR, "discriminator"), (electra_names.GENERATOR, "generator")):
+        directory = os.path.join(output_dir, name)
+        write_hf_files(directory, state_dicts[architecture], configs[architecture], tokenizer)
+        written[architecture] = directory
+    return written
 
 
 def write_hf_files(output_dir: str, state_dict: dict, hf_config: dict, tokenizer, *,
