@@ -266,6 +266,15 @@ def test_pretraining_run_learns_and_resumes_exactly(tmp_path, corpus_file, small
         np.testing.assert_array_equal(a, b)
     assert [m["loss"] for m in _metrics(workdir, "train")] == [m["loss"] for m in first]
 
+    # The discriminator fine-tunes through the ordinary entry point, with no ELECTRA-specific code.
+    from test_runner import _config as finetune_config
+    from test_runner import _write_sst2
+
+    from bert_jax.finetuning import runner
+    _write_sst2(tmp_path, num_train=16, num_dev=16)
+    report = runner.finetune(finetune_config("sst2", workdir, tmp_path, epochs=1.0), str(tmp_path / "finetune"))
+    assert report["init_checkpoint"] == os.path.abspath(workdir)
+
 
 def test_parameter_count_of_the_setup_is_the_shared_tree():
     """One parameter tree: the shared tables are counted (and optimised) once."""
@@ -342,3 +351,24 @@ def test_export_matches_transformers(tmp_path, small_tokenizer, embedding_size):
                               token_type_ids=torch.tensor(segments, dtype=torch.long)).logits.numpy()
         real = mask > 0
         np.testing.assert_allclose(theirs[real], ours[architecture][real], atol=1e-5, rtol=1e-5)
+
+
+def test_fine_tuning_takes_the_discriminator_and_drops_the_generator(tmp_path, small_tokenizer):
+    from bert_jax.finetuning import steps as finetuning_steps
+    from bert_jax.finetuning import transfer
+
+    config = tiny_config()
+    config.model.vocab_size = small_tokenizer.vocab_size
+    config.data.tokenizer_vocab_size = small_tokenizer.vocab_size
+    params = nnx.state(pretraining_heads.build_model(config, seed=7), nnx.Param)
+    checkpoint_lib.save_params_only(str(tmp_path / "export"), params, config, small_tokenizer,
+                                    {"source": "test", "format": "params"})
+    source = transfer.load_pretrained(str(tmp_path / "export"))
+    fresh = nnx.to_pure_dict(nnx.state(
+        finetuning_steps.build_task_model(source.config.model, "classification", 2, 0), nnx.Param))
+    moved = transfer.transfer_encoder(source.params, fresh)
+    assert {name.split("/")[0] for name in moved.dropped} == {"generator", "generator_head", "discriminator_head"}
+    assert "bert/embeddings/word_embeddings/embedding" in moved.loaded
+    assert "bert/embeddings/projection/kernel" in moved.loaded  # ELECTRA-Small-like 24 -> 32 projection
+    assert set(moved.fresh) == {"bert/pooler/dense/bias", "bert/pooler/dense/kernel", "classifier/bias",
+                                "classifier/kernel"}
