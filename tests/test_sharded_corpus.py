@@ -91,8 +91,8 @@ def test_documents_are_streamed_not_collected(big_corpus_file, small_tokenizer, 
     read = []
     documents = corpus.read_documents
 
-    def counting(files):
-        for document in documents(files):
+    def counting(files, *args, **kwargs):
+        for document in documents(files, *args, **kwargs):
             read.append(document)
             yield document
 
