@@ -1,4 +1,4 @@
-"""Import a Hugging Face BERT / RoBERTa / ALBERT directory: an encoder as a bert_jax params-only export, a
+"""Import a Hugging Face BERT / RoBERTa / ALBERT / ELECTRA directory: an encoder as a bert_jax params-only export, a
 fine-tuned task model as a bert_jax fine-tuned model directory.
 
 python -m bert_jax.import_hf --input=HF_DIR --output=DIR
@@ -8,6 +8,12 @@ listed, and so are unused HF tensors. A *ForSequenceClassification, *ForTokenCla
 *ForQuestionAnswering or *ForMultipleChoice model becomes a model directory that `predict` and
 `export --format=hf` read, with the task kind from the class (and problem_type) and the label names
 from id2label.
+
+python -m bert_jax.import_hf --input=ELECTRA_DISCRIMINATOR_DIR [--generator=GENERATOR_DIR] --output=DIR
+An ELECTRA ElectraForPreTraining (or ElectraModel) directory becomes an objective='electra' export whose
+discriminator is the checkpoint's; the ElectraForMaskedLM generator is read from --generator, else from a
+generator/ directory beside --input (export --format=hf writes that layout), else initialised fresh.
+Fine-tuning takes the discriminator; ELECTRA task models (ElectraForSequenceClassification, ...) are refused.
 """
 
 from absl import flags
@@ -19,6 +25,8 @@ from bert_jax.hf import convert as hf_convert
 _INPUT = flags.DEFINE_string("input", None, "HF model directory (config.json, model.safetensors or "
                              "pytorch_model.bin, vocab.txt).")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory to write the params-only export or model directory to.")
+_GENERATOR = flags.DEFINE_string("generator", None, "ELECTRA only: the ElectraForMaskedLM generator directory "
+                                 "(default: generator/ beside --input if there is one, else a fresh generator).")
 flags.mark_flags_as_required(["input", "output"])
 cli.refuse_empty("input", "output")
 
@@ -26,7 +34,7 @@ cli.refuse_empty("input", "output")
 def _import():
     if hf_export.is_hf_task_directory(_INPUT.value):
         return hf_export.import_hf_finetuned(_INPUT.value, _OUTPUT.value)
-    return hf_convert.import_hf_directory(_INPUT.value, _OUTPUT.value)
+    return hf_convert.import_hf_directory(_INPUT.value, _OUTPUT.value, generator=_GENERATOR.value)
 
 
 def main(argv):

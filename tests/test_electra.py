@@ -1,5 +1,6 @@
 """ELECTRA: parameter counts against transformers, each loss term against NumPy float64, the generator's
-samples, the shared embeddings, and a short real pretraining run that resumes bitwise."""
+samples, the shared embeddings, a short real pretraining run that resumes bitwise, and the import of
+transformers' ElectraForPreTraining (+ ElectraForMaskedLM) checkpoints."""
 
 import os
 import shutil
@@ -372,3 +373,131 @@ def test_fine_tuning_takes_the_discriminator_and_drops_the_generator(tmp_path, s
     assert "bert/embeddings/projection/kernel" in moved.loaded  # ELECTRA-Small-like 24 -> 32 projection
     assert set(moved.fresh) == {"bert/pooler/dense/bias", "bert/pooler/dense/kernel", "classifier/bias",
                                 "classifier/kernel"}
+
+
+def _hf_electra_pair(tmp_path, *, embedding_size=24, with_head=True):
+    """A random transformers ElectraForPreTraining (or ElectraModel) under tmp_path/hf/discriminator and its
+    ElectraForMaskedLM (half as wide, sharing the tables) under tmp_path/hf/generator, each with vocab.txt."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from conftest import _WORDS
+    words = sorted(set(_WORDS) | {"gold"})
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    sizes = {"vocab_size": len(pieces), "embedding_size": embedding_size, "max_position_embeddings": 64,
+             "num_hidden_layers": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0}
+    torch.manual_seed(0)
+    discriminator_class = transformers.ElectraForPreTraining if with_head else transformers.ElectraModel
+    discriminator = discriminator_class(transformers.ElectraConfig(
+        hidden_size=32, num_attention_heads=2, intermediate_size=64, **sizes))
+    generator = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+        hidden_size=16, num_attention_heads=1, intermediate_size=64, **sizes))
+    with torch.no_grad():
+        for model in (discriminator, generator):
+            for parameter in model.parameters():
+                parameter.normal_(0.0, 0.3)
+        shared = dict(discriminator.named_parameters())
+        prefix = "electra." if with_head else ""
+        for name, parameter in generator.named_parameters():
+            if name.startswith("electra.embeddings."):  # ELECTRA shares these tables
+                parameter.copy_(shared[prefix + name[len("electra."):]])
+    directories = {}
+    for name, model in (("discriminator", discriminator.eval()), ("generator", generator.eval())):
+        directory = tmp_path / "hf" / name
+        model.save_pretrained(str(directory))
+        (directory / "vocab.txt").write_text("\n".join(pieces) + "\n")
+        (directory / "tokenizer_config.json").write_text(
+            '{"tokenizer_class": "ElectraTokenizer", "do_lower_case": true}')
+        directories[name] = directory
+    return discriminator, generator, directories
+
+
+def test_import_of_an_hf_electra_matches_transformers_and_fine_tunes(tmp_path):
+    """An HF ElectraForPreTraining + ElectraForMaskedLM pair imports as an objective='electra' export: the
+    discriminator's RTD logits and the generator's MLM logits equal transformers' to 1e-5 on a padded batch,
+    the export fine-tunes through runner.finetune, and exporting it again gives back the same tensors."""
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    from bert_jax.hf import convert as hf_convert
+    from bert_jax.hf import files as hf_files
+    from bert_jax.pretraining import run_checkpoint
+
+    discriminator, generator, directories = _hf_electra_pair(tmp_path)
+    summary = hf_convert.import_hf_directory(str(directories["discriminator"]), str(tmp_path / "export"))
+    assert "(electra)" in summary and "fresh" not in summary, summary
+    config, tokenizer, params = run_checkpoint.load_params_only(str(tmp_path / "export"))
+    _, _, info = checkpoint_lib.read_export_info(str(tmp_path / "export"))
+    assert info["fresh_heads"] == [] and info["unused_hf_tensors"] == [], info
+    assert info["generator_source"] == os.path.abspath(directories["generator"])
+    assert config.objective == "electra" and config.model.embedding_size == 24
+    assert config.electra.generator_hidden_fraction == 0.5 and tokenizer.vocab_size == config.model.vocab_size
+
+    model = pretraining_heads.build_model(config, seed=0)
+    nnx.update(model, params)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, config.model.vocab_size, size=(2, SEQ)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 9:], ids[1, 9:] = 0, 0
+    segments = np.zeros_like(ids)
+    segments[:, 6:] = 1
+    torch_inputs = {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask),
+                    "token_type_ids": torch.tensor(segments, dtype=torch.long)}
+    real = mask > 0
+    with torch.no_grad():
+        theirs = discriminator(**torch_inputs).logits.numpy()
+        theirs_generator = generator(**torch_inputs).logits.numpy()
+    np.testing.assert_allclose(np.asarray(model.discriminator_logits(ids, segments, mask))[real], theirs[real],
+                               atol=1e-5, rtol=1e-5)
+    ours_generator = model.generator_logits(ids, segments, mask, jnp.tile(jnp.arange(SEQ)[None], (2, 1)))
+    np.testing.assert_allclose(np.asarray(ours_generator)[real], theirs_generator[real], atol=1e-5, rtol=1e-5)
+
+    # Round trip: the export written back as transformers directories holds the very same tensors.
+    written = hf_files.write_electra_directories(str(tmp_path / "again"), nnx.to_pure_dict(params), config, tokenizer)
+    for architecture, name in (("ElectraForPreTraining", "discriminator"), ("ElectraForMaskedLM", "generator")):
+        original = load_file(str(directories[name] / "model.safetensors"))
+        again = load_file(os.path.join(written[architecture], "model.safetensors"))
+        assert set(again) <= set(original)
+        assert set(original) - set(again) <= {"generator_lm_head.weight"}  # tied: HF re-ties it on load
+        for key, value in again.items():
+            np.testing.assert_array_equal(value, original[key], err_msg=key)
+
+    # The imported discriminator fine-tunes through the ordinary entry point.
+    from test_runner import _config as finetune_config
+    from test_runner import _write_sst2
+
+    from bert_jax.finetuning import runner
+    _write_sst2(tmp_path, num_train=16, num_dev=16)
+    report = runner.finetune(finetune_config("sst2", str(tmp_path / "export"), tmp_path, epochs=1.0),
+                             str(tmp_path / "finetune"))
+    assert report["init_checkpoint"] == os.path.abspath(tmp_path / "export")
+    assert "accuracy" in report["seeds"][0]["best"]["validation"]
+
+
+def test_import_of_an_hf_electra_without_generator_or_head(tmp_path):
+    """A bare ElectraModel: the RTD head and, with no generator beside it, the generator start fresh and the
+    summary says so; a generator given as --input, or an ElectraForSequenceClassification, is refused."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bert_jax.finetuning import hf_export
+    from bert_jax.hf import convert as hf_convert
+
+    _, _, directories = _hf_electra_pair(tmp_path, embedding_size=32, with_head=False)
+    lone = tmp_path / "lone" / "discriminator"
+    shutil.copytree(directories["discriminator"], lone)
+    summary = hf_convert.import_hf_directory(str(lone), str(tmp_path / "export"))
+    assert "generator is initialised fresh" in summary
+    assert "initialised fresh (absent from the checkpoint): discriminator_head, generator, generator_head" in summary
+    _, _, info = checkpoint_lib.read_export_info(str(tmp_path / "export"))
+    assert info["fresh_heads"] == ["discriminator_head", "generator", "generator_head"]
+    assert info["generator_source"] is None
+
+    with pytest.raises(config_lib.InputError, match="is an ELECTRA generator .*give the ElectraForPreTraining"):
+        hf_convert.import_hf_directory(str(directories["generator"]), str(tmp_path / "export2"))
+    task = tmp_path / "task"
+    transformers.ElectraForSequenceClassification(transformers.ElectraConfig(
+        vocab_size=32, embedding_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+        intermediate_size=32)).save_pretrained(str(task))
+    (task / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                                              + [f"w{i}" for i in range(27)]) + "\n")
+    with pytest.raises(config_lib.InputError, match="fine-tuned electra task models cannot be imported"):
+        hf_export.import_hf_finetuned(str(task), str(tmp_path / "export4"))

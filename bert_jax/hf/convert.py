@@ -1,8 +1,9 @@
 """Conversion both ways between a bert_jax model and a Hugging Face transformers directory.
 
 `export_hf` writes a pretraining run's checkpoint as a transformers directory (`files.py` writes it,
-`names.py` maps the tensor names); `import_hf_directory` turns a transformers BERT/RoBERTa/ALBERT directory
-into a params-only export, which pretraining and fine-tuning read like their own.
+`names.py` maps the tensor names); `import_hf_directory` turns a transformers BERT/RoBERTa/ALBERT directory,
+or an ELECTRA discriminator (with its generator when there is one; `electra_names.py`), into a params-only
+export, which pretraining and fine-tuning read like their own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flax import nnx
 
 from bert_jax import config as config_lib
 from bert_jax.data import tokenizer_factory
+from bert_jax.hf import electra_names
 from bert_jax.hf import files as hf_files
 from bert_jax.hf import names as hf_names
 from bert_jax.model import pretraining_heads
@@ -43,11 +45,32 @@ def config_from_hf(config_overrides: dict, tokenizer):
     return config
 
 
-def import_hf_directory(input_dir: str, output: str) -> str:
-    """Converts an HF BERT/RoBERTa/ALBERT directory into a params-only export; returns a summary line."""
+def import_hf_directory(input_dir: str, output: str, *, generator: str | None = None) -> str:
+    """Converts an HF BERT/RoBERTa/ALBERT/ELECTRA directory into a params-only export; returns a summary line.
+
+    ELECTRA: `input_dir` is the discriminator (ElectraForPreTraining, or ElectraModel: a fresh RTD head);
+    the generator (ElectraForMaskedLM) comes from `generator`, else from a `generator/` directory beside
+    `input_dir`, else is initialised fresh at config.electra's default size.
+    """
     tensors, hf_config, tokenizer = hf_files.read_hf_directory(input_dir)
-    imported = hf_names.from_hf_state_dict(tensors, hf_config)
+    notes = []
+    if hf_config["model_type"] == "electra":
+        generator = generator or _sibling_generator(input_dir)
+        generator_files = hf_files.read_hf_directory(generator)[:2] if generator else None
+        if generator is None:
+            notes.append("no generator directory (--generator, or generator/ beside --input): the generator is "
+                         "initialised fresh")
+        imported = electra_names.from_hf_electra(tensors, hf_config, config_lib.default_config().electra,
+                                                 where=input_dir, generator=generator_files,
+                                                 generator_where=generator or "--generator")
+        notes += imported.notes
+    else:
+        if generator:
+            raise config_lib.InputError(f"--generator is for ELECTRA; {input_dir} is a {hf_config['model_type']} "
+                                        "model.")
+        imported = hf_names.from_hf_state_dict(tensors, hf_config)
     config = config_from_hf(imported.config_overrides, tokenizer)
+    config.electra.update(imported.config_overrides.get("electra", {}))
     config.data.max_seq_length = min(config.data.max_seq_length, config.model.max_position_embeddings)
     config_lib.validate(config)
     tokenizer_factory.check_fits_model(tokenizer, config.model.vocab_size)
@@ -56,10 +79,19 @@ def import_hf_directory(input_dir: str, output: str) -> str:
     nnx.replace_by_pure_dict(params, hf_names.with_fresh_heads(imported.params, fresh))
     info = {"source": os.path.abspath(input_dir), "hf_architecture": hf_config.get("architectures"),
             "fresh_heads": imported.missing_heads, "unused_hf_tensors": imported.unexpected_keys}
+    if hf_config["model_type"] == "electra":
+        info["generator_source"] = os.path.abspath(generator) if generator else None
     checkpoint_lib.save_params_only(output, params, config, tokenizer, info)
-    notes = []
     if imported.missing_heads:
         notes.append(f"initialised fresh (absent from the checkpoint): {', '.join(imported.missing_heads)}")
     if imported.unexpected_keys:
         notes.append(f"unused HF tensors: {', '.join(imported.unexpected_keys)}")
     return f"imported {input_dir} ({config.objective}) to {output}" + "".join(f"\n  {n}" for n in notes)
+
+
+def _sibling_generator(input_dir: str) -> str | None:
+    """<parent of input_dir>/generator when it is an HF directory other than input_dir (export_hf's layout)."""
+    candidate = os.path.join(os.path.dirname(os.path.abspath(input_dir)), "generator")
+    if os.path.abspath(input_dir) != candidate and os.path.isfile(os.path.join(candidate, "config.json")):
+        return candidate
+    return None

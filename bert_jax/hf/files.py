@@ -184,7 +184,7 @@ def _read_tokenizer(input_dir: str):
 
 
 def read_hf_config(input_dir: str) -> dict:
-    """config.json of an HF model directory, refused unless it is a BERT-family encoder's."""
+    """config.json of an HF model directory, refused unless it is a BERT-family encoder's (ELECTRA's included)."""
     config_path = os.path.join(input_dir, "config.json")
     for marker, what in (("checkpoints", "a bert_jax pretraining run"), ("export_info.json", "a bert_jax export")):
         if os.path.exists(os.path.join(input_dir, marker)):  # its config.json is ours, not HF's
@@ -199,6 +199,6 @@ def read_hf_config(input_dir: str) -> dict:
 
 
 def read_hf_directory(input_dir: str) -> tuple[dict[str, np.ndarray], dict, object]:
-    """(tensors by HF name, config.json as a dict, tokenizer) of an HF BERT/RoBERTa/ALBERT directory."""
+    """(tensors by HF name, config.json as a dict, tokenizer) of an HF BERT/RoBERTa/ALBERT/ELECTRA directory."""
     hf_config = read_hf_config(input_dir)
     return _read_tensors(input_dir), hf_config, _read_tokenizer(input_dir)

@@ -35,6 +35,9 @@ _BERT, _ALBERT, _ALBERT_MLM, _ROBERTA = ("BertForPreTraining", "AlbertForPreTrai
 _MODEL_TYPE = {_BERT: "bert", _ALBERT: "albert", _ALBERT_MLM: "albert", _ROBERTA: "roberta"}
 _ARCHITECTURE_OF_TYPE = {"bert": _BERT, "albert": _ALBERT, "roberta": _ROBERTA}
 OBJECTIVE_OF_TYPE = {"bert": "mlm_nsp", "albert": "mlm_sop", "roberta": "mlm"}
+# The model_types an HF directory may have: ELECTRA's discriminator (+ generator) imports through
+# `electra_names.from_hf_electra`, not through `from_hf_state_dict`.
+MODEL_TYPES = ("bert", "albert", "roberta", "electra")
 _HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 _OUR_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 _IGNORED = ("embeddings.position_ids",)  # a buffer some HF versions save; recomputed by HF, unused by us
@@ -314,9 +317,9 @@ def params_to_tensors(table: list[Row], params: dict, shapes: dict, m: encoder.B
 def check_model_type(hf_config: dict, where: str = "config.json") -> str:
     """The model_type of an HF config.json (read from `where`), refused unless it is a BERT-family encoder."""
     model_type = hf_config.get("model_type")
-    if model_type not in _ARCHITECTURE_OF_TYPE:
-        raise InputError(f"{where} has model_type={model_type!r}, not one of {tuple(_ARCHITECTURE_OF_TYPE)}: "
-                         "only BERT-family encoders can be imported; give a bert, roberta or albert model directory.")
+    if model_type not in MODEL_TYPES:
+        raise InputError(f"{where} has model_type={model_type!r}, not one of {MODEL_TYPES}: only BERT-family "
+                         "encoders can be imported; give a bert, roberta, albert or electra model directory.")
     return model_type
 
 
@@ -331,7 +334,7 @@ def model_overrides(hf_config: dict, *, lm_head: bool = True) -> dict:
                            "intermediate_size") if k not in hf_config]
     if missing:
         raise InputError(f"config.json lacks {missing}; it does not describe a {model_type} model.")
-    albert = model_type == "albert"
+    albert, electra = model_type == "albert", model_type == "electra"
     get = lambda name, default: hf_config.get(name, default)
     if get("position_embedding_type", "absolute") != "absolute":
         raise InputError(f"config.json position_embedding_type={hf_config['position_embedding_type']!r}: "
@@ -360,6 +363,9 @@ def model_overrides(hf_config: dict, *, lm_head: bool = True) -> dict:
         embedding_size = get("embedding_size", 128)
         overrides["embedding_size"] = 0 if embedding_size == overrides["hidden_size"] else embedding_size
         overrides["num_hidden_groups"] = 0 if groups == layers else groups
+    if electra:  # ElectraConfig's default embedding_size is 128; a learned embeddings_project when it differs
+        embedding_size = get("embedding_size", 128)
+        overrides["embedding_size"] = 0 if embedding_size == overrides["hidden_size"] else embedding_size
     return overrides
 
 
@@ -386,6 +392,8 @@ def from_hf_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) -> HF
     """
     overrides = model_overrides(hf_config)
     model_type = hf_config["model_type"]
+    if model_type not in _ARCHITECTURE_OF_TYPE:
+        raise InputError(f"model_type={model_type!r} imports through its own module (electra_names.from_hf_electra).")
     objective = OBJECTIVE_OF_TYPE[model_type]
     architecture = _ARCHITECTURE_OF_TYPE[model_type]
     m = encoder.BertConfig(**overrides)

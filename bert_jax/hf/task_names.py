@@ -204,6 +204,10 @@ def from_hf_task_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) 
                          f"(*{', *'.join(dict.fromkeys(SUFFIX_OF_KIND.values()))}).")
     overrides = hf_names.model_overrides(hf_config, lm_head=False)
     model_type = hf_config["model_type"]
+    if model_type not in hf_names.OBJECTIVE_OF_TYPE:  # electra: its task heads are not ours
+        raise InputError(f"config.json architectures={hf_config.get('architectures')}: fine-tuned {model_type} task "
+                         "models cannot be imported (their heads differ from bert_jax's); import the pretrained "
+                         "ElectraForPreTraining discriminator with bert_jax.import_hf and fine-tune it here.")
     m = encoder.BertConfig(**overrides)
     hf_names.check_heads_divide(m)
     label_names = _label_names(hf_config, kind)
