@@ -38,6 +38,7 @@ def scores(gold, pred) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
+    parser.add_argument("--predictions", default="", help="Optional: write the test predictions here (TSV).")
     args = parser.parse_args(argv)
     start = time.time()
     (x_train, y_train), (x_dev, y_dev), (x_test, y_test) = (
@@ -52,7 +53,12 @@ def main(argv=None) -> None:
         print(f"C={c:g}: dev {by_c[c][0]}", file=sys.stderr)
     best_c = max(C_VALUES, key=lambda c: (by_c[c][0]["accuracy"], -c))
     dev, model = by_c[best_c]
-    test = scores(y_test, model.predict(test_features))
+    test_predictions = model.predict(test_features)
+    test = scores(y_test, test_predictions)
+    if args.predictions:
+        with open(args.predictions, "w", encoding="utf-8") as f:
+            f.write("guid\tprediction\n")
+            f.writelines(f"test-{i}\t{label}\n" for i, label in enumerate(test_predictions))
     print(json.dumps({"model": "tfidf_logreg", "C": best_c, "features": len(vectorizer.vocabulary_),
                       "dev": dev, "test": test, "wall_s": round(time.time() - start, 1),
                       "dev_by_C": {str(c): by_c[c][0]["accuracy"] for c in C_VALUES}}))
