@@ -64,7 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.choice_columns = ()  # multiple_choice: empty: a 'choices' list, or columns choice0/ending0, ...
     config.data.max_seq_length = 128
     config.data.max_train_examples = 0  # > 0: use only the first N training examples (quick runs)
-    config.data.max_eval_examples = 0
+    config.data.max_eval_examples = 0  # > 0: only the first N dev (and test) examples
     # SQuAD: question tokens kept, and the step between the overlapping context windows.
     config.data.max_query_length = 64
     config.data.doc_stride = 128
