@@ -235,6 +235,7 @@ def test_bad_electra_settings_are_refused():
         config_lib.validate(config)
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_pretraining_run_learns_and_resumes_exactly(tmp_path, corpus_file, small_tokenizer):
     """objective 'electra' through the real trainer: the loss falls, the RTD metrics are logged, the evaluation
     reports them, and a restart after a lost checkpoint ends bitwise equal (the samples come from (seed, step))."""
@@ -411,6 +412,7 @@ def _hf_electra_pair(tmp_path, *, embedding_size=24, with_head=True):
     return discriminator, generator, directories
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_import_of_an_hf_electra_matches_transformers_and_fine_tunes(tmp_path):
     """An HF ElectraForPreTraining + ElectraForMaskedLM pair imports as an objective='electra' export: the
     discriminator's RTD logits and the generator's MLM logits equal transformers' to 1e-5 on a padded batch,

@@ -154,6 +154,7 @@ def test_hf_export_loads_in_transformers_with_the_same_outputs(trained_run, tmp_
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_continued_pretraining_starts_from_an_import(minilm_import, corpus_file, tmp_path):
     config = _small_config(corpus_file, "", "", num_steps=1)
     config.train.init_checkpoint = minilm_import

@@ -96,6 +96,7 @@ def test_restart_resumes_exactly_and_evaluate_matches(tmp_path, corpus_file, sma
         assert before["loss"] == after["loss"] and before["mlm_accuracy"] == after["mlm_accuracy"]
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_packed_run_with_the_speed_switches_resumes_exactly(tmp_path, corpus_file, small_tokenizer, monkeypatch):
     """Packed rows (several NSP instances each), fused attention, scanned and rematerialised layers, through
     the real trainer: the train step gets the packed keys, and a restart is still bitwise exact."""

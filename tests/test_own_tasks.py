@@ -267,6 +267,7 @@ def test_own_classification_with_string_labels_reports_test_score_of_the_dev_cho
     assert predicted["metrics"]["accuracy"] == pytest.approx(report["test"]["accuracy"])
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_own_multi_label_learns_several_labels_per_example(pretrained, tmp_path):
     files = {}
     for split, count, seed in (("train", 320, 3), ("dev", 64, 4)):
@@ -279,6 +280,7 @@ def test_own_multi_label_learns_several_labels_per_example(pretrained, tmp_path)
     assert report["primary_metric"] == "micro_f1"
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_own_token_classification_with_iobes_tags(pretrained, tmp_path):
     rng = random.Random(5)
 

@@ -16,7 +16,8 @@ from test_distributed import _env, _flags
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+                         ids=["sigterm", "ctrl_c"])
 def test_a_stop_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus_file, small_tokenizer, signum):
     workdir = tmp_path / "run"
     args = _flags(corpus_file, small_tokenizer.model_path, workdir) + [

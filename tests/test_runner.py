@@ -155,7 +155,7 @@ def _squad_json(num_questions, rng, version_2=False):
     return {"version": "v2.0" if version_2 else "1.1", "data": [{"title": "synthetic", "paragraphs": paragraphs}]}
 
 
-@pytest.mark.parametrize("version", ["1.1", "2.0"])
+@pytest.mark.parametrize("version", ["1.1", pytest.param("2.0", marks=pytest.mark.slow)])
 def test_qa_learns_spans_over_windows(pretrained, tmp_path, version):
     rng = random.Random(3)
     for split, count in (("train", 320), ("dev", 64)):

@@ -77,6 +77,7 @@ def test_killed_fine_tune_resumes_bitwise_equal(files, tmp_path):
     assert metrics[0]["seeds"][0]["best_step"] == metrics[1]["seeds"][0]["best_step"]
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_resume_with_changed_settings_is_refused(files, tmp_path):
     killed = _run(_command(files, tmp_path / "run"), kill_at="2:save")
     assert killed.returncode == -9
@@ -100,6 +101,7 @@ def test_a_diverging_fine_tune_stops_with_the_reason(files, tmp_path):
         runner.finetune(config, str(tmp_path / "run"))
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_resume_after_the_training_file_changed_is_refused(files, tmp_path):
     root, export = files
     train = tmp_path / "train.tsv"

@@ -4,6 +4,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 
 from bert_jax import config as config_lib
 from bert_jax.pretraining import steps as steps_lib
@@ -115,6 +116,7 @@ def _masked_inputs(config, batch, steps):
     return outputs
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_static_masks_repeat_and_dynamic_masks_do_not():
     batch = synthetic_batch(np.random.default_rng(4))
     batch["mask_seeds"] = np.arange(8, dtype=np.int32)
