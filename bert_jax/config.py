@@ -80,6 +80,38 @@ def default_config() -> ml_collections.ConfigDict:
     config.electra.rtd_weight = 50.0  # lambda in loss = generator MLM loss + lambda * replaced-token-detection loss
     config.electra.temperature = 1.0  # the generator's logits are divided by this before sampling
 
+    # Knowledge distillation (`python -m bert_jax.distill`): config.model is the student, trained on this
+    # pipeline's masked batches (objective 'mlm') from a frozen teacher that runs, without gradients, in the
+    # same jitted step. `teacher_checkpoint`: a pretraining workdir, a params export or a transformers
+    # directory; it is copied into <workdir>/teacher once, and its tokenizer is the run's.
+    # 'distilbert' (Sanh et al. 2019): the student is the teacher with half its layers, no segment table and
+    # no pooler, initialised from teacher layers 0, 2, 4, ...; its speed switches and dropout stay
+    # config.model's. loss = soft_target_weight * T^2 * KL(teacher || student at temperature T) at the
+    # masked positions + mlm_weight * the student's MLM loss + cosine_weight * mean(1 - cos) between the
+    # last hidden states of the real tokens. The KL is the soft-target cross-entropy minus the teacher's
+    # entropy, a constant: the same gradients, and 0 when the student matches.
+    # 'tinybert' (Jiao et al. 2020): a narrower student of config.model's shape (vocabulary, positions and
+    # segments from the teacher) with one learned map `fit_dense` into the teacher's width. For the first
+    # `intermediate_fraction` of the steps the loss is embedding_weight * MSE(embedding outputs) +
+    # hidden_weight * sum of MSE(hidden states) + attention_weight * sum of MSE(attention scores) between
+    # student layer m and teacher layer m * N / M; then the prediction layer: soft_target_weight * T^2 * KL.
+    config.teacher_checkpoint = ""
+    config.distill = ml_collections.ConfigDict()
+    config.distill.recipe = ""  # '' (no teacher), 'distilbert' or 'tinybert'
+    config.distill.temperature = 2.0
+    config.distill.soft_target_weight = 5.0
+    config.distill.mlm_weight = 2.0
+    config.distill.cosine_weight = 1.0
+    config.distill.embedding_weight = 1.0
+    config.distill.hidden_weight = 1.0
+    config.distill.attention_weight = 1.0
+    config.distill.intermediate_fraction = 0.5
+    config.distill.teacher_dtype = "float32"  # 'bfloat16': the teacher's weights and forward in bf16
+    config.distill.init_from_teacher = True  # 'distilbert': start from every other teacher layer (False: random)
+    # Filled from the teacher when the run starts, never by hand: its encoder config and objective.
+    config.distill.teacher_model = ml_collections.ConfigDict(config.model.to_dict())
+    config.distill.teacher_objective = ""
+
     # Masked-LM masking, done on the device inside the jitted step.
     config.masking = ml_collections.ConfigDict()
     config.masking.mask_rate = 0.15  # fraction of maskable tokens selected for prediction
@@ -379,13 +411,54 @@ def validate_electra(config: ml_collections.ConfigDict) -> None:
              "sentence pairs; turn pack_sequences off (use instance_format='full_sentences' for full rows).")
 
 
+DISTILL_RECIPES = ("distilbert", "tinybert")
+
+
+def validate_distill(config: ml_collections.ConfigDict) -> None:
+    """The distillation fields, and (once `distill.teacher_model` is filled) the student against the teacher."""
+    k, m, t = config.distill, config.model, config.distill.teacher_model
+    _require(k.recipe in DISTILL_RECIPES, f"config.distill.recipe={k.recipe!r} is not one of {DISTILL_RECIPES}; "
+             "distillation needs a recipe (configs/distill/*.py set one).")
+    _require(config.objective == "mlm", f"distillation trains the student with objective 'mlm' (masked LM, single "
+             f"segments), got config.objective={config.objective!r}.")
+    _require(not config.data.pack_sequences, "distillation runs on unpacked rows; turn config.data.pack_sequences off.")
+    _require(m.num_hidden_groups == 0, "the distillation student needs unshared layers; set "
+             "config.model.num_hidden_groups=0.")
+    _require(k.temperature > 0, f"config.distill.temperature must be positive, got {k.temperature}.")
+    for name in ("soft_target_weight", "mlm_weight", "cosine_weight", "embedding_weight", "hidden_weight",
+                 "attention_weight"):
+        _require(k[name] >= 0, f"config.distill.{name} must be non-negative, got {k[name]}.")
+    _require(0.0 <= k.intermediate_fraction <= 1.0,
+             f"config.distill.intermediate_fraction must be in [0, 1], got {k.intermediate_fraction}.")
+    _require(k.teacher_dtype in _DTYPES, f"config.distill.teacher_dtype={k.teacher_dtype!r} is not one of {_DTYPES}.")
+    if not k.teacher_objective:
+        return
+    _require(m.vocab_size == t.vocab_size, f"the student's vocabulary ({m.vocab_size}) must be the teacher's "
+             f"({t.vocab_size}): the soft targets are distributions over the teacher's pieces.")
+    _require(m.num_hidden_layers <= t.num_hidden_layers, f"the student has more layers ({m.num_hidden_layers}) than "
+             f"the teacher ({t.num_hidden_layers}); set config.model.num_hidden_layers to at most "
+             f"{t.num_hidden_layers} or give a deeper teacher.")
+    if k.recipe == "distilbert":
+        _require(m.hidden_size == t.hidden_size, f"the DistilBERT recipe compares hidden states by cosine, so the "
+                 f"student's hidden_size ({m.hidden_size}) must be the teacher's ({t.hidden_size}); use "
+                 "configs/distill/tinybert_4l.py for a narrower student.")
+    if k.recipe == "tinybert" and k.attention_weight > 0:
+        _require(m.num_attention_heads == t.num_attention_heads,
+                 f"TinyBERT's attention loss compares head by head, so the student needs the teacher's "
+                 f"{t.num_attention_heads} heads (config.model.num_attention_heads={m.num_attention_heads}), or "
+                 "config.distill.attention_weight=0.")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks a config for values that cannot work and raises InputError naming the field and the fix."""
     check_against_schema(config, default_config(), "bert_jax/config.py")
     m = config.model
     for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+                 "intermediate_size", "max_position_embeddings"):
         _require(int(m[name]) > 0, f"config.model.{name} must be a positive integer, got {m[name]}.")
+    _require(int(m.type_vocab_size) >= 0 and (m.type_vocab_size > 0 or config.objective in SINGLE_SEGMENT_OBJECTIVES),
+             f"config.model.type_vocab_size must be positive (0, no segment table as in DistilBERT, only for the "
+             f"single-segment objectives {SINGLE_SEGMENT_OBJECTIVES}), got {m.type_vocab_size}.")
     _require(
         m.hidden_size % m.num_attention_heads == 0,
         f"config.model.hidden_size ({m.hidden_size}) is not divisible by config.model.num_attention_heads "
@@ -461,6 +534,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "that packed instances are masked at the same rate as unpacked ones.")
     if config.objective == "electra":
         validate_electra(config)
+    if config.distill.recipe or config.teacher_checkpoint:
+        validate_distill(config)
     _require(d.max_instances_per_pack >= 1,
              f"config.data.max_instances_per_pack must be at least 1, got {d.max_instances_per_pack}.")
     _require(0.0 <= d.eval_fraction < 1.0, f"config.data.eval_fraction must be in [0, 1), got {d.eval_fraction}.")

@@ -10,6 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bert_jax import cli
+from bert_jax.config import InputError
 from bert_jax.pretraining import loop
 from bert_jax.runtime import parallel
 
@@ -25,6 +26,9 @@ cli.refuse_empty("workdir")
 
 
 def _pretrain():
+    if _CONFIG.value.distill.recipe:
+        raise InputError(f"the config sets distill.recipe={_CONFIG.value.distill.recipe!r}, a distillation run: "
+                         "use python -m bert_jax.distill with the same flags.")
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     return loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

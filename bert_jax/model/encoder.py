@@ -107,6 +107,8 @@ def make_layer_norm(config: BertConfig, features: int, rngs: nnx.Rngs) -> nnx.La
 class BertEmbeddings(nnx.Module):
     """Word + learned position + segment (token type) embeddings, then LayerNorm and dropout.
 
+    `type_vocab_size` 0 builds no segment table (DistilBERT): segment ids are then ignored.
+
     With ALBERT's factorization the tables are `embedding_size` (E) wide and a dense layer projects
     them to `hidden_size` (H): V*E + E*H parameters instead of V*H.
     """
@@ -116,7 +118,8 @@ class BertEmbeddings(nnx.Module):
         width = config.embedding_width
         self.word_embeddings = nnx.Embed(config.vocab_size, width, embedding_init=init, rngs=rngs)
         self.position_embeddings = nnx.Embed(config.max_position_embeddings, width, embedding_init=init, rngs=rngs)
-        self.token_type_embeddings = nnx.Embed(config.type_vocab_size, width, embedding_init=init, rngs=rngs)
+        self.token_type_embeddings = (nnx.Embed(config.type_vocab_size, width, embedding_init=init, rngs=rngs)
+                                      if config.type_vocab_size else None)
         self.layer_norm = make_layer_norm(config, width, rngs)
         self.dropout = nnx.Dropout(config.hidden_dropout_prob)
         self.projection = make_dense(config, width, config.hidden_size, rngs) if config.factorized else None
@@ -129,7 +132,9 @@ class BertEmbeddings(nnx.Module):
         else:
             positions = self.position_embeddings(position_ids)  # [batch, seq, width]
         # [batch, seq, embedding_width]
-        embeddings = self.word_embeddings(input_ids) + positions + self.token_type_embeddings(segment_ids)
+        embeddings = self.word_embeddings(input_ids) + positions
+        if self.token_type_embeddings is not None:
+            embeddings = embeddings + self.token_type_embeddings(segment_ids)
         embeddings = self.layer_norm(embeddings)
         embeddings = self.dropout(embeddings, deterministic=deterministic, rngs=rngs).astype(self.dtype)
         if self.projection is not None:
@@ -212,8 +217,12 @@ class BertSelfAttention(nnx.Module):
         self.attention_impl = config.attention_impl
 
     def __call__(self, hidden_states, attention: AttentionMask | jax.Array, *, deterministic: bool,
-                 rngs: nnx.Rngs | None):
-        """`attention`: an AttentionMask from `make_attention_mask`, or a bare additive bias array."""
+                 rngs: nnx.Rngs | None, return_scores: bool = False):
+        """`attention`: an AttentionMask from `make_attention_mask`, or a bare additive bias array.
+
+        `return_scores` (TinyBERT's attention distillation) also returns the scaled scores before the mask
+        and softmax, [batch, heads, q, k] float32; it takes the einsum path whatever the kernel.
+        """
         if not isinstance(attention, AttentionMask):
             attention = AttentionMask(bias=attention)
         batch, seq_length, _ = hidden_states.shape
@@ -221,15 +230,28 @@ class BertSelfAttention(nnx.Module):
         query = split(self.query(hidden_states))  # [batch, seq, heads, head_dim]
         key = split(self.key(hidden_states))
         value = split(self.value(hidden_states))
-        if self.attention_impl == "xla":
+        scores = None
+        if self.attention_impl == "xla" or return_scores:
             scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-            scores = scores / jnp.sqrt(jnp.float32(self.head_dim)) + attention.bias  # [batch, heads, q, k]
-            probs = jax.nn.softmax(scores, axis=-1)
+            scores = scores / jnp.sqrt(jnp.float32(self.head_dim))  # [batch, heads, q, k]
+            probs = jax.nn.softmax(scores + _additive_bias(attention, seq_length), axis=-1)
             probs = self.dropout(probs, deterministic=deterministic, rngs=rngs).astype(value.dtype)
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, seq, heads, head_dim]
         else:
             context = fused_attention(query, key, value, attention, self.attention_impl)
-        return self.output(context.reshape(batch, seq_length, self.num_heads * self.head_dim))
+        output = self.output(context.reshape(batch, seq_length, self.num_heads * self.head_dim))
+        return (output, scores) if return_scores else output
+
+
+def _additive_bias(attention: AttentionMask, seq_length: int) -> jax.Array:
+    """The mask of any kernel's AttentionMask as the einsum path's additive bias, [batch, 1, 1 or seq, seq]."""
+    if attention.bias is not None:
+        return attention.bias
+    if attention.mask is not None:
+        visible = attention.mask
+    else:  # suffix padding given by lengths
+        visible = (jnp.arange(seq_length) < attention.seq_lengths[:, None])[:, None, None, :]
+    return jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)
 
 
 class BertLayer(nnx.Module):
@@ -245,13 +267,20 @@ class BertLayer(nnx.Module):
         self.activation = get_activation(config.hidden_act)
         self.dtype = config.compute_dtype
 
-    def __call__(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None):
-        attention_output = self.attention(hidden_states, attention, deterministic=deterministic, rngs=rngs)
+    def __call__(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None,
+                 return_scores: bool = False):
+        """The layer's output; with `return_scores`, (output, attention scores) as BertSelfAttention gives them."""
+        attention_output = self.attention(hidden_states, attention, deterministic=deterministic, rngs=rngs,
+                                          return_scores=return_scores)
+        scores = None
+        if return_scores:
+            attention_output, scores = attention_output
         attention_output = self.dropout(attention_output, deterministic=deterministic, rngs=rngs)
         hidden_states = self.attention_layer_norm(hidden_states + attention_output).astype(self.dtype)
         intermediate = self.activation(self.intermediate(hidden_states))  # [batch, seq, intermediate]
         layer_output = self.dropout(self.output(intermediate), deterministic=deterministic, rngs=rngs)
-        return self.output_layer_norm(hidden_states + layer_output).astype(self.dtype)
+        output = self.output_layer_norm(hidden_states + layer_output).astype(self.dtype)
+        return (output, scores) if return_scores else output
 
 
 def functional_layer(graphdef, *, deterministic: bool, remat_policy: str = "none"):
@@ -389,6 +418,26 @@ class BertModel(nnx.Module):
         keys = dropout_keys(rngs, len(self.layers), deterministic)
         hidden_states, _ = jax.lax.scan(body, hidden_states, (stacked, keys))
         return hidden_states
+
+    def layer_outputs(self, input_ids, segment_ids, attention_mask, *, deterministic: bool = True,
+                      rngs: nnx.Rngs | None = None) -> tuple[list[jax.Array], list[jax.Array]]:
+        """(hidden states [embedding output, layer 1, ..., layer L], attention scores [layer 1, ..., layer L]).
+
+        What layer-to-layer distillation (TinyBERT) compares: each hidden state [batch, seq, hidden], each
+        score tensor [batch, heads, seq, seq] float32 (scaled, before the mask and softmax). Unpacked rows
+        and unshared layers only; dropout applies as in `__call__`, in the plain loop's order.
+        """
+        if self.config.num_hidden_groups:
+            raise ValueError("layer_outputs needs unshared layers (num_hidden_groups 0)")
+        hidden_states = self.embeddings(input_ids, segment_ids, deterministic=deterministic, rngs=rngs)
+        attention = make_attention_mask(attention_mask, packed=False, attention_impl=self.config.attention_impl)
+        outputs, all_scores = [hidden_states], []
+        for layer in self.layers:
+            hidden_states, scores = layer(hidden_states, attention, deterministic=deterministic, rngs=rngs,
+                                          return_scores=True)
+            outputs.append(hidden_states)
+            all_scores.append(scores)
+        return outputs, all_scores
 
     def all_hidden_states(self, input_ids, segment_ids, attention_mask) -> list[jax.Array]:
         """[embedding output, layer 1 output, ..., layer L output], each [batch, seq, hidden] (no dropout).

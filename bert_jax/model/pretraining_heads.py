@@ -164,11 +164,39 @@ class ElectraForPreTraining(nnx.Module):
         return self.discriminator_head(sequence_output)
 
 
+class TinyBertStudent(BertForPreTraining):
+    """TinyBERT's student: a BertForPreTraining (objective 'mlm') plus `fit_dense`, the learned map of its
+    hidden states into the teacher's width. One map serves the embedding output and every layer, as in
+    TinyBERT's code; it is trained with the student and dropped by the exports to other libraries."""
+
+    def __init__(self, config: encoder.BertConfig, teacher_hidden_size: int, *, rngs: nnx.Rngs):
+        super().__init__(config, objective="mlm", rngs=rngs)
+        self.fit_dense = encoder.make_dense(config, config.hidden_size, teacher_hidden_size, rngs)
+
+
 def build_model(config, seed: int) -> BertForPreTraining | ElectraForPreTraining:
     """A freshly initialised pretraining model for `config.model` and `config.objective`: BertForPreTraining,
-    or ElectraForPreTraining (with `config.electra`'s generator) for objective 'electra'."""
+    ElectraForPreTraining (with `config.electra`'s generator) for objective 'electra', or TinyBertStudent for
+    the 'tinybert' distillation recipe."""
     rngs = nnx.Rngs(params=jax.random.key(seed))
     model_config = encoder.BertConfig.from_config(config.model)
     if config.objective == "electra":
         return ElectraForPreTraining(model_config, generator_config(model_config, config.electra), rngs=rngs)
+    if config.distill.recipe == "tinybert":
+        return TinyBertStudent(model_config, config.distill.teacher_model.hidden_size, rngs=rngs)
     return BertForPreTraining(model_config, objective=config.objective, rngs=rngs)
+
+
+def teacher_config(config) -> encoder.BertConfig:
+    """The teacher's encoder config of a distillation run, in `config.distill.teacher_dtype`, without dropout."""
+    fields = dict(config.distill.teacher_model)
+    fields.update(dtype=config.distill.teacher_dtype, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                  attention_impl=config.model.attention_impl, scan_layers=False, remat_policy="none",
+                  gather_masked_positions=True)
+    return encoder.BertConfig.from_config(fields)
+
+
+def build_teacher(config) -> BertForPreTraining:
+    """The teacher's model (random weights: its parameters come from <workdir>/teacher or the checkpoint)."""
+    return BertForPreTraining(teacher_config(config), objective=config.distill.teacher_objective,
+                              rngs=nnx.Rngs(params=jax.random.key(0)))

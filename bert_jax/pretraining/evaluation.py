@@ -33,13 +33,15 @@ def eval_batches(source, config, mesh, special_ids: vocab.SpecialIds) -> list[di
     return [parallel.process_rows(batch) for batch in batches]
 
 
-def run_evaluation(eval_step, params, batches, mesh, eval_seed: int) -> dict[str, float]:
-    """Sums the statistics of every batch; reports mlm_loss, mlm_accuracy, nsp_/sop_ metrics, num_examples."""
+def run_evaluation(eval_step, params, batches, mesh, eval_seed: int, teacher=None) -> dict[str, float]:
+    """Sums the statistics of every batch; reports mlm_loss, mlm_accuracy, nsp_/sop_ metrics (distillation:
+    the distill_* terms against `teacher`), num_examples."""
     base_key = jax.random.key(eval_seed)
     sharding = parallel.batch_sharding(mesh)
     totals = None
     for index, batch in enumerate(batches):
-        sums = eval_step(params, parallel.to_global_batch(batch, sharding), jax.random.fold_in(base_key, index))
+        sums = eval_step(params, parallel.to_global_batch(batch, sharding), jax.random.fold_in(base_key, index),
+                         teacher)
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     if totals is None:
         raise config_lib.InputError("the evaluation set is empty: give more held-out text.")
@@ -61,5 +63,5 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
             source = sources["eval"]
         batches = eval_batches(source, config, run.mesh, tokenizer.special_ids)
     metrics = run_evaluation(steps_lib.make_eval_step(run.setup, run.mesh), run.state.params, batches, run.mesh,
-                             config.data.eval_seed)
+                             config.data.eval_seed, teacher=steps_lib.teacher_of(run.state))
     return {**metrics, "step": run.step}

@@ -20,7 +20,7 @@ from absl import logging
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pipeline, tokenizer_factory
-from bert_jax.pretraining import evaluation, losses, resume_check, run_checkpoint
+from bert_jax.pretraining import evaluation, losses, resume_check, run_checkpoint, teacher
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import atomic, multihost, numerics, parallel, preemption, reporting, workdir_lock
 from bert_jax.runtime import checkpoint as checkpoint_lib
@@ -217,6 +217,7 @@ def _absolute_paths(config):
     config.data.corpus, config.data.eval_corpus = absolute(config.data.corpus), absolute(config.data.eval_corpus)
     config.data.tokenizer_model = absolute(config.data.tokenizer_model)
     config.train.init_checkpoint = absolute(config.train.init_checkpoint)
+    config.teacher_checkpoint = absolute(config.teacher_checkpoint)
     return config
 
 
@@ -230,6 +231,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     corpus_lib.check_workdir_outside_corpus(config.data, workdir)
     if config.train.init_checkpoint:
         config = _adopt_init_checkpoint(config)
+    if config.distill.recipe:
+        config_lib.validate(config)  # the recipe's own fields, before the teacher is copied in
+        with workdir_lock.workdir_lock(workdir, "distillation"):
+            teacher_dir = teacher.materialise(config.teacher_checkpoint, workdir)
+            config = config_lib.validate(teacher.adopt_teacher(config, teacher_dir))
+            abstract_setup, _ = steps_lib.make_pretraining_setup(config, parallel.make_mesh(config.mesh))
+            parallel.check_state_fits(abstract_setup.abstract_state)
+            return _train_and_evaluate(config, workdir)
     config = config_lib.validate(config)
     # Before the workdir is touched and hours of data preparation: the state's shapes need no tokenizer.
     abstract_setup, _ = steps_lib.make_pretraining_setup(config, parallel.make_mesh(config.mesh))
@@ -248,6 +257,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
                  jax.local_device_count(), mesh.devices.size)
     local_batch_size = parallel.check_batch_size(config.train.global_batch_size, mesh)
     setup, create_state = steps_lib.make_pretraining_setup(config, mesh, tokenizer)
+    if config.distill.recipe:  # a fresh state holds the teacher, read from the workdir's copy only when needed
+        create_fresh = create_state
+        create_state = lambda: create_fresh(teacher.load_teacher_params(config, teacher.teacher_dir(workdir)))
     checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                                async_save=config.checkpoint.async_save, cleanup_tmp=True)
     train_iter = pipeline.iterator_from_config(config, sources["train"], tokenizer.special_ids, local_batch_size,
@@ -263,7 +275,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     writer = reporting.MetricsWriter(workdir, resume_step=start_step)
 
     def evaluate(step: int) -> dict[str, float]:
-        metrics = evaluation.run_evaluation(eval_step, state.params, eval_set, mesh, config.data.eval_seed)
+        metrics = evaluation.run_evaluation(eval_step, state.params, eval_set, mesh, config.data.eval_seed,
+                                            teacher=steps_lib.teacher_of(state))
         logging.info(reporting.eval_log_line(step, metrics))
         writer.write(step, "eval", metrics)
         return metrics

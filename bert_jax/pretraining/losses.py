@@ -76,14 +76,24 @@ def replaced_token_sums(logits: jax.Array, is_replaced: jax.Array, weights: jax.
 
 
 def _pair_prefixes(sums) -> list[str]:
-    return [name[: -len("_count")] for name in sums
-            if name.endswith("_count") and name not in ("mlm_count", "rtd_count", "rtd_replaced_count")]
+    return [name[: -len("_count")] for name in sums if name.endswith("_count") and not name.startswith("distill_")
+            and name not in ("mlm_count", "rtd_count", "rtd_replaced_count")]
+
+
+def _distill_terms(sums) -> list[str]:
+    """The distillation terms of `sums` (each distill_<term>_loss_sum / _count / _weight)."""
+    return [name[len("distill_"):-len("_count")] for name in sums
+            if name.startswith("distill_") and name.endswith("_count")]
 
 
 def pretraining_loss(sums: dict[str, jax.Array]) -> jax.Array:
     """BERT's loss: mean MLM cross-entropy over predicted positions + mean pair (NSP/SOP) cross-entropy.
-    ELECTRA's: the generator's mean MLM cross-entropy + lambda * the mean replaced-token detection loss."""
-    loss = sums["mlm_loss_sum"] / jnp.maximum(sums["mlm_count"], 1.0)
+    ELECTRA's: the generator's mean MLM cross-entropy + lambda * the mean replaced-token detection loss.
+    Distillation's: mlm_weight * the student's MLM loss + the sum of each term's weight * its mean."""
+    loss = sums.get("mlm_weight", 1.0) * sums["mlm_loss_sum"] / jnp.maximum(sums["mlm_count"], 1.0)
+    for term in _distill_terms(sums):
+        loss = loss + sums[f"distill_{term}_weight"] * sums[f"distill_{term}_loss_sum"] / jnp.maximum(
+            sums[f"distill_{term}_count"], 1.0)
     for prefix in _pair_prefixes(sums):
         loss = loss + sums[f"{prefix}_loss_sum"] / jnp.maximum(sums[f"{prefix}_count"], 1.0)
     if "rtd_count" in sums:
@@ -110,4 +120,6 @@ def summarize(sums: dict) -> dict[str, float]:
                         "rtd_accuracy": float(sums["rtd_correct"]) / count,
                         "replaced_fraction": float(sums["rtd_replaced_count"]) / count})
         loss += float(sums["rtd_weighted_loss_sum"]) / count
+    for term in _distill_terms(sums):  # each term's mean; the weighted total is the train step's `loss`
+        metrics[f"distill_{term}"] = float(sums[f"distill_{term}_loss_sum"]) / max(float(sums[f"distill_{term}_count"]), 1.0)
     return {"loss": loss, **metrics}

@@ -45,6 +45,16 @@ _FIELDS = {
         "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups")},
     **{f"electra.{name}": (_MODEL, _SHAPE) for name in ("generator_hidden_fraction", "generator_layers_fraction")},
     "electra.rtd_weight": (_WARN, "the loss changes"),
+    "teacher_checkpoint": (_MODEL, "the student would learn from another teacher"),
+    "distill.recipe": (_MODEL, "the student and its loss would be another recipe's"),
+    "distill.teacher_objective": (_MODEL, "the student would learn from another teacher"),
+    **{f"distill.teacher_model.{name}": (_MODEL, "the student would learn from another teacher")
+       for name in config_lib.default_config().model},
+    **{f"distill.{name}": (_WARN, "the loss changes") for name in (
+        "temperature", "soft_target_weight", "mlm_weight", "cosine_weight", "embedding_weight", "hidden_weight",
+        "attention_weight", "intermediate_fraction")},
+    "distill.teacher_dtype": (_WARN, "the teacher's precision changes"),
+    "distill.init_from_teacher": (_SAFE, "only used to initialise"),
     "electra.temperature": (_WARN, "the generator's replacements are drawn another way"),
     "model.hidden_act": (_MODEL, _FUNCTION),
     "model.layer_norm_eps": (_MODEL, _FUNCTION),

@@ -22,7 +22,7 @@ from flax import nnx
 
 from bert_jax.data import vocab
 from bert_jax.model import pretraining_heads
-from bert_jax.pretraining import electra, losses, masking, optim
+from bert_jax.pretraining import distillation, electra, losses, masking, optim
 from bert_jax.runtime import parallel
 
 
@@ -34,6 +34,19 @@ class TrainState:
     params: nnx.State  # the model's nnx.Param variables
     opt_state: optax.OptState
     rng: jax.Array  # [2] uint32 raw key data of the run's base key (from config.train.seed)
+
+
+@flax.struct.dataclass
+class DistillationState(TrainState):
+    """A distillation run's state: the student's TrainState and the frozen teacher's parameters, which are
+    never in the optimizer. A class of its own, so that other runs' checkpoints keep TrainState's tree."""
+
+    teacher: nnx.State = None
+
+
+def teacher_of(state_or_sharding):
+    """The teacher's parameters (or their shardings) of a DistillationState; None for other states."""
+    return getattr(state_or_sharding, "teacher", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +63,7 @@ class Setup:
     state_sharding: Any  # pytree of NamedSharding matching TrainState
     abstract_state: Any  # pytree of ShapeDtypeStruct matching TrainState (a restore target)
     electra: electra.ElectraSpec | None = None  # objective 'electra' only
+    distill: distillation.DistillSpec | None = None  # distillation runs only
 
 
 def masking_spec(config, tokenizer) -> masking.MaskingSpec:
@@ -83,15 +97,27 @@ def make_pretraining_setup(config, mesh, tokenizer=None) -> tuple[Setup, Callabl
         special_tokens, word_start_table = tokenizer.special_table(), tokenizer.word_start_table()
     optimizer = optim.make_optimizer(config.train)
     seed = config.train.seed
+    distilling = bool(config.distill.recipe)
 
-    def init_state() -> TrainState:
+    def init_state(teacher=None) -> TrainState:
+        """A fresh state; a distillation run passes the teacher's parameters (as a pretraining model's)."""
         graph, params = nnx.split(pretraining_heads.build_model(config, seed), nnx.Param)
         del graph
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                          rng=jax.random.key_data(jax.random.key(seed)))
+        if distilling:
+            teacher = jax.tree.map(lambda x: x.astype(config.distill.teacher_dtype), teacher)
+            if config.distill.recipe == "distilbert" and config.distill.init_from_teacher:
+                nnx.replace_by_pure_dict(params, distillation.init_student_from_teacher(
+                    nnx.to_pure_dict(params), nnx.to_pure_dict(teacher), config.model.num_hidden_layers))
+        fields = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                      rng=jax.random.key_data(jax.random.key(seed)))
+        return DistillationState(**fields, teacher=teacher) if distilling else TrainState(**fields)
 
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: pretraining_heads.build_model(config, seed)), nnx.Param)
-    abstract = jax.eval_shape(init_state)
+    teacher_graphdef, abstract_teacher = None, None
+    if distilling:
+        teacher_graphdef, abstract_teacher = nnx.split(nnx.eval_shape(lambda: pretraining_heads.build_teacher(config)),
+                                                       nnx.Param)
+    abstract = jax.eval_shape(init_state, abstract_teacher)
     state_sharding = parallel.state_shardings(abstract, mesh)  # FSDP: big arrays split over 'fsdp'
     abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract, state_sharding)
@@ -102,14 +128,20 @@ def make_pretraining_setup(config, mesh, tokenizer=None) -> tuple[Setup, Callabl
     if config.objective == "electra":
         setup = dataclasses.replace(setup, electra=electra.ElectraSpec.from_config(
             config.electra, special_tokens, tokenizer_vocab_size, config.model.vocab_size))
+    if distilling:
+        setup = dataclasses.replace(setup, distill=distillation.DistillSpec.from_config(config, teacher_graphdef))
     create = jax.jit(init_state, out_shardings=state_sharding)
     return setup, create
 
 
 def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, example_weights, *,
-                 deterministic: bool, dropout_key=None, sample_key=None) -> dict[str, jax.Array]:
+                 deterministic: bool, dropout_key=None, sample_key=None, teacher=None,
+                 step=None) -> dict[str, jax.Array]:
     """Runs the pretraining model on a masked batch and returns the loss/accuracy sums (`sample_key`:
-    ELECTRA's generator samples)."""
+    ELECTRA's generator samples; `teacher` and `step`: a distillation run's teacher and update count)."""
+    if setup.distill is not None:
+        return distillation.distill_sums(setup.graphdef, setup.distill, params, teacher, batch, masked,
+                                         example_weights, step, deterministic=deterministic, dropout_key=dropout_key)
     if setup.electra is not None:
         return electra.electra_sums(setup.graphdef, setup.electra, params, batch, masked, example_weights,
                                     deterministic=deterministic, dropout_key=dropout_key, sample_key=sample_key)
@@ -167,8 +199,8 @@ def make_train_step(setup: Setup, mesh, train_config):
             dropout_key, sample_key = jax.random.split(dropout_key)
 
         def loss_fn(params):
-            sums = forward_sums(setup, params, batch, masked, example_weights,
-                                deterministic=False, dropout_key=dropout_key, sample_key=sample_key)
+            sums = forward_sums(setup, params, batch, masked, example_weights, deterministic=False,
+                                dropout_key=dropout_key, sample_key=sample_key, teacher=teacher_of(state), step=state.step)
             loss = losses.pretraining_loss(sums)
             if poison_steps:  # test hook: a NaN loss (and so NaN gradients) at the listed steps
                 loss = loss * jnp.where(jnp.isin(state.step + 1, jnp.asarray(poison_steps)), jnp.nan, 1.0)
@@ -203,20 +235,20 @@ def schedule_count(opt_state) -> jax.Array:
 
 
 def make_eval_step(setup: Setup, mesh):
-    """The jitted `eval_step(params, batch, key) -> sums`: fixed masks (and ELECTRA samples) from `key`, no
-    dropout."""
+    """The jitted `eval_step(params, batch, key, teacher) -> sums`: fixed masks (and ELECTRA samples) from
+    `key`, no dropout; `teacher` is a distillation run's (its terms are reported too), else None."""
 
-    def eval_step(params, batch, key):
+    def eval_step(params, batch, key, teacher):
         sample_key = None
         if setup.electra is not None:
             key, sample_key = jax.random.split(key)
         masked = mask_batch(setup, batch, key)
         sums = forward_sums(setup, params, batch, masked, batch["example_weights"], deterministic=True,
-                            sample_key=sample_key)
+                            sample_key=sample_key, teacher=teacher, step=jnp.zeros((), jnp.int32))
         return dict(sums, num_examples=batch["example_weights"].sum())
 
     return jax.jit(eval_step, in_shardings=(setup.state_sharding.params, parallel.batch_sharding(mesh),
-                                            parallel.replicated(mesh)),
+                                            parallel.replicated(mesh), teacher_of(setup.state_sharding)),
                    out_shardings=parallel.replicated(mesh))
 
 
