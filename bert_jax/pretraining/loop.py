@@ -259,7 +259,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     setup, create_state = steps_lib.make_pretraining_setup(config, mesh, tokenizer)
     if config.distill.recipe:  # a fresh state holds the teacher, read from the workdir's copy only when needed
         create_fresh = create_state
-        create_state = lambda: create_fresh(teacher.load_teacher_params(config, teacher.teacher_dir(workdir)))
+        create_state = lambda: create_fresh(jax.device_put(teacher.load_teacher_params(
+            config, teacher.teacher_dir(workdir)), steps_lib.teacher_of(setup.state_sharding)))
     checkpointer = checkpoint_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
                                                async_save=config.checkpoint.async_save, cleanup_tmp=True)
     train_iter = pipeline.iterator_from_config(config, sources["train"], tokenizer.special_ids, local_batch_size,
