@@ -25,6 +25,9 @@ from bert_jax.runtime import reporting
 from bert_jax.tools import benchmarking
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
+_TEACHER_CONFIG = config_flags.DEFINE_config_file(
+    "teacher_config", None, "For a distillation config (configs/distill/*.py): a pretraining config with the "
+    "teacher's shape (its weights are random; its forward pass is timed and counted in the FLOPs).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global batch size (sequences per step, all devices).")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "Tokens per sequence (sets config.data.max_seq_length).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
@@ -133,7 +136,7 @@ def main(argv):
         extra_xla_flags = benchmarking.xla_flags(_XLA_FLAG_SETS.value)
         if extra_xla_flags:  # before anything starts the backend, which reads XLA_FLAGS once
             os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {extra_xla_flags}".strip()
-        config = benchmarking.prepare_config(_CONFIG.value, _BATCH_SIZE.value, _SEQ_LEN.value)
+        config = benchmarking.prepare_config(_CONFIG.value, _BATCH_SIZE.value, _SEQ_LEN.value, _TEACHER_CONFIG.value)
         if baseline != "none":  # fail before minutes of work, not after
             benchmarking.check_baseline(config, baseline)
         result = {"config": flags.FLAGS["config"].config_filename, **benchmarking.benchmark_train_step(

@@ -45,8 +45,9 @@ def _student_config(recipe, teacher_config=None, **distill):
     if recipe == "distilbert":
         config.model.update({**teacher_config.model.to_dict(), "num_hidden_layers": 2, "type_vocab_size": 0})
     else:
-        config.model.update({"vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-                             "intermediate_size": 32, "max_position_embeddings": SEQ, "type_vocab_size": 2})
+        config.model.update({"vocab_size": teacher_config.model.vocab_size, "hidden_size": 16, "num_hidden_layers": 2,
+                             "num_attention_heads": 2, "intermediate_size": 32, "type_vocab_size": 2,
+                             "max_position_embeddings": teacher_config.model.max_position_embeddings})
     config.data.update({"max_seq_length": SEQ, "tokenizer_vocab_size": VOCAB})
     config.masking.max_predictions_per_seq = 4
     config.train.update({"global_batch_size": 8, "num_train_steps": 10, "warmup_steps": 1, "learning_rate": 1e-3})
@@ -340,3 +341,75 @@ def test_a_distillation_run_resumes_bitwise_from_the_teacher_it_copied(tmp_path,
     changed.teacher_checkpoint = str(tmp_path / "another_teacher")
     with pytest.raises(config_lib.InputError, match="teacher_checkpoint"):
         loop.train_and_evaluate(changed, workdir)
+
+
+@pytest.mark.slow  # ~4 min: kept out of the 20-minute CI; run with -m slow
+def test_distilled_student_is_closer_to_its_teacher_and_survives_kill_9(tmp_path):
+    """On the default corpus: a BERT-Tiny teacher, then the same 1-layer student (random start) trained for the
+    same steps with and without the teacher's losses. Held-out KL(teacher || student) must end far lower with
+    them. A distillation killed with SIGKILL mid-run and restarted ends bitwise where an uninterrupted one ends."""
+    steps = ["--config.train.warmup_steps=10", "--config.train.log_every_steps=20", "--config.data.eval_num_examples=64"]
+    result = _run("bert_jax.pretrain", "--config=configs/bert_tiny.py", f"--workdir={tmp_path / 'teacher'}",
+                  "--config.train.num_train_steps=150", "--config.train.eval_every_steps=150",
+                  "--config.checkpoint.every_steps=150", *steps)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def distill(name, *extra, env=None):
+        return _run("bert_jax.distill", "--config=configs/distill/distilbert_base.py", f"--workdir={tmp_path / name}",
+                    f"--config.teacher_checkpoint={tmp_path / 'teacher'}", "--config.data.max_seq_length=128",
+                    "--config.masking.max_predictions_per_seq=20", "--config.train.global_batch_size=32",
+                    "--config.train.num_train_steps=80", "--config.train.eval_every_steps=80",
+                    "--config.checkpoint.every_steps=40", "--config.train.learning_rate=2e-3",
+                    "--config.distill.temperature=1.0", "--config.distill.init_from_teacher=False", *steps, *extra,
+                    env=env)
+
+    def held_out(name):
+        lines = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl", encoding="utf-8")]
+        return [m for m in lines if m["split"] == "eval"][-1]
+
+    assert distill("distilled").returncode == 0
+    alone = distill("alone", "--config.distill.soft_target_weight=0", "--config.distill.cosine_weight=0",
+                    "--config.distill.mlm_weight=1")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    distilled_kl, alone_kl = held_out("distilled")["distill_soft"], held_out("alone")["distill_soft"]
+    assert distilled_kl < 0.3 * alone_kl, (distilled_kl, alone_kl)  # 0.017 vs 0.172 here
+
+    killed = distill("killed", env={"BERT_JAX_TEST_KILL_AT": "60:step"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert distill("killed").returncode == 0
+    from bert_jax.pretraining import run_checkpoint
+    a = jax.device_get(run_checkpoint.restore_run_checkpoint(str(tmp_path / "distilled"), 80).state)
+    b = jax.device_get(run_checkpoint.restore_run_checkpoint(str(tmp_path / "killed"), 80).state)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("recipe", ["distilbert", "tinybert"])
+def test_flops_count_the_teacher_forward_against_xla(recipe):
+    """The benchmark's FLOPs of a distillation step (student training + teacher forward + TinyBERT's map)
+    against XLA's count of the compiled loss-and-gradient; the parameter breakdown adds up to the real tree."""
+    from bert_jax.tools import model_stats
+
+    teacher_config = _teacher_config(vocab_size=512, hidden_size=64, intermediate_size=256, num_attention_heads=2,
+                                     max_position_embeddings=64)
+    config = _student_config(recipe, teacher_config)
+    config.data.max_seq_length, config.masking.max_predictions_per_seq = 64, 10
+    config = config_lib.validate(config)
+    _, setup, create = _setup(config)
+    state = create(_teacher_params(teacher_config))
+    parts = model_stats.parameter_breakdown(config)
+    assert parts["total_params"] == steps_lib.parameter_count(state.params)
+    assert (parts["fit_dense"] > 0) == (recipe == "tinybert")
+    batch_size, seq = 8, 64
+    ids = jnp.full((batch_size, seq), 7, jnp.int32)
+    batch = {"input_ids": ids, "segment_ids": ids * 0, "attention_mask": ids * 0 + 1}
+    masked = steps_lib.mask_batch(setup, batch, jax.random.key(0))
+
+    def loss(params):
+        sums = steps_lib.forward_sums(setup, params, batch, masked, jnp.ones(batch_size), deterministic=True,
+                                      teacher=state.teacher, step=jnp.int32(0))
+        return losses.pretraining_loss(sums)
+
+    xla_flops = jax.jit(jax.grad(loss)).lower(state.params).compile().cost_analysis()["flops"]
+    ours = model_stats.training_flops_per_token(config) * batch_size * seq
+    assert 0.8 < ours / xla_flops < 1.1, (ours, xla_flops)

@@ -63,20 +63,27 @@ def materialise(source: str, workdir: str) -> str:
 
 
 def adopt_teacher(config, directory: str):
-    """The run's config with the teacher's encoder config, objective and tokenizer filled in, and the student
-    shaped by the recipe: DistilBERT takes the teacher's shape with half its layers and no segment table
-    (unless `train.init_checkpoint` gave the student already); TinyBERT keeps config.model's shape and takes
-    the teacher's vocabulary and input conventions."""
+    """The run's config with the teacher of `directory` (a params export) adopted, see `with_teacher`, and the
+    teacher's tokenizer as the run's."""
     teacher, _, _ = checkpoint_lib.read_export_info(directory)
+    return with_teacher(config, teacher, tokenizer_model=checkpoint_lib.exported_tokenizer_path(directory),
+                        where=directory)
+
+
+def with_teacher(config, teacher, *, tokenizer_model: str = "", where: str = "the teacher config"):
+    """`config` with the teacher's encoder config and objective filled in (`teacher` is the teacher's run
+    config), and the student shaped by the recipe: DistilBERT takes the teacher's shape with half its layers
+    and no segment table (unless `train.init_checkpoint` gave the student already); TinyBERT keeps
+    config.model's shape and takes the teacher's vocabulary and input conventions."""
     if teacher.objective == "electra":
-        raise config_lib.InputError(f"the teacher in {directory} is an ELECTRA discriminator, which has no masked-LM "
+        raise config_lib.InputError(f"the teacher in {where} is an ELECTRA discriminator, which has no masked-LM "
                                     "head to distil from; use an MLM-pretrained teacher (BERT, RoBERTa).")
     if teacher.model.num_hidden_groups:
-        raise config_lib.InputError(f"the teacher in {directory} shares its layers (ALBERT, num_hidden_groups="
+        raise config_lib.InputError(f"the teacher in {where} shares its layers (ALBERT, num_hidden_groups="
                                     f"{teacher.model.num_hidden_groups}): layer-to-layer distillation needs a teacher "
                                     "with its own weights per layer.")
     config = config_lib.from_stored(config.to_dict())
-    config.distill.teacher_model = teacher.model
+    config.distill.teacher_model = config_lib.from_stored(teacher.to_dict()).model
     config.distill.teacher_objective = teacher.objective
     config.objective = "mlm"
     if config.distill.recipe == "distilbert" and not config.train.init_checkpoint:
@@ -86,7 +93,8 @@ def adopt_teacher(config, directory: str):
         config.model.update(student)
     elif config.distill.recipe == "tinybert" and not config.train.init_checkpoint:
         config.model.update({name: teacher.model[name] for name in _FROM_TEACHER})
-    config.data.tokenizer_model = checkpoint_lib.exported_tokenizer_path(directory)
+    if tokenizer_model:
+        config.data.tokenizer_model = tokenizer_model
     config.data.tokenizer_vocab_size = min(teacher.data.tokenizer_vocab_size, config.model.vocab_size)
     config.data.max_seq_length = min(config.data.max_seq_length, teacher.model.max_position_embeddings)
     config.masking.max_predictions_per_seq = min(config.masking.max_predictions_per_seq, config.data.max_seq_length)

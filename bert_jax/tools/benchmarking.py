@@ -28,13 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
 from bert_jax.data import pipeline, sequence_packing
 from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SPECIAL_TOKENS
 from bert_jax.hf import names as hf_names
-from bert_jax.pretraining import optim
+from bert_jax.model import pretraining_heads
+from bert_jax.pretraining import optim, teacher
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import parallel
 from bert_jax.tools import model_stats
@@ -114,10 +116,16 @@ def model_flops_utilization(achieved_flops_per_second: float, device_kind: str, 
     return None if peak is None else achieved_flops_per_second / (peak * num_devices)
 
 
-def prepare_config(config, batch_size: int, seq_len: int):
-    """A validated copy of `config` for global batch `batch_size` of `seq_len` tokens."""
+def prepare_config(config, batch_size: int, seq_len: int, teacher_config=None):
+    """A validated copy of `config` for global batch `batch_size` of `seq_len` tokens; a distillation config
+    takes its teacher's shape from `teacher_config` (a pretraining config: the weights are random)."""
     if batch_size <= 0:
         raise config_lib.InputError(f"--batch_size must be positive, got {batch_size}.")
+    if config.distill.recipe:
+        if teacher_config is None:
+            raise config_lib.InputError("a distillation config needs the teacher's shape: give --teacher_config="
+                                        "<a pretraining config, e.g. configs/bert_base.py>.")
+        config = teacher.with_teacher(config, config_lib.validate(teacher_config))
     config = copy.deepcopy(config)
     config.data.max_seq_length = seq_len
     config.train.global_batch_size = batch_size
@@ -234,7 +242,12 @@ def benchmark_train_step(config, *, steps: int, warmup_steps: int, padding_fract
         host_batch = synthetic_batch(local_batch_size, seq_len, vocab, padding_fraction=padding_fraction,
                                      seed=config.train.seed + jax.process_index())
     batch = parallel.to_global_batch(host_batch, parallel.batch_sharding(mesh))
-    state = jax.block_until_ready(create_state())
+    if config.distill.recipe:  # a teacher of random weights: its cost, not its knowledge, is measured
+        teacher_params = nnx.state(pretraining_heads.build_teacher(config), nnx.Param)
+        state = jax.block_until_ready(create_state(jax.device_put(teacher_params,
+                                                                  steps_lib.teacher_of(setup.state_sharding))))
+    else:
+        state = jax.block_until_ready(create_state())
 
     start = time.perf_counter()
     compiled = steps_lib.make_train_step(setup, mesh, config.train).lower(state, batch).compile()

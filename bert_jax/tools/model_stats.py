@@ -49,7 +49,7 @@ def parameter_breakdown(config) -> dict[str, int]:
 
     ELECTRA: the encoder is the discriminator's (what fine-tuning keeps), with the embedding tables it shares
     with the generator; `mlm_head` is the generator's, `generator` its encoder without those tables, and
-    `rtd_head` the discriminator's head."""
+    `rtd_head` the discriminator's head. A distillation student's teacher is not counted (it is not trained)."""
     params = _abstract_params(config)
     encoder = params["bert"]
     layers = encoder["layer_groups"] if "layer_groups" in encoder else encoder["layers"]
@@ -61,9 +61,11 @@ def parameter_breakdown(config) -> dict[str, int]:
         "pair_head": _count(params["pair_head"]) if "pair_head" in params else 0,
         "rtd_head": _count(params["discriminator_head"]) if "discriminator_head" in params else 0,
         "generator": _count(params["generator"]) if "generator" in params else 0,
+        "fit_dense": _count(params["fit_dense"]) if "fit_dense" in params else 0,  # TinyBERT's map to the teacher
     }
     parts["encoder_params"] = parts["embeddings"] + parts["layers"] + parts["pooler"]
-    parts["head_params"] = parts["mlm_head"] + parts["pair_head"] + parts["rtd_head"] + parts["generator"]
+    parts["head_params"] = (parts["mlm_head"] + parts["pair_head"] + parts["rtd_head"] + parts["generator"]
+                            + parts["fit_dense"])
     parts["total_params"] = parts["encoder_params"] + parts["head_params"]
     return parts
 
@@ -74,12 +76,25 @@ def training_flops_per_token(config, seq_length: int | None = None) -> float:
     seq = seq_length or config.data.max_seq_length
     predictions = min(config.masking.max_predictions_per_seq, seq)
     hidden = m.hidden_size
+    if config.distill.recipe:
+        return _distillation_flops(config, m, seq, predictions)
     if config.objective == "electra":
         generator = pretraining_heads.generator_config(m, config.electra)
         return (_encoder_flops(m, seq) + 6 * (hidden**2 + hidden)
                 + _encoder_flops(generator, seq) + _mlm_head_flops(generator, predictions, seq))
     pair = 6 * (hidden**2 + 2 * hidden) / seq if config.objective != "mlm" else 0.0
     return _encoder_flops(m, seq) + _mlm_head_flops(m, predictions, seq) + pair
+
+
+def _distillation_flops(config, m: encoder.BertConfig, seq: int, predictions: int) -> float:
+    """The student's training FLOPs, the frozen teacher's forward (a third of what training it would cost:
+    no backward pass) on the same tokens and masked positions, and TinyBERT's map of every student hidden
+    state into the teacher's width."""
+    teacher = pretraining_heads.teacher_config(config)
+    student = _encoder_flops(m, seq) + _mlm_head_flops(m, predictions, seq)
+    teacher_forward = (_encoder_flops(teacher, seq) + _mlm_head_flops(teacher, predictions, seq)) / 3
+    fit = 6 * (m.num_hidden_layers + 1) * m.hidden_size * teacher.hidden_size if config.distill.recipe == "tinybert" else 0
+    return student + teacher_forward + fit
 
 
 def _encoder_flops(m: encoder.BertConfig, seq: int) -> float:
