@@ -1,9 +1,10 @@
 """Conversion both ways between a bert_jax model and a Hugging Face transformers directory.
 
 `export_hf` writes a pretraining run's checkpoint as a transformers directory (`files.py` writes it,
-`names.py` maps the tensor names); `import_hf_directory` turns a transformers BERT/RoBERTa/ALBERT directory,
-or an ELECTRA discriminator (with its generator when there is one; `electra_names.py`), into a params-only
-export, which pretraining and fine-tuning read like their own.
+`names.py` maps the tensor names; a DistilBERT student's are in `distilbert_names.py`);
+`import_hf_directory` turns a transformers BERT/RoBERTa/ALBERT/DistilBERT directory, or an ELECTRA
+discriminator (with its generator when there is one; `electra_names.py`), into a params-only export, which
+pretraining, distillation and fine-tuning read like their own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from flax import nnx
 
 from bert_jax import config as config_lib
 from bert_jax.data import tokenizer_factory
-from bert_jax.hf import electra_names
+from bert_jax.hf import distilbert_names, electra_names
 from bert_jax.hf import files as hf_files
 from bert_jax.hf import names as hf_names
 from bert_jax.model import pretraining_heads
@@ -33,7 +34,9 @@ def export_hf(workdir: str, output: str, *, step: int | None = None) -> str:
         return f"wrote step {run.step} of {workdir} as " + ", ".join(
             f"{architecture} to {directory}" for architecture, directory in written.items())
     architecture = hf_files.write_hf_directory(output, params, run.config, run.tokenizer)
-    return f"wrote step {run.step} of {workdir} as {architecture} to {output}"
+    dropped = ("; TinyBERT's fit_dense (the student-to-teacher width map, used only in training) is not part of "
+               f"{architecture} and was left out") if "fit_dense" in params else ""
+    return f"wrote step {run.step} of {workdir} as {architecture} to {output}{dropped}"
 
 
 def config_from_hf(config_overrides: dict, tokenizer):
@@ -46,7 +49,8 @@ def config_from_hf(config_overrides: dict, tokenizer):
 
 
 def import_hf_directory(input_dir: str, output: str, *, generator: str | None = None) -> str:
-    """Converts an HF BERT/RoBERTa/ALBERT/ELECTRA directory into a params-only export; returns a summary line.
+    """Converts an HF BERT/RoBERTa/ALBERT/DistilBERT/ELECTRA directory into a params-only export; returns a
+    summary line. A DistilBertForMaskedLM becomes objective 'mlm' with type_vocab_size 0 (no segment table).
 
     ELECTRA: `input_dir` is the discriminator (ElectraForPreTraining, or ElectraModel: a fresh RTD head);
     the generator (ElectraForMaskedLM) comes from `generator`, else from a `generator/` directory beside
@@ -68,7 +72,10 @@ def import_hf_directory(input_dir: str, output: str, *, generator: str | None = 
         if generator:
             raise config_lib.InputError(f"--generator is for ELECTRA; {input_dir} is a {hf_config['model_type']} "
                                         "model.")
-        imported = hf_names.from_hf_state_dict(tensors, hf_config)
+        if hf_config["model_type"] == distilbert_names.MODEL_TYPE:
+            imported = distilbert_names.from_hf_distilbert(tensors, hf_config)
+        else:
+            imported = hf_names.from_hf_state_dict(tensors, hf_config)
     config = config_from_hf(imported.config_overrides, tokenizer)
     config.electra.update(imported.config_overrides.get("electra", {}))
     config.data.max_seq_length = min(config.data.max_seq_length, config.model.max_position_embeddings)

@@ -8,6 +8,9 @@ cannot drift apart. Which HF class a config maps to (`hf_architecture`):
   mlm_nsp     BertForPreTraining            (not representable: InputError)
   mlm_sop     AlbertForPreTraining          AlbertForPreTraining
   mlm         RobertaForMaskedLM            AlbertForMaskedLM
+  mlm, type_vocab_size 0 (a DistilBERT student): DistilBertForMaskedLM (`distilbert_names.py`)
+  mlm, a distillation student with a segment table (TinyBERT): BertForMaskedLM (its teacher's family and
+    positions; TinyBERT's `fit_dense` is not part of it)
 
 ALBERT always has `embedding_hidden_mapping_in` and layer groups: an unfactorized model is exported
 with an identity mapping, an unshared one with one group per layer (HF applies group int(i / (L/G)),
@@ -32,12 +35,14 @@ from bert_jax.model import encoder, pretraining_heads
 
 _BERT, _ALBERT, _ALBERT_MLM, _ROBERTA = ("BertForPreTraining", "AlbertForPreTraining", "AlbertForMaskedLM",
                                           "RobertaForMaskedLM")
-_MODEL_TYPE = {_BERT: "bert", _ALBERT: "albert", _ALBERT_MLM: "albert", _ROBERTA: "roberta"}
+_BERT_MLM, _DISTILBERT = "BertForMaskedLM", "DistilBertForMaskedLM"
+_MODEL_TYPE = {_BERT: "bert", _ALBERT: "albert", _ALBERT_MLM: "albert", _ROBERTA: "roberta", _BERT_MLM: "bert"}
 _ARCHITECTURE_OF_TYPE = {"bert": _BERT, "albert": _ALBERT, "roberta": _ROBERTA}
 OBJECTIVE_OF_TYPE = {"bert": "mlm_nsp", "albert": "mlm_sop", "roberta": "mlm"}
 # The model_types an HF directory may have: ELECTRA's discriminator (+ generator) imports through
-# `electra_names.from_hf_electra`, not through `from_hf_state_dict`.
-MODEL_TYPES = ("bert", "albert", "roberta", "electra")
+# `electra_names.from_hf_electra`, DistilBERT through `distilbert_names.from_hf_distilbert`, not through
+# `from_hf_state_dict`.
+MODEL_TYPES = ("bert", "albert", "roberta", "electra", "distilbert")
 _HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 _OUR_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 _IGNORED = ("embeddings.position_ids",)  # a buffer some HF versions save; recomputed by HF, unused by us
@@ -96,6 +101,7 @@ _HEADS = {
     ],
 }
 _HEADS[_ALBERT_MLM] = [row for row in _HEADS[_ALBERT] if row[0] == "mlm_head"]
+_HEADS[_BERT_MLM] = [row for row in _HEADS[_BERT] if row[0] == "mlm_head"]
 
 
 class Row(NamedTuple):
@@ -136,7 +142,12 @@ def hf_architecture(config) -> str:
                 f"{model_config.num_hidden_groups}), and ALBERT's head is SOP, not NSP "
                 f"(config.objective='mlm_nsp'); train with objective 'mlm_sop' to export as ALBERT.")
         return _BERT
+    if objective == "mlm" and model_config.type_vocab_size == 0:
+        return _DISTILBERT
     if objective == "mlm":
+        distilled = bool(config.get("distill", {}).get("recipe", "")) if hasattr(config, "get") else False
+        if distilled and not albert_shaped:
+            return _BERT_MLM
         if albert_shaped:
             return _ALBERT_MLM
         if model_config.hidden_act != "gelu":
@@ -156,6 +167,10 @@ def hf_config_dict(config, *, pad_token_id: int, bos_token_id: int | None = None
     RoBERTa's 0/2) never stand in for our tokenizer's ids.
     """
     architecture = hf_architecture(config)
+    if architecture == _DISTILBERT:
+        from bert_jax.hf import distilbert_names  # it builds on this module
+        return distilbert_names.config_dict(config, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
+                                            eos_token_id=eos_token_id)
     m = encoder.BertConfig.from_config(config.model)
     return {"architectures": [architecture], **encoder_config_dict(
         m, _MODEL_TYPE[architecture], pad_token_id=pad_token_id, bos_token_id=bos_token_id,
@@ -267,6 +282,9 @@ def to_hf_state_dict(params: dict, config, *, pad_token_id: int) -> dict[str, np
     `pad_token_id` must be the one written to config.json: RoBERTa's position table is shifted by it.
     """
     architecture = hf_architecture(config)
+    if architecture == _DISTILBERT:
+        from bert_jax.hf import distilbert_names  # it builds on this module
+        return distilbert_names.to_state_dict(params, config, pad_token_id=pad_token_id)
     m = encoder.BertConfig.from_config(config.model)
     if architecture == _ROBERTA:
         data = config.get("data") if hasattr(config, "get") else None
@@ -319,7 +337,8 @@ def check_model_type(hf_config: dict, where: str = "config.json") -> str:
     model_type = hf_config.get("model_type")
     if model_type not in MODEL_TYPES:
         raise InputError(f"{where} has model_type={model_type!r}, not one of {MODEL_TYPES}: only BERT-family "
-                         "encoders can be imported; give a bert, roberta, albert or electra model directory.")
+                         "encoders can be imported; give a bert, roberta, albert, "
+                         "electra or distilbert model directory.")
     return model_type
 
 
@@ -402,13 +421,18 @@ def from_hf_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) -> HF
     table = _name_table(architecture, m)
     params, missing_heads = tensors_to_params(table, tensors, _expected_shapes(m, objective), m, model_type,
                                               pad_token_id=hf_config.get("pad_token_id", 1))
-    for row in table:  # tied copies must equal what they are tied to: our head cannot untie them
-        if row.op == "tied" and row.hf_name in tensors and row.part not in missing_heads:
-            if not np.array_equal(np.asarray(tensors[row.hf_name], np.float32), _get(params, row.path)):
-                raise InputError(f"{row.hf_name} differs from {'/'.join(row.path)}: the output projection "
-                                 "is not tied, which bert_jax's MLM head cannot represent.")
+    check_tied(table, tensors, params, missing_heads)
     return HFCheckpoint({"model": overrides, "objective": objective}, params, missing_heads,
                         unused_tensors(table, tensors, model_type))
+
+
+def check_tied(table: list[Row], tensors: dict, params: dict, missing_heads: list) -> None:
+    """Tied copies present in `tensors` must equal what they are tied to: our head cannot untie them."""
+    for row in table:
+        if (row.op == "tied" and row.hf_name in tensors and row.part not in missing_heads
+                and not np.array_equal(np.asarray(tensors[row.hf_name], np.float32), _get(params, row.path))):
+            raise InputError(f"{row.hf_name} differs from {'/'.join(row.path)}: the output projection "
+                             "is not tied, which bert_jax's MLM head cannot represent.")
 
 
 def check_heads_divide(m: encoder.BertConfig) -> None:

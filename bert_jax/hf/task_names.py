@@ -64,6 +64,9 @@ class HFTaskCheckpoint(NamedTuple):
 def task_model_type(config) -> str:
     """bert | roberta | albert: the HF family that represents `config.model` + `config.objective` exactly."""
     m = encoder.BertConfig.from_config(config.model)
+    if m.type_vocab_size == 0:  # DistilBERT's classifier is pre_classifier + ReLU, ours pooler + tanh
+        raise InputError("a fine-tuned model without a segment table (config.model.type_vocab_size=0, a DistilBERT "
+                         "student) has no transformers task class that computes it; use it with bert_jax.predict.")
     if m.factorized or m.num_hidden_groups > 0 or config.objective == "mlm_sop":
         return "albert"
     return "roberta" if config.objective == "mlm" else "bert"
@@ -202,12 +205,13 @@ def from_hf_task_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) 
     if kind is None:
         raise InputError(f"config.json architectures={hf_config.get('architectures')} names no task model class "
                          f"(*{', *'.join(dict.fromkeys(SUFFIX_OF_KIND.values()))}).")
-    overrides = hf_names.model_overrides(hf_config, lm_head=False)
     model_type = hf_config["model_type"]
-    if model_type not in hf_names.OBJECTIVE_OF_TYPE:  # electra: its task heads are not ours
+    if model_type not in hf_names.OBJECTIVE_OF_TYPE:  # electra, distilbert: their task heads are not ours
+        pretrained = "DistilBertForMaskedLM" if model_type == "distilbert" else "ElectraForPreTraining discriminator"
         raise InputError(f"config.json architectures={hf_config.get('architectures')}: fine-tuned {model_type} task "
-                         "models cannot be imported (their heads differ from bert_jax's); import the pretrained "
-                         "ElectraForPreTraining discriminator with bert_jax.import_hf and fine-tune it here.")
+                         f"models cannot be imported (their heads differ from bert_jax's); import the pretrained "
+                         f"{pretrained} with bert_jax.import_hf and fine-tune it here.")
+    overrides = hf_names.model_overrides(hf_config, lm_head=False)
     m = encoder.BertConfig(**overrides)
     hf_names.check_heads_divide(m)
     label_names = _label_names(hf_config, kind)
