@@ -5,6 +5,8 @@ parameters; and both students have the parameter counts of transformers' classes
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,7 @@ from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import teacher
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ, PAD = 12, 0
 _SMALL = {"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
           "intermediate_size": 64, "max_position_embeddings": 16, "hidden_dropout_prob": 0.0,
@@ -175,3 +178,62 @@ def test_tinybert_4_student_has_bert_for_masked_lms_parameter_count(monkeypatch)
                        intermediate_size=m.intermediate_size, max_position_embeddings=m.max_position_embeddings,
                        type_vocab_size=m.type_vocab_size)
     assert ours == theirs and 14e6 < ours < 15e6  # TinyBERT-4: 14.5M
+
+
+def _run(module, *args, cwd):
+    """A bert_jax command as users run it; returns its stdout."""
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _distill_flags(recipe_config, teacher_dir, corpus, workdir, *extra):
+    small = {"model.hidden_size": 24, "model.num_attention_heads": 2, "model.intermediate_size": 48,
+             "data.max_seq_length": 32, "masking.max_predictions_per_seq": 5, "train.global_batch_size": 8,
+             "train.num_train_steps": 2, "train.warmup_steps": 1, "train.eval_every_steps": 2,
+             "train.log_every_steps": 1, "checkpoint.every_steps": 2, "data.eval_num_examples": 8,
+             "train.eval_batch_size": 8}
+    return [f"--config={ROOT}/configs/distill/{recipe_config}.py", f"--config.teacher_checkpoint={teacher_dir}",
+            f"--config.data.corpus={corpus}", "--config.data.eval_fraction=0.2", f"--workdir={workdir}",
+            *(f"--config.{k}={v}" for k, v in small.items()), *extra]
+
+
+@pytest.mark.slow  # four CLI runs and two tiny distillations: about a minute on 2 cores
+def test_students_through_the_commands(corpus_file, small_tokenizer, tmp_path):
+    """Teacher run -> distill (DistilBERT, TinyBERT) -> export --format=hf -> transformers loads them -> import_hf
+    of the DistilBertForMaskedLM -> distillation continues from it, keeping its shape."""
+    from test_loop import _small_config
+
+    from bert_jax.pretraining import loop, run_checkpoint
+    teacher_run = str(tmp_path / "teacher")
+    loop.train_and_evaluate(_small_config(corpus_file, "", small_tokenizer.model_path, num_steps=2), teacher_run)
+    for recipe, architecture in (("distilbert_base", "DistilBertForMaskedLM"), ("tinybert_4l", "BertForMaskedLM")):
+        workdir, hf_dir = str(tmp_path / recipe), str(tmp_path / f"{recipe}_hf")
+        layers = ["--config.model.num_hidden_layers=2"] if recipe == "tinybert_4l" else []  # the teacher has 2
+        _run("bert_jax.distill", *_distill_flags(recipe, teacher_run, corpus_file, workdir, *layers), cwd=tmp_path)
+        summary = _run("bert_jax.export", f"--workdir={workdir}", "--format=hf", f"--output={hf_dir}", cwd=tmp_path)
+        assert f"as {architecture}" in summary and ("fit_dense" in summary) == (recipe == "tinybert_4l"), summary
+        hf_model, info = getattr(transformers, architecture).from_pretrained(hf_dir, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+    imported = str(tmp_path / "imported")
+    summary = _run("bert_jax.import_hf", f"--input={tmp_path / 'distilbert_base_hf'}", f"--output={imported}",
+                   cwd=tmp_path)
+    config, _, params = run_checkpoint.load_params_only(imported)
+    assert config.objective == "mlm" and config.model.type_vocab_size == 0 and "initialised fresh" not in summary
+    _, _, distilled = run_checkpoint.load_params_only(_export_params(tmp_path / "distilbert_base"))
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(distilled), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    again = str(tmp_path / "again")
+    _run("bert_jax.distill", *_distill_flags("distilbert_base", teacher_run, corpus_file, again,
+                                             f"--config.train.init_checkpoint={imported}"), cwd=tmp_path)
+    after_config, _, _ = run_checkpoint.load_params_only(_export_params(tmp_path / "again"))
+    assert after_config.model.to_dict() == config.model.to_dict()
+
+
+def _export_params(workdir):
+    from bert_jax.pretraining import run_checkpoint
+    output = str(workdir) + "_params"
+    run_checkpoint.export_params(str(workdir), output)
+    return output
