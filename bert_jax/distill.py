@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from bert_jax import cli
 from bert_jax import config as config_lib
+from bert_jax.hf import convert as hf_convert
 from bert_jax.pretraining import loop
 from bert_jax.runtime import parallel
 
@@ -34,7 +35,7 @@ def _distill():
                                     "(configs/distill/distilbert_base.py or tinybert_4l.py), or python -m "
                                     "bert_jax.pretrain for pretraining without a teacher.")
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    return loop.train_and_evaluate(config, _WORKDIR.value)
+    return loop.train_and_evaluate(config, _WORKDIR.value, import_hf_directory=hf_convert.import_hf_directory)
 
 
 def main(argv):

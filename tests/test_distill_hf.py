@@ -22,6 +22,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 from bert_jax import config as config_lib
 from bert_jax.config import InputError
 from bert_jax.hf import distilbert_names, task_names
+from bert_jax.hf import files as hf_files
 from bert_jax.hf import names as hf_names
 from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import teacher
@@ -86,9 +87,10 @@ def test_distilbert_student_is_distilbert_for_masked_lm(hidden_act, tmp_path):
     assert hf_names.hf_architecture(config) == "DistilBertForMaskedLM"
     model, params = _random_params(config)
     assert model.bert.embeddings.token_type_embeddings is None and model.bert.pooler is None
-    hf_config = hf_names.hf_config_dict(config, pad_token_id=PAD, bos_token_id=2, eos_token_id=3)
+    state_dict, hf_config = hf_files.hf_state_and_config(params, config, pad_token_id=PAD, bos_token_id=2,
+                                                         eos_token_id=3)
     assert {hf_config[k] for k in ("dim", "n_layers", "n_heads", "hidden_dim")} == {32, 2, 4, 64}
-    hf_model = _load_hf(hf_names.to_hf_state_dict(params, config, pad_token_id=PAD), hf_config, tmp_path)
+    hf_model = _load_hf(state_dict, hf_config, tmp_path)
     assert hf_model.vocab_projector.weight.data_ptr() == hf_model.distilbert.embeddings.word_embeddings.weight.data_ptr()
     assert _max_diff(model, config, hf_model) <= 1e-5
 
@@ -98,9 +100,9 @@ def test_tinybert_student_is_bert_for_masked_lm_without_fit_dense(tmp_path):
     assert hf_names.hf_architecture(config) == "BertForMaskedLM"
     model, params = _random_params(config)
     assert params["fit_dense"]["kernel"].shape == (24, 48)
-    state_dict = hf_names.to_hf_state_dict(params, config, pad_token_id=PAD)
+    state_dict, hf_config = hf_files.hf_state_and_config(params, config, pad_token_id=PAD)
     assert not any("fit_dense" in name or "pooler" in name for name in state_dict)
-    hf_model = _load_hf(state_dict, hf_names.hf_config_dict(config, pad_token_id=PAD), tmp_path)
+    hf_model = _load_hf(state_dict, hf_config, tmp_path)
     assert _max_diff(model, config, hf_model) <= 1e-5
 
 
@@ -135,7 +137,7 @@ def test_bare_distilbert_model_imports_with_a_fresh_head_and_untied_projector_is
 def test_what_transformers_cannot_hold_is_refused_in_one_line():
     config = _distilbert_config(layer_norm_eps=1e-5)  # a student of a RoBERTa teacher
     with pytest.raises(InputError, match="1e-12"):
-        hf_names.to_hf_state_dict(_random_params(config)[1], config, pad_token_id=PAD)
+        hf_files.hf_state_and_config(_random_params(config)[1], config, pad_token_id=PAD)
     with pytest.raises(InputError, match="type_vocab_size=0"):  # fine-tuned: DistilBERT's heads are not ours
         task_names.hf_task_config_dict(_distilbert_config(), "classification", ("a", "b"), pad_token_id=PAD)
     with pytest.raises(InputError, match="import the pretrained DistilBertForMaskedLM"):

@@ -26,6 +26,8 @@ FORBIDDEN = {
 # Library modules whose tests live in a file not named after them.
 TEST_HOMES = {
     "cli": "test_bad_inputs.py",  # one-line errors of every command
+    "hf.distilbert_names": "test_distill_hf.py",
+    "pretraining.teacher": "test_distillation.py",
     "data.full_sentences": "test_pipeline.py",  # RoBERTa's full-sentence instances
     "data.tfds_text": "test_sharded_corpus.py",
     "data.tokenizer_factory": "test_sentencepiece_tokenizer.py",

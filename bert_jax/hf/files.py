@@ -18,7 +18,7 @@ import numpy as np
 
 from bert_jax.config import InputError
 from bert_jax.data import hf_tokenizers, tokenizer_factory
-from bert_jax.hf import electra_names
+from bert_jax.hf import distilbert_names, electra_names
 from bert_jax.hf import names as hf_names
 from bert_jax.runtime import atomic
 
@@ -62,9 +62,25 @@ def write_hf_directory(output_dir: str, params: dict, config, tokenizer) -> str:
     ids = tokenizer.special_ids
     if os.path.exists(os.path.join(output_dir, "model.safetensors")):
         raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
-    state_dict = hf_names.to_hf_state_dict(params, config, pad_token_id=ids.pad)
-    hf_config = hf_names.hf_config_dict(config, pad_token_id=ids.pad, bos_token_id=ids.cls, eos_token_id=ids.sep)
+    state_dict, hf_config = hf_state_and_config(params, config, pad_token_id=ids.pad, bos_token_id=ids.cls,
+                                                eos_token_id=ids.sep)
     return write_hf_files(output_dir, state_dict, hf_config, tokenizer)
+
+
+def hf_state_and_config(params: dict, config, *, pad_token_id: int, bos_token_id: int | None = None,
+                        eos_token_id: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """(HF state dict, config.json content) of a pretraining model for `hf_names.hf_architecture(config)`.
+
+    DistilBERT has a name table of its own, which builds on `names` as `electra_names` does.
+    """
+    table = distilbert_names if hf_names.hf_architecture(config) == hf_names.DISTILBERT else None
+    if table is not None:
+        return (table.to_state_dict(params, config, pad_token_id=pad_token_id),
+                table.config_dict(config, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
+                                  eos_token_id=eos_token_id))
+    return (hf_names.to_hf_state_dict(params, config, pad_token_id=pad_token_id),
+            hf_names.hf_config_dict(config, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
+                                    eos_token_id=eos_token_id))
 
 
 def write_electra_directories(output_dir: str, params: dict, config, tokenizer) -> dict[str, str]:

@@ -35,7 +35,7 @@ from bert_jax.model import encoder, pretraining_heads
 
 _BERT, _ALBERT, _ALBERT_MLM, _ROBERTA = ("BertForPreTraining", "AlbertForPreTraining", "AlbertForMaskedLM",
                                           "RobertaForMaskedLM")
-_BERT_MLM, _DISTILBERT = "BertForMaskedLM", "DistilBertForMaskedLM"
+_BERT_MLM, DISTILBERT = "BertForMaskedLM", "DistilBertForMaskedLM"
 _MODEL_TYPE = {_BERT: "bert", _ALBERT: "albert", _ALBERT_MLM: "albert", _ROBERTA: "roberta", _BERT_MLM: "bert"}
 _ARCHITECTURE_OF_TYPE = {"bert": _BERT, "albert": _ALBERT, "roberta": _ROBERTA}
 OBJECTIVE_OF_TYPE = {"bert": "mlm_nsp", "albert": "mlm_sop", "roberta": "mlm"}
@@ -143,7 +143,7 @@ def hf_architecture(config) -> str:
                 f"(config.objective='mlm_nsp'); train with objective 'mlm_sop' to export as ALBERT.")
         return _BERT
     if objective == "mlm" and model_config.type_vocab_size == 0:
-        return _DISTILBERT
+        return DISTILBERT
     if objective == "mlm":
         distilled = bool(config.get("distill", {}).get("recipe", "")) if hasattr(config, "get") else False
         if distilled and not albert_shaped:
@@ -167,10 +167,6 @@ def hf_config_dict(config, *, pad_token_id: int, bos_token_id: int | None = None
     RoBERTa's 0/2) never stand in for our tokenizer's ids.
     """
     architecture = hf_architecture(config)
-    if architecture == _DISTILBERT:
-        from bert_jax.hf import distilbert_names  # it builds on this module
-        return distilbert_names.config_dict(config, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
-                                            eos_token_id=eos_token_id)
     m = encoder.BertConfig.from_config(config.model)
     return {"architectures": [architecture], **encoder_config_dict(
         m, _MODEL_TYPE[architecture], pad_token_id=pad_token_id, bos_token_id=bos_token_id,
@@ -282,9 +278,6 @@ def to_hf_state_dict(params: dict, config, *, pad_token_id: int) -> dict[str, np
     `pad_token_id` must be the one written to config.json: RoBERTa's position table is shifted by it.
     """
     architecture = hf_architecture(config)
-    if architecture == _DISTILBERT:
-        from bert_jax.hf import distilbert_names  # it builds on this module
-        return distilbert_names.to_state_dict(params, config, pad_token_id=pad_token_id)
     m = encoder.BertConfig.from_config(config.model)
     if architecture == _ROBERTA:
         data = config.get("data") if hasattr(config, "get") else None

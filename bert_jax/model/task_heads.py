@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax.model import encoder
+from bert_jax.model import encoder, pooling
 
 
 class BertForSequenceClassification(nnx.Module):
@@ -82,6 +82,37 @@ class BertForMultipleChoice(nnx.Module):
         return self.classifier(pooled_output).astype(jnp.float32).reshape(batch, num_choices)
 
 
+class BertForSentenceEmbedding(nnx.Module):
+    """A bi-encoder (Sentence-BERT): each text of a row is encoded alone and pooled into one vector.
+
+    `pooling_mode` 'mean' / 'max' over real tokens or 'cls'; `normalize` makes the vectors unit length (the loss
+    normalises anyway; this is what an exported model outputs). With `num_labels` > 0 a classifier on
+    (u, v, |u - v|) is added for SBERT's softmax (NLI) recipe; it is dropped when the encoder is used.
+    """
+
+    def __init__(self, config: encoder.BertConfig, num_labels: int = 0, *, pooling_mode: str = "mean",
+                 normalize: bool = False, rngs: nnx.Rngs):
+        self.bert = encoder.BertModel(config, add_pooling_layer=False, rngs=rngs)
+        self.classifier = encoder.make_dense(config, 3 * config.hidden_size, num_labels, rngs) if num_labels else None
+        self.pooling_mode, self.normalize = pooling_mode, normalize
+
+    def __call__(self, input_ids, segment_ids, attention_mask, *, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None):
+        """Inputs [batch, texts, seq] (or [batch, seq]); returns embeddings [batch, texts, hidden] (or
+        [batch, hidden]) in float32."""
+        shape = input_ids.shape
+        flat = [x.reshape(-1, shape[-1]) for x in (input_ids, segment_ids, attention_mask)]
+        sequence_output, _ = self.bert(*flat, deterministic=deterministic, rngs=rngs)
+        embeddings = pooling.pool(sequence_output, flat[2], self.pooling_mode)
+        if self.normalize:
+            embeddings = pooling.normalize(embeddings)
+        return embeddings.reshape(*shape[:-1], -1)
+
+    def classify(self, embeddings):
+        """Softmax-recipe logits [batch, num_labels] of pair embeddings [batch, 2, hidden]."""
+        return self.classifier(pooling.pair_features(embeddings)).astype(jnp.float32)
+
+
 TASK_MODELS = {
     "classification": BertForSequenceClassification,
     "multi_label_classification": BertForSequenceClassification,
@@ -89,4 +120,5 @@ TASK_MODELS = {
     "token_classification": BertForTokenClassification,
     "qa": BertForQuestionAnswering,
     "multiple_choice": BertForMultipleChoice,
+    "sentence_embedding": BertForSentenceEmbedding,
 }

@@ -221,8 +221,9 @@ def _absolute_paths(config):
     return config
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-    """Pretrains as `config` says, in `workdir`; returns the final held-out metrics.
+def train_and_evaluate(config, workdir: str, *, import_hf_directory=None) -> dict[str, float]:
+    """Pretrains (or distils, with `config.distill.recipe`) as `config` says, in `workdir`; returns the final
+    held-out metrics. `import_hf_directory`: how a transformers teacher is converted (see teacher.materialise).
 
     The whole run holds the workdir's lock, taken before anything there is read or written: a second
     run on the same workdir stops at once with a line naming this one, instead of both writing it.
@@ -234,7 +235,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if config.distill.recipe:
         config_lib.validate(config)  # the recipe's own fields, before the teacher is copied in
         with workdir_lock.workdir_lock(workdir, "distillation"):
-            teacher_dir = teacher.materialise(config.teacher_checkpoint, workdir)
+            teacher_dir = teacher.materialise(config.teacher_checkpoint, workdir, import_hf_directory)
             config = config_lib.validate(teacher.adopt_teacher(config, teacher_dir))
             abstract_setup, _ = steps_lib.make_pretraining_setup(config, parallel.make_mesh(config.mesh))
             parallel.check_state_fits(abstract_setup.abstract_state)

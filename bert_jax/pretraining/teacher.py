@@ -15,7 +15,6 @@ from absl import logging
 from flax import nnx
 
 from bert_jax import config as config_lib
-from bert_jax.hf import convert as hf_convert
 from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import run_checkpoint
 from bert_jax.runtime import checkpoint as checkpoint_lib
@@ -32,8 +31,12 @@ def teacher_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), TEACHER_DIR)
 
 
-def materialise(source: str, workdir: str) -> str:
-    """<workdir>/teacher, written from `source` unless it is already there; returns its path."""
+def materialise(source: str, workdir: str, import_hf_directory=None) -> str:
+    """<workdir>/teacher, written from `source` unless it is already there; returns its path.
+
+    `import_hf_directory(source, output)` converts a transformers directory (`hf.convert`'s; the command passes
+    it in, since the HF readers sit above this folder); without it such a teacher is refused.
+    """
     target = teacher_dir(workdir)
     if os.path.isfile(os.path.join(target, "export_info.json")):
         if source and os.path.abspath(source) != target:
@@ -52,8 +55,11 @@ def materialise(source: str, workdir: str) -> str:
         checkpoint_lib.save_params_only(target, params, config, tokenizer,
                                         {"source": os.path.abspath(source), "format": "params"})
         summary = f"copied the params export {source} to {target}"
+    elif os.path.isfile(os.path.join(source, "config.json")) and import_hf_directory is not None:
+        summary = import_hf_directory(source, target)
     elif os.path.isfile(os.path.join(source, "config.json")):
-        summary = hf_convert.import_hf_directory(source, target)
+        raise config_lib.InputError(f"config.teacher_checkpoint={source} is a transformers directory; convert it with "
+                                    "python -m bert_jax.import_hf --input=... --output=DIR and give DIR.")
     else:
         raise config_lib.InputError(
             f"config.teacher_checkpoint={source} is neither a pretraining workdir (no checkpoints/), a params "
