@@ -31,7 +31,7 @@ def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     # A benchmark (glue tasks, conll2003, squad_v1.1, squad_v2.0, swag: bert_jax.finetuning.tasks.TASKS), or
     # the kind of a task on your own files (classification, multi_label_classification, regression,
-    # token_classification, qa, multiple_choice) read from config.data.train_file and friends.
+    # token_classification, qa, multiple_choice, sentence_embedding) read from config.data.train_file and friends.
     config.task = "sst2"
     # A params-only export (bert_jax.export --format=params, bert_jax.import_hf) or a pretraining workdir.
     config.init_checkpoint = ""
@@ -59,6 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.tokens_column = "tokens"  # token_classification in CSV/TSV/JSONL (a list, or space-separated)
     config.data.tags_column = "tags"
     config.data.tag_scheme = "auto"  # BIO | IOB1 | IOBES | auto (read from the training tags)
+    config.data.negative_column = ""  # sentence_embedding: a hard negative beside text and text_pair (optional)
     config.data.context_column = "context"  # multiple_choice: the shared first segment
     config.data.question_column = ""  # multiple_choice: prefixed to every choice (optional)
     config.data.choice_columns = ()  # multiple_choice: empty: a 'choices' list, or columns choice0/ending0, ...
@@ -102,9 +103,27 @@ def default_config() -> ml_collections.ConfigDict:
     config.qa.max_answer_length = 30
     config.qa.null_score_diff_threshold = 0.0  # v2.0: predict no answer when null - best span > this
 
+    # Sentence embeddings (task 'sentence_embedding', Sentence-BERT): a bi-encoder that encodes each text alone.
+    # loss: 'multiple_negatives_ranking' (rows text -> text_pair [-> negative_column]: every other row's texts
+    # of the *global* batch are negatives, gathered from all devices), 'cosent' or 'cosine_similarity' (pairs
+    # with a gold similarity score in label_column), 'softmax' (pairs with a class label, SBERT's NLI recipe:
+    # a classifier on (u, v, |u - v|), dropped when the encoder is used).
+    config.sentence = ml_collections.ConfigDict()
+    config.sentence.loss = "multiple_negatives_ranking"
+    config.sentence.scale = 20.0  # cosine similarities are multiplied by this (ranking losses and CoSENT)
+    config.sentence.symmetric = False  # multiple_negatives_ranking: also each positive picks its anchor
+    config.sentence.pooling = "mean"  # mean | cls | max
+    config.sentence.normalize = True  # unit-length output vectors
+    # > 1: gradient caching in this many chunks of the global batch (memory of one chunk; same gradients).
+    config.sentence.gradient_cache_chunks = 0
+
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1
     return config
+
+
+SENTENCE_LOSSES = ("multiple_negatives_ranking", "cosent", "cosine_similarity", "softmax")
+SENTENCE_POOLINGS = ("mean", "cls", "max")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -136,4 +155,19 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"config.data.tag_scheme={config.data.tag_scheme!r} is not one of {TAG_SCHEMES}.")
     _require(config.data.file_format in FILE_FORMATS,
              f"config.data.file_format={config.data.file_format!r} is not one of {FILE_FORMATS}.")
+    sentence = config.sentence
+    _require(sentence.loss in SENTENCE_LOSSES, f"config.sentence.loss={sentence.loss!r} is not one of {SENTENCE_LOSSES}.")
+    _require(sentence.pooling in SENTENCE_POOLINGS,
+             f"config.sentence.pooling={sentence.pooling!r} is not one of {SENTENCE_POOLINGS}.")
+    _require(sentence.scale > 0, f"config.sentence.scale must be > 0, got {sentence.scale}.")
+    chunks = sentence.gradient_cache_chunks
+    _require(chunks >= 0 and (chunks <= 1 or train.global_batch_size % chunks == 0),
+             f"config.sentence.gradient_cache_chunks={chunks} must be 0 (off) or divide config.train.global_batch_size "
+             f"({train.global_batch_size}).")
+    if config.task == "sentence_embedding":
+        _require(bool(config.data.text_pair_column), "the sentence_embedding task reads pairs: set "
+                 "config.data.text_pair_column (the positive, or the second sentence).")
+        _require(not config.data.negative_column or sentence.loss == "multiple_negatives_ranking",
+                 "config.data.negative_column (hard negatives) is for config.sentence.loss="
+                 "'multiple_negatives_ranking'.")
     return config

@@ -144,3 +144,20 @@ def multiple_choice_features(examples, tokenizer, max_seq_length: int) -> dict[s
     features["labels"] = np.asarray([0 if e.label is None else e.label for e in examples], np.int32)
     features["has_label"] = np.asarray([e.label is not None for e in examples], np.int32)
     return features
+
+
+def sentence_features(examples, tokenizer, max_seq_length: int, *, scores: bool) -> dict[str, np.ndarray]:
+    """Arrays for a bi-encoder: inputs [n, texts, seq], each text encoded alone as [CLS] text [SEP], and
+    `labels` [n] (float32 gold scores when `scores`, else int32 class ids; 0 where there is none)."""
+    num_texts = {len(e.texts) for e in examples}
+    if len(num_texts) > 1:
+        raise InputError(f"examples have different numbers of texts {sorted(num_texts)}; every row of a "
+                         "sentence_embedding task needs the same columns.")
+    rows = [tuple(np.stack(column) for column in zip(*(_encode_pair(tokenizer, text, None, max_seq_length)
+                                                       for text in example.texts)))
+            for example in examples]
+    arrays = _stack(rows, _INPUTS)
+    arrays["labels"] = np.asarray([0 if e.label is None else e.label for e in examples],
+                                  np.float32 if scores else np.int32)
+    arrays["has_label"] = np.asarray([e.label is not None for e in examples], np.int32)
+    return arrays

@@ -172,6 +172,25 @@ def multilabel_scores(predicted, gold) -> dict[str, float]:
             "exact_match": float(np.mean(np.all(predicted == gold, axis=1)))}
 
 
+def positive_ranks(anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """1-based rank of each anchor's own positive among every candidate of the set, by cosine.
+
+    anchors [n, hidden] and candidates [n, k, hidden] unit vectors; candidate [i, 0] is anchor i's positive,
+    the rest (other rows' positives, every hard negative) are its negatives. Ties count against the positive.
+    """
+    pool = candidates.transpose(1, 0, 2).reshape(-1, candidates.shape[-1])  # positives first
+    scores = anchors @ pool.T  # [n, n * k]
+    own = scores[np.arange(len(anchors)), np.arange(len(anchors))]
+    return (scores >= own[:, None]).sum(-1)
+
+
+def ranking_scores(ranks: np.ndarray, cutoff: int = 10) -> dict[str, float]:
+    """MRR@cutoff and accuracy@1 (the positive ranked first) of 1-based ranks."""
+    ranks = np.asarray(ranks)
+    reciprocal = np.where(ranks <= cutoff, 1.0 / ranks, 0.0)
+    return {f"mrr@{cutoff}": float(reciprocal.mean()), "accuracy@1": float((ranks == 1).mean())}
+
+
 def regression_scores(predictions, labels) -> dict[str, float]:
     """Scores of a regression task: "pearson", "spearman" (NaN when constant), "mse" and "mae"."""
     predictions, labels = _pair(np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64))

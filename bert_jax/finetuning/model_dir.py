@@ -61,7 +61,14 @@ def task_info(task: TaskSpec, config) -> dict[str, Any]:
     info["reading"]["choice_columns"] = list(info["reading"]["choice_columns"])
     info["settings"] = {name: config.data[name] for name in _SETTINGS}
     info["settings"]["qa"] = config.qa.to_dict()
+    if task.kind == "sentence_embedding":  # pooling, normalisation and loss: what the encoder outputs
+        info["settings"]["sentence"] = config.sentence.to_dict()
     return info
+
+
+def sentence_settings(settings: dict):
+    """A sentence encoder's `sentence` settings as a ConfigDict (None for other task models)."""
+    return ml_collections.ConfigDict(settings["sentence"]) if "sentence" in settings else None
 
 
 def _task_from_info(info: dict[str, Any]) -> TaskSpec:

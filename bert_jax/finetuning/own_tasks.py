@@ -9,6 +9,7 @@ of the task's kind. Every problem names the file and line and says the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any
@@ -19,16 +20,18 @@ from bert_jax.finetuning.qa import QAExample
 from bert_jax.finetuning.task_files import (
     ChoiceExample,
     ClassificationExample,
+    SentenceExample,
     TokenExample,
 )
 from bert_jax.finetuning.task_spec import TaskSpec
 
 OWN_KINDS = ("classification", "multi_label_classification", "regression", "token_classification", "qa",
-             "multiple_choice")
+             "multiple_choice", "sentence_embedding")
 SPLITS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 # The settings of `config.data` that say how a file is read; stored with the model so predict reads alike.
 READING_FIELDS = ("file_format", "text_column", "text_pair_column", "label_column", "label_separator",
-                  "tokens_column", "tags_column", "context_column", "question_column", "choice_columns")
+                  "tokens_column", "tags_column", "context_column", "question_column", "choice_columns",
+                  "negative_column")
 _NUMBER = re.compile(r"^[+-]?\d+$")
 _CHOICE_COLUMN = re.compile(r"^(choice|ending|option)_?(\d+)$")
 
@@ -40,7 +43,19 @@ def is_own(config) -> bool:
 def reading_settings(config) -> dict[str, Any]:
     settings = {name: config.data[name] for name in READING_FIELDS}
     settings["choice_columns"] = tuple(settings["choice_columns"])
+    if config.task == "sentence_embedding":  # what its label column holds follows the loss
+        settings["sentence_loss"] = config.sentence.loss
     return settings
+
+
+def label_view(spec):
+    """`spec` as its labels are read: a sentence_embedding task's labels are classes (softmax), scores
+    (cosent, cosine_similarity) or absent (multiple_negatives_ranking), as for those kinds."""
+    if spec.kind != "sentence_embedding":
+        return spec
+    loss = spec.reading.get("sentence_loss", "multiple_negatives_ranking")
+    kind = {"softmax": "classification", "multiple_negatives_ranking": "sentence_embedding"}.get(loss, "regression")
+    return dataclasses.replace(spec, kind=kind)
 
 
 def make_task(config):
@@ -55,16 +70,18 @@ def make_task(config):
         ("validation",) if "validation" in files else ()), local_files=files, tfds_name=None,
         reading=reading_settings(config), tag_scheme=data.tag_scheme, own=True)
     train = _raw_rows(spec, "train")
-    if given and spec.kind not in ("regression", "qa", "multiple_choice") and len(set(given)) != len(given):
+    labels = label_view(spec)
+    if given and labels.kind not in ("regression", "qa", "multiple_choice") and len(set(given)) != len(given):
         raise InputError(f"config.data.label_names={list(given)} names a label twice; list each once.")
-    label_names = given or _label_set(spec, train)
-    _check_label_set(spec, label_names, given=bool(given))
+    label_names = given or _label_set(labels, train)
+    _check_label_set(labels, label_names, given=bool(given))
     tag_scheme = _tag_scheme(spec, train) if spec.kind == "token_classification" else ""
     version_2 = spec.kind == "qa" and any(e.is_impossible or not e.answers for e in train)
     task = TaskSpec(name=spec.name, kind=spec.kind, label_names=label_names, eval_splits=spec.eval_splits,
                     local_files=files, tfds_name=None, reading=spec.reading, tag_scheme=tag_scheme, own=True,
                     version_2=version_2)
-    if spec.kind in ("classification", "multi_label_classification", "regression", "multiple_choice"):
+    if spec.kind in ("classification", "multi_label_classification", "regression", "multiple_choice",
+                     "sentence_embedding"):
         read_split(task, "train")  # every column and label checked now, before a model is loaded
     return task
 
@@ -94,6 +111,8 @@ def examples_from_file(task, path: str, split: str, *, labelled: bool | None = N
     table = table_files.read_table(path, fmt, flag)
     if kind == "multiple_choice":
         return _choice_examples(task, table, split, need)
+    if kind == "sentence_embedding":
+        return _sentence_examples(task, table, split, need)
     return _classification_examples(task, table, split, need)
 
 
@@ -112,7 +131,7 @@ def _raw_rows(spec, split: str):
 
 def _label_set(spec, train) -> tuple[str, ...]:
     """Every label of the training data in a stable order: numbers numerically, other strings sorted."""
-    if spec.kind in ("regression", "qa", "multiple_choice"):
+    if spec.kind in ("regression", "qa", "multiple_choice", "sentence_embedding"):
         return ()
     if spec.kind == "token_classification":
         values = {(line, tag) for line, _, tags in train for tag in tags}
@@ -258,6 +277,25 @@ def _parse_label(task, value, where: str, need: bool = True):
     labels = _cell_labels(task, value, where)
     ids = tuple(sorted({_label_id(task, v, where, need) for v in labels}))
     return ids if task.kind == "multi_label_classification" else ids[0]
+
+
+def _sentence_examples(task, table, split: str, need: bool) -> list:
+    """Rows of texts encoded one by one: text_column, text_pair_column and, for in-batch negatives, an
+    optional negative_column; scored and labelled pairs also read label_column."""
+    reading, labels = task.reading, label_view(task)
+    fields = ("text_column", "text_pair_column", "negative_column")
+    columns = [reading[field] for field in fields if reading.get(field)]
+    scored = labels.kind != "sentence_embedding"
+    has_labels = _require_columns(table, {**reading, "negative_column": reading.get("negative_column", "")},
+                                  fields, "label_column", need and scored) and scored
+    examples = []
+    for line, row in table.rows:
+        value = row.get(reading["label_column"]) if has_labels else None
+        blank = value is None or isinstance(value, str) and not value.strip()
+        label = None if blank and not need or not has_labels else _parse_label(labels, value, table.where(line), need)
+        examples.append(SentenceExample(guid=f"{split}-{len(examples)}", label=label,
+                                        texts=tuple(_text(table, line, row, column) for column in columns)))
+    return examples
 
 
 # ------------------------------------------------------------------ token classification

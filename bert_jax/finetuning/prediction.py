@@ -79,8 +79,11 @@ class Predictor:
             logging.info("the model was fine-tuned with cuDNN attention; predicting on %s with 'dot_product' "
                          "(the same computation)", jax.default_backend())
             encoder_config.attention_impl = "dot_product"
-        task_model = steps.build_task_model(encoder_config, self.task.kind, task_data.num_labels(self.task), seed=0)
-        setup, self.params = steps.make_prediction_setup(task_model, self.task.kind, self.mesh, model.params)
+        sentence = model_dir.sentence_settings(model.settings)
+        task_model = steps.build_task_model(encoder_config, self.task.kind, task_data.num_labels(self.task), seed=0,
+                                            sentence=sentence)
+        setup, self.params = steps.make_prediction_setup(task_model, self.task.kind, self.mesh, model.params,
+                                                         sentence=sentence)
         self.predict_step = steps.make_predict_step(setup, self.mesh)
         self.config = ml_collections.ConfigDict({
             "data": {name: model.settings[name] for name in ("max_seq_length", "doc_stride", "max_query_length")},

@@ -114,14 +114,15 @@ def train_seed(ctx: Context, seed: int, seed_dir: str) -> dict:
         logging.info("seed %d finished before (%s); not trained again", seed, result_path)
         return {**result, "params": checkpoint_lib.restore_finetuned_params(seed_dir)}
     task, config, data, mesh = ctx.task, ctx.config, ctx.data, ctx.mesh
-    model = steps.build_task_model(ctx.model_config, task.kind, task_data.num_labels(task), seed)
+    sentence = config.sentence if task.kind == "sentence_embedding" else None
+    model = steps.build_task_model(ctx.model_config, task.kind, task_data.num_labels(task), seed, sentence=sentence)
     moved = transfer.transfer_encoder(ctx.pretrained.params, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     batch_size = config.train.global_batch_size
     num_examples = len(data.train.arrays["input_ids"])
     steps_per_epoch = math.ceil(num_examples / batch_size)
     num_steps = max(1, round(config.train.num_train_epochs * steps_per_epoch))
     setup, state = steps.make_finetuning_setup(model, task.kind, steps.optimizer_config(config.train, num_steps),
-                                               mesh, moved.params, seed)
+                                               mesh, moved.params, seed, sentence=sentence)
     train_step, predict_step = steps.make_train_step(setup, mesh), steps.make_predict_step(setup, mesh)
     sharding = {"train": setup.state_sharding, "best": setup.state_sharding.params}
     checkpointer = checkpoint_lib.Checkpointer(seed_dir, max_to_keep=config.checkpoint.max_to_keep, async_save=False,

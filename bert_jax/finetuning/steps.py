@@ -17,6 +17,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from bert_jax.finetuning import sentence_losses
 from bert_jax.model import encoder, task_heads
 from bert_jax.pretraining import optim
 from bert_jax.pretraining.steps import TrainState, keep_if_finite
@@ -25,10 +26,14 @@ from bert_jax.runtime import parallel
 MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")
 
 
-def build_task_model(model_config, kind: str, num_labels: int, seed: int) -> nnx.Module:
-    """The task model of `kind` (heads.TASK_MODELS) with freshly initialised weights."""
+def build_task_model(model_config, kind: str, num_labels: int, seed: int, sentence=None) -> nnx.Module:
+    """The task model of `kind` (heads.TASK_MODELS) with freshly initialised weights; `sentence` (the fine-tune
+    config's `sentence` fields) sets a sentence encoder's pooling and normalisation."""
     config = encoder.BertConfig.from_config(model_config)
-    return task_heads.TASK_MODELS[kind](config, num_labels, rngs=nnx.Rngs(params=seed))
+    options = {}
+    if kind == "sentence_embedding" and sentence is not None:
+        options = {"pooling_mode": sentence.pooling, "normalize": bool(sentence.normalize)}
+    return task_heads.TASK_MODELS[kind](config, num_labels, rngs=nnx.Rngs(params=seed), **options)
 
 
 def _cross_entropy_sums(logits, labels, weights):
@@ -81,9 +86,10 @@ class TaskSetup:
     kind: str
     schedule: optax.Schedule
     state_sharding: Any
+    sentence: Any = None  # sentence_embedding: the config's `sentence` fields (loss, scale, chunks, ...)
 
 
-def make_finetuning_setup(model: nnx.Module, kind: str, opt_config, mesh, params, seed: int):
+def make_finetuning_setup(model: nnx.Module, kind: str, opt_config, mesh, params, seed: int, sentence=None):
     """(TaskSetup, initial TrainState on the mesh) of the task `model` with its weights set to `params`
     (a pure dict: the transferred encoder and the model's own fresh head)."""
     graphdef, state = nnx.split(model, nnx.Param)
@@ -98,11 +104,12 @@ def make_finetuning_setup(model: nnx.Module, kind: str, opt_config, mesh, params
     state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init, state))
     train_state = jax.jit(init, out_shardings=state_sharding)(jax.device_put(state, replicated))
     setup = TaskSetup(graphdef=graphdef, optimizer=optimizer, kind=kind,
-                      schedule=optim.learning_rate_schedule(opt_config), state_sharding=state_sharding)
+                      schedule=optim.learning_rate_schedule(opt_config), state_sharding=state_sharding,
+                      sentence=sentence)
     return setup, train_state
 
 
-def make_prediction_setup(model: nnx.Module, kind: str, mesh, params):
+def make_prediction_setup(model: nnx.Module, kind: str, mesh, params, sentence=None):
     """(TaskSetup, params on the mesh) for prediction only: the task `model` with its weights set to `params`
     (a pure dict, e.g. a fine-tuned model directory's), replicated, and no optimizer state to build or hold."""
     graphdef, state = nnx.split(model, nnx.Param)
@@ -111,14 +118,50 @@ def make_prediction_setup(model: nnx.Module, kind: str, mesh, params):
     params_sharding = jax.tree.map(lambda _: replicated, state)
     sharding = TrainState(step=replicated, params=params_sharding, opt_state=(), rng=replicated)
     setup = TaskSetup(graphdef=graphdef, optimizer=optax.identity(), kind=kind,
-                      schedule=optax.constant_schedule(0.0), state_sharding=sharding)
+                      schedule=optax.constant_schedule(0.0), state_sharding=sharding, sentence=sentence)
     return setup, jax.device_put(state, params_sharding)
 
 
 def _logits(setup: TaskSetup, params, batch, *, deterministic: bool, dropout_key=None):
+    """The task model's outputs: logits, or a sentence encoder's embeddings (its softmax recipe's class logits)."""
     model = nnx.merge(setup.graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
-    return model(*(batch[name] for name in MODEL_INPUTS), deterministic=deterministic, rngs=rngs)
+    outputs = model(*(batch[name] for name in MODEL_INPUTS), deterministic=deterministic, rngs=rngs)
+    if setup.sentence is not None and setup.sentence.loss == "softmax":
+        return model.classify(outputs)
+    return outputs
+
+
+def _sentence_loss(setup: TaskSetup, params, embeddings, batch):
+    """(loss sum, count) of a sentence encoder's embeddings [batch, texts, hidden] under `setup.sentence`."""
+    s, weights = setup.sentence, batch["example_weights"]
+    if s.loss == "multiple_negatives_ranking":
+        return sentence_losses.multiple_negatives_ranking(embeddings, batch["example_weights"], scale=s.scale,
+                                                          symmetric=bool(s.symmetric))
+    if s.loss == "cosent":
+        return sentence_losses.cosent(embeddings, batch["labels"], weights, scale=s.scale)
+    if s.loss == "cosine_similarity":
+        return sentence_losses.cosine_similarity(embeddings, batch["labels"], weights)
+    return _cross_entropy_sums(nnx.merge(setup.graphdef, params).classify(embeddings), batch["labels"], weights)
+
+
+def _sentence_value_and_grad(setup: TaskSetup, params, batch, dropout_key):
+    """Loss and gradients of a sentence encoder: plain, or by gradient caching in `gradient_cache_chunks`."""
+    inputs = {name: batch[name] for name in MODEL_INPUTS}
+
+    def embed(p, rows, chunk_index):
+        key = jax.random.fold_in(dropout_key, chunk_index)
+        return nnx.merge(setup.graphdef, p)(*(rows[name] for name in MODEL_INPUTS), deterministic=False,
+                                            rngs=nnx.Rngs(dropout=key))
+
+    def loss_of_embeddings(embeddings, p):
+        loss_sum, count = _sentence_loss(setup, p, embeddings, batch)
+        return loss_sum / jnp.maximum(count, 1.0)
+
+    chunks = int(setup.sentence.gradient_cache_chunks)
+    if chunks > 1:
+        return sentence_losses.cached_value_and_grad(embed, loss_of_embeddings, params, inputs, chunks)
+    return jax.value_and_grad(lambda p: loss_of_embeddings(embed(p, inputs, 0), p))(params)
 
 
 def make_train_step(setup: TaskSetup, mesh):
@@ -136,7 +179,10 @@ def make_train_step(setup: TaskSetup, mesh):
             loss_sum, count = task_loss(setup.kind, logits, batch)
             return loss_sum / jnp.maximum(count, 1.0)
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        if setup.sentence is not None:
+            loss, grads = _sentence_value_and_grad(setup, state.params, batch, dropout_key)
+        else:
+            loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_norm = optax.tree.norm(grads)

@@ -20,7 +20,7 @@ from bert_jax.runtime import atomic
 _MODEL_INPUTS = ("input_ids", "segment_ids", "attention_mask")
 _TRAIN_TARGETS = {"classification": ("labels",), "multi_label_classification": ("labels",), "regression": ("labels",),
                   "token_classification": ("labels",), "multiple_choice": ("labels",),
-                  "qa": ("start_positions", "end_positions")}
+                  "qa": ("start_positions", "end_positions"), "sentence_embedding": ("labels",)}
 # Metrics where lower is better: best-checkpoint selection maximises their negation.
 LOWER_IS_BETTER = ("mse", "mae")
 
@@ -42,6 +42,8 @@ def num_labels(task) -> int:
     """Output width of the task head."""
     if task.kind in ("classification", "multi_label_classification", "token_classification"):
         return len(task.label_names)
+    if task.kind == "sentence_embedding":  # the softmax recipe's classifier; 0: none
+        return len(task.label_names)
     return {"regression": 1, "qa": 2, "multiple_choice": 1}[task.kind]
 
 
@@ -52,8 +54,15 @@ def primary_metric(task, config=None) -> str:
         return config.train.primary_metric
     if task.kind in ("classification", "regression") and not task.own:
         return metrics.primary_metric(task.name)
+    if task.kind == "sentence_embedding":
+        return _SENTENCE_METRIC[task.reading.get("sentence_loss", "multiple_negatives_ranking")]
     return {"classification": "accuracy", "multi_label_classification": "micro_f1", "regression": "pearson",
             "token_classification": "f1", "qa": "f1", "multiple_choice": "accuracy"}[task.kind]
+
+
+# sentence_embedding: dev ranks each anchor's positive among all the split's candidates; pairs by Spearman.
+_SENTENCE_METRIC = {"multiple_negatives_ranking": "mrr@10", "cosent": "spearman", "cosine_similarity": "spearman",
+                    "softmax": "accuracy"}
 
 
 def selection_score(task, config, split_metrics: dict) -> float:
@@ -80,6 +89,9 @@ def featurize(task, examples, tokenizer, config, *, training: bool) -> TaskFeatu
         return TaskFeatures(features_lib.token_classification_features(examples, tokenizer, length, task.label_names))
     if task.kind == "multiple_choice":
         return TaskFeatures(features_lib.multiple_choice_features(examples, tokenizer, length))
+    if task.kind == "sentence_embedding":
+        scores = _sentence_loss(task) in ("cosent", "cosine_similarity")
+        return TaskFeatures(features_lib.sentence_features(examples, tokenizer, length, scores=scores))
     windows = qa.make_qa_features(examples, tokenizer, max_seq_length=length, doc_stride=config.data.doc_stride,
                                   max_query_length=config.data.max_query_length, is_training=training,
                                   skip_bad_answers=config.data.skip_bad_answers)
@@ -102,6 +114,8 @@ def score(task, examples, features: TaskFeatures, logits: np.ndarray, config) ->
         scores = (metrics.multilabel_scores(predictions[labelled], features.arrays["labels"][labelled] > 0.5)
                   if labelled.any() else {})
         return {k: float(v) for k, v in scores.items()}, predictions
+    if task.kind == "sentence_embedding":
+        return _sentence_scores(task, features, logits)
     if task.own and task.kind in ("classification", "regression"):
         labelled = _labelled(features)
         predictions = logits[:, 0] if task.kind == "regression" else logits.argmax(-1)
@@ -144,6 +158,29 @@ def score(task, examples, features: TaskFeatures, logits: np.ndarray, config) ->
     return {k: float(v) for k, v in scores.items()}, (predictions, null_odds)
 
 
+def _sentence_loss(task) -> str:
+    return task.reading.get("sentence_loss", "multiple_negatives_ranking")
+
+
+def _sentence_scores(task, features: TaskFeatures, outputs: np.ndarray) -> tuple[dict[str, Any], Any]:
+    """Dev figures of a sentence encoder, and per-row predictions: the class (softmax), the cosine of the pair
+    (scored pairs), or the rank of each anchor's positive among every candidate of the split (in-batch)."""
+    loss, labelled = _sentence_loss(task), _labelled(features)
+    labels = features.arrays["labels"]
+    if loss == "softmax":
+        predictions = outputs.argmax(-1)
+        scores = (metrics.classification_scores(predictions[labelled], labels[labelled], len(task.label_names))
+                  if labelled.any() else {})
+        return {k: float(v) for k, v in scores.items()}, predictions
+    unit = outputs / np.maximum(np.linalg.norm(outputs, axis=-1, keepdims=True), 1e-12)  # [n, texts, hidden]
+    if loss in ("cosent", "cosine_similarity"):
+        cosines = (unit[:, 0] * unit[:, 1]).sum(-1)
+        scores = metrics.regression_scores(cosines[labelled], labels[labelled]) if labelled.sum() > 1 else {}
+        return {k: float(v) for k, v in scores.items() if k in ("spearman", "pearson")}, cosines
+    ranks = metrics.positive_ranks(unit[:, 0], unit[:, 1:])
+    return metrics.ranking_scores(ranks), ranks
+
+
 def write_predictions(prefix: str, task, examples, payload) -> list[str]:
     """Writes one split's predictions next to `prefix`; returns the paths.
 
@@ -151,6 +188,17 @@ def write_predictions(prefix: str, task, examples, payload) -> list[str]:
     in CoNLL columns (word, gold tag, predicted tag: conlleval's input); SQuAD: `<prefix>.json`
     (qid -> answer, the official script's input) and, for v2.0, `<prefix>_null_odds.json`.
     """
+    if task.kind == "sentence_embedding":
+        path = prefix + ".tsv"
+        column = {"softmax": "prediction", "multiple_negatives_ranking": "rank_of_positive"}.get(
+            _sentence_loss(task), "cosine")
+        with atomic.writer(path) as f:
+            f.write(f"guid\t{column}\n")
+            for example, value in zip(examples, payload):
+                shown = (task.label_names[int(value)] if column == "prediction" else
+                         str(int(value)) if column == "rank_of_positive" else f"{float(value):.6f}")
+                f.write(f"{example.guid}\t{shown}\n")
+        return [path]
     if task.kind == "multi_label_classification":
         path = prefix + ".tsv"
         with atomic.writer(path) as f:

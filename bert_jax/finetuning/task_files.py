@@ -23,6 +23,16 @@ if TYPE_CHECKING:  # tasks.py imports this module
 
 
 @dataclasses.dataclass(frozen=True)
+class SentenceExample:
+    """Texts encoded one by one (anchor, positive[, negative], or a pair) and a label: a gold similarity
+    score (float), a class id, or None (in-batch negatives need none; unlabelled test rows)."""
+
+    guid: str
+    texts: tuple[str, ...]
+    label: int | float | None
+
+
+@dataclasses.dataclass(frozen=True)
 class ClassificationExample:
     """A sentence or sentence pair; `label` is a class id, a float (regression), or None (unlabeled test)."""
 
