@@ -1,5 +1,6 @@
 """The official metrics of the fine-tuning tasks (GLUE, CoNLL NER, multiple choice), from their definitions,
-and the scores of user-declared classification, multi-label and regression tasks.
+the scores of user-declared classification, multi-label and regression tasks, and the STS scores of a
+sentence encoder.
 
 Written out in NumPy rather than imported so the library needs neither sklearn, scipy nor seqeval;
 tests/test_metrics.py checks each against those references. Scores are fractions in [0, 1].
@@ -106,6 +107,18 @@ def spearman(x, y) -> float:
     if np.isnan(x).any() or np.isnan(y).any():
         return float("nan")
     return pearson(_average_ranks(x), _average_ranks(y))
+
+
+def sts_scores(embeddings_a, embeddings_b, gold) -> dict[str, float]:
+    """STS scores of a sentence encoder: "spearman" (the headline number) and "pearson" of cosine(a_i, b_i)
+    against the gold similarity of each pair. `embeddings_a`, `embeddings_b` are [num_pairs, dim]."""
+    a, b = np.asarray(embeddings_a, dtype=np.float64), np.asarray(embeddings_b, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise InputError(f"embeddings {a.shape} and {b.shape} must both be [num_pairs, dim]; embed the first and "
+                         "the second sentence of every pair.")
+    tiny = np.finfo(np.float64).tiny  # a zero embedding has cosine 0 with anything
+    cosine = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), tiny)
+    return {"spearman": spearman(cosine, gold), "pearson": pearson(cosine, gold)}
 
 
 def _class_ids(values: np.ndarray, name: str, num_labels: int) -> np.ndarray:
