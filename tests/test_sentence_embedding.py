@@ -69,10 +69,25 @@ def test_in_batch_negatives_train_a_bi_encoder_that_predict_reads(pretrained, tm
     dev_rows = _pairs(64, 1)
     dev = _write_tsv(tmp_path / "dev.tsv", ("anchor", "positive"), [r[:2] for r in dev_rows])
     workdir = tmp_path / "run"
-    report = runner.finetune(_config(pretrained, train, dev), str(workdir))
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": r[1]}) + "\n"
+                                              for i, r in enumerate(dev_rows)), encoding="utf-8")
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": r[0]}) + "\n"
+                                               for i, r in enumerate(dev_rows)), encoding="utf-8")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\td{i}\t1\n" for i in range(len(dev_rows))), encoding="utf-8")
+    sts = _write_tsv(tmp_path / "sts.tsv", ("anchor", "positive", "label"),
+                     [(a, b, 1.0) for a, b, _ in dev_rows[:32]] + [(a, n, 0.0) for a, _, n in dev_rows[32:]])
+    config = _config(pretrained, train, dev, eval_beir_dir=str(beir), eval_sts_file=sts)
+    report = runner.finetune(config, str(workdir))
     best = report["seeds"][0]["best"]["validation"]
     before = _untrained_mrr(pretrained, dev_rows)
     assert best["mrr@10"] > before + 0.15 and best["mrr@10"] > 0.5, (before, best)
+    # The BEIR set is the dev set as queries -> documents: its MRR@10 is the dev figure, found another way.
+    evaluated = report["sentence_evaluation"]
+    assert evaluated["retrieval"]["mrr@10"] == pytest.approx(best["mrr@10"], abs=0.02), evaluated
+    assert evaluated["retrieval"]["num_queries"] == 64 and evaluated["sts"]["spearman"] > 0.5
     lines = (workdir / "seed_0" / "predictions_validation.tsv").read_text().splitlines()
     assert lines[0] == "guid\trank_of_positive" and int(lines[1].split("\t")[1]) >= 1
     model = model_dir.load(str(workdir))

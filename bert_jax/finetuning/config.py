@@ -116,6 +116,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.sentence.normalize = True  # unit-length output vectors
     # > 1: gradient caching in this many chunks of the global batch (memory of one chunk; same gradients).
     config.sentence.gradient_cache_chunks = 0
+    # Evaluations of the chosen model, reported in metrics.json under "sentence_evaluation": an STS file (pairs in
+    # text_column / text_pair_column with a gold score in label_column: Spearman and Pearson of the cosine) and
+    # a BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv: nDCG@10, MRR@10, Recall@100).
+    config.sentence.eval_sts_file = ""
+    config.sentence.eval_beir_dir = ""
+    config.sentence.eval_beir_split = "test"
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1

@@ -20,7 +20,7 @@ from absl import logging
 from bert_jax.config import InputError
 from bert_jax.data import tokenizer_factory
 from bert_jax.finetuning import config as config_lib
-from bert_jax.finetuning import model_dir, own_tasks, seed_run, task_data, transfer
+from bert_jax.finetuning import model_dir, own_tasks, seed_run, sentence_encoder, task_data, transfer
 from bert_jax.finetuning import tasks as tasks_lib
 from bert_jax.runtime import atomic, parallel, workdir_lock
 
@@ -113,6 +113,12 @@ def _finetune(config, task, workdir: str) -> dict:
         report["test_summary"] = _split_summary([r["test"] for r in results])
     report["model_dir"] = os.path.join(os.path.abspath(workdir), model_dir.MODEL_DIR)
     report["model_seed"] = results[chosen]["seed"]
+    if task.kind == "sentence_embedding" and (config.sentence.eval_sts_file or config.sentence.eval_beir_dir):
+        encode = sentence_encoder.SentenceEncoder(model_config, params[results[chosen]["seed"]], tokenizer,
+                                                  config.sentence, mesh, max_seq_length=config.data.max_seq_length,
+                                                  batch_size=config.train.eval_batch_size)
+        report["sentence_evaluation"] = sentence_encoder.evaluations(encode, config.sentence, task)
+        logging.info("sentence evaluation: %s", json.dumps(report["sentence_evaluation"]))
     if jax.process_index() == 0:
         stored = ml_collections.ConfigDict(pretrained.config.to_dict())
         stored.model = model_config
