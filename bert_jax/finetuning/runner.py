@@ -20,7 +20,14 @@ from absl import logging
 from bert_jax.config import InputError
 from bert_jax.data import tokenizer_factory
 from bert_jax.finetuning import config as config_lib
-from bert_jax.finetuning import model_dir, own_tasks, seed_run, sentence_encoder, task_data, transfer
+from bert_jax.finetuning import (
+    model_dir,
+    own_tasks,
+    seed_run,
+    sentence_encoder,
+    task_data,
+    transfer,
+)
 from bert_jax.finetuning import tasks as tasks_lib
 from bert_jax.runtime import atomic, parallel, workdir_lock
 
