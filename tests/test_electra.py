@@ -18,6 +18,7 @@ from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import electra, losses, loop, masking
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import checkpoint as checkpoint_lib
+from bert_jax.runtime import parallel
 
 VOCAB, SEQ, NUM_SPECIAL = 64, 16, 5
 
@@ -503,3 +504,43 @@ def test_import_of_an_hf_electra_without_generator_or_head(tmp_path):
                                               + [f"w{i}" for i in range(27)]) + "\n")
     with pytest.raises(config_lib.InputError, match="fine-tuned electra task models cannot be imported"):
         hf_export.import_hf_finetuned(str(task), str(tmp_path / "export4"))
+
+
+def test_the_discriminator_learns_replacements_that_stand_out():
+    """Rows of ids 5..30 only, replacements drawn by an untrained generator over 5..63: more than half of them
+    are out of range, so the discriminator alone (RTD loss, no generator update) must beat the all-original
+    baseline quickly. Guards the path samples -> labels -> logits -> gradient against a silent break."""
+    import optax
+
+    config = tiny_config()
+    config.mesh.data = 1
+    mesh = parallel.make_mesh(config.mesh)
+    setup, create = steps_lib.make_pretraining_setup(config, mesh)
+    params = create().params
+    optimizer = optax.adam(1e-3)
+    opt_state = optimizer.init(params)
+    rng = np.random.default_rng(0)
+
+    @jax.jit
+    def update(params, opt_state, batch, key):
+        masked = steps_lib.mask_batch(setup, batch, key)
+
+        def rtd_loss(p):
+            sums = steps_lib.forward_sums(setup, p, batch, masked, jnp.ones(16), deterministic=True,
+                                          sample_key=jax.random.fold_in(key, 1))
+            return sums["rtd_loss_sum"] / sums["rtd_count"], sums
+
+        (_, sums), grads = jax.value_and_grad(rtd_loss, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, sums
+
+    accuracies, baselines = [], []
+    for i in range(60):
+        ids = rng.integers(5, 31, size=(16, SEQ)).astype(np.int32)
+        ids[:, 0], ids[:, -1] = 2, 3
+        batch = {"input_ids": jnp.asarray(ids), "segment_ids": jnp.zeros_like(ids), "attention_mask": jnp.ones_like(ids)}
+        params, opt_state, sums = update(params, opt_state, batch, jax.random.key(i))
+        if i >= 40:
+            accuracies.append(float(sums["rtd_correct"] / sums["rtd_count"]))
+            baselines.append(1 - float(sums["rtd_replaced_count"] / sums["rtd_count"]))
+    assert np.mean(accuracies) > np.mean(baselines) + 0.03, (np.mean(accuracies), np.mean(baselines))
