@@ -15,7 +15,7 @@ from test_encoder import load_config
 
 from bert_jax import config as config_lib
 from bert_jax.model import pretraining_heads
-from bert_jax.pretraining import electra, losses, loop, masking
+from bert_jax.pretraining import electra, loop, losses, masking
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import checkpoint as checkpoint_lib
 from bert_jax.runtime import parallel
