@@ -163,7 +163,7 @@ def test_student_starts_from_every_other_teacher_layer():
                               source["bert"]["layers"][0]["intermediate"]["kernel"])
 
 
-@pytest.mark.parametrize("recipe", ["distilbert", "tinybert"])
+@pytest.mark.parametrize("recipe", ["distilbert", pytest.param("tinybert", marks=pytest.mark.slow)])
 def test_teacher_gets_no_gradient_and_stays_bitwise_unchanged(recipe):
     teacher_config = _teacher_config()
     config = _student_config(recipe, teacher_config)
@@ -231,6 +231,7 @@ def test_tinybert_learns_the_layers_first_then_the_prediction_layer():
                                rtol=1e-4)
 
 
+@pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
 def test_a_bfloat16_teacher():
     teacher_config = _teacher_config()
     config = _student_config("distilbert", teacher_config, teacher_dtype="bfloat16")
@@ -384,6 +385,7 @@ def test_distilled_student_is_closer_to_its_teacher_and_survives_kill_9(tmp_path
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # two compilations of a loss and gradient: kept out of the 20-minute CI
 @pytest.mark.parametrize("recipe", ["distilbert", "tinybert"])
 def test_flops_count_the_teacher_forward_against_xla(recipe):
     """The benchmark's FLOPs of a distillation step (student training + teacher forward + TinyBERT's map)

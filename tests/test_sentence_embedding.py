@@ -64,6 +64,7 @@ def _untrained_mrr(pretrained, dev_rows):
     return metrics.ranking_scores(metrics.positive_ranks(unit(anchors), unit(positives)[:, None]))["mrr@10"]
 
 
+@pytest.mark.slow  # ~40 s: kept out of the 20-minute CI; run with -m slow
 def test_in_batch_negatives_train_a_bi_encoder_that_predict_reads(pretrained, tmp_path):
     train = _write_tsv(tmp_path / "train.tsv", ("anchor", "positive"), [r[:2] for r in _pairs(256, 0)])
     dev_rows = _pairs(64, 1)

@@ -128,7 +128,7 @@ def test_in_batch_negatives_come_from_the_global_batch_on_every_device():
     assert abs(per_device - float(results[8][0])) > 0.1, (per_device, float(results[8][0]))
 
 
-@pytest.mark.parametrize("loss_name", ["multiple_negatives_ranking", "softmax"])
+@pytest.mark.parametrize("loss_name", ["multiple_negatives_ranking", pytest.param("softmax", marks=pytest.mark.slow)])
 def test_gradient_caching_gives_the_plain_gradients(loss_name):
     num_labels = 3 if loss_name == "softmax" else 0
     graphdef, params = _tiny_model(num_labels)
