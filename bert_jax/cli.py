@@ -20,7 +20,7 @@ from ml_collections.config_flags import (
 )
 
 from bert_jax.config import InputError, unknown_key_message
-from bert_jax.runtime import reporting
+from bert_jax.runtime import parallel, reporting
 
 T = TypeVar("T")
 
@@ -71,6 +71,20 @@ def refuse_empty(*names: str) -> None:
     for name in names:
         flags.register_validator(name, lambda value: value is None or bool(str(value).strip()),
                                  message=f"--{name} is empty; give a path (an unset shell variable?)")
+
+
+def define_distributed_flags() -> Callable[[], None]:
+    """Defines --coordinator_address, --num_processes and --process_id (multi-process runs; JAX's environment
+    variables and TPU pods otherwise) and returns the function that starts jax.distributed from them."""
+    coordinator = flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs "
+                                      "(default: $JAX_COORDINATOR_ADDRESS; TPU pods find it themselves).")
+    num_processes = flags.DEFINE_integer("num_processes", 0, "Number of processes (default: $JAX_NUM_PROCESSES).")
+    process_id = flags.DEFINE_integer("process_id", -1, "This process's index (default: $JAX_PROCESS_ID).")
+
+    def initialize() -> None:
+        parallel.initialize_distributed(coordinator.value, num_processes.value, process_id.value)
+
+    return initialize
 
 
 def run_app(main: Callable) -> None:

@@ -15,15 +15,11 @@ from bert_jax import cli
 from bert_jax import config as config_lib
 from bert_jax.hf import convert as hf_convert
 from bert_jax.pretraining import loop
-from bert_jax.runtime import parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a distillation config (configs/distill/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, the teacher's copy, corpus cache.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs "
-                                   "(default: $JAX_COORDINATOR_ADDRESS; TPU pods find it themselves).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes (default: $JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (default: $JAX_PROCESS_ID).")
+_INITIALIZE_DISTRIBUTED = cli.define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 cli.refuse_empty("workdir")
 
@@ -34,7 +30,7 @@ def _distill():
         raise config_lib.InputError("the config sets no distill.recipe; use a distillation config "
                                     "(configs/distill/distilbert_base.py or tinybert_4l.py), or python -m "
                                     "bert_jax.pretrain for pretraining without a teacher.")
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    _INITIALIZE_DISTRIBUTED()
     return loop.train_and_evaluate(config, _WORKDIR.value, import_hf_directory=hf_convert.import_hf_directory)
 
 

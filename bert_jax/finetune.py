@@ -14,20 +14,17 @@ from ml_collections import config_flags
 
 from bert_jax import cli
 from bert_jax.finetuning import runner
-from bert_jax.runtime import parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a fine-tuning config (configs/finetune/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory: metrics.json, predictions, best parameters.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes (default: $JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (default: $JAX_PROCESS_ID).")
+_INITIALIZE_DISTRIBUTED = cli.define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 cli.refuse_empty("workdir")
 
 
 def _finetune():
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    _INITIALIZE_DISTRIBUTED()
     report = runner.finetune(_CONFIG.value, _WORKDIR.value)
     if report.get("preempted"):
         return report

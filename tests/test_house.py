@@ -28,6 +28,8 @@ TEST_HOMES = {
     "cli": "test_bad_inputs.py",  # one-line errors of every command
     "hf.distilbert_names": "test_distill_hf.py",
     "pretraining.teacher": "test_distillation.py",
+    "model.pooling": "test_sentence_losses.py",
+    "finetuning.sentence_encoder": "test_sentence_embedding.py",
     "data.full_sentences": "test_pipeline.py",  # RoBERTa's full-sentence instances
     "data.tfds_text": "test_sharded_corpus.py",
     "data.tokenizer_factory": "test_sentencepiece_tokenizer.py",
