@@ -5,12 +5,17 @@
 
 `--checkpoint` is a params-only export or a pretraining workdir. Pooling 'cls' or 'mean' (over real
 tokens) gives [lines, width]; 'tokens' gives [lines, max_seq_length, width] with zeros at padding.
+
+Lines are sorted by token length (within chunks of --chunk_lines) and each batch is padded only to its
+bucket (a power of two from 16 to --max_seq_length, one compile per bucket); row i of the output is line i.
+The input is streamed: any file size, memory bounded by one chunk; the .npy is written under a hidden
+name beside --output and renamed to it when complete, and a progress line is logged every --log_every
+lines. The last line printed is a JSON summary (shape, lines/s, buckets, compiles, padding).
 """
 
 import json
 import os
 
-import numpy as np
 from absl import flags
 
 from bert_jax import cli
@@ -26,20 +31,16 @@ _COMBINATION = flags.DEFINE_enum("combination", "concat", embedding.COMBINATIONS
 _POOLING = flags.DEFINE_enum("pooling", "cls", embedding.POOLINGS, "[CLS] vector, mean over tokens, or every token.")
 _MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", 128, "Tokens per line, [CLS] and [SEP] included.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Lines per forward pass.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", embedding.DTYPES, "Compute dtype of the encoder's matmuls "
+                           "(bfloat16: parameters kept float32, cast at each matmul; layer norms, softmax and "
+                           "pooling in float32; the output is float32).")
+_NORMALIZE = flags.DEFINE_bool("normalize", False, "L2-normalise each pooled vector (cls/mean pooling).")
+_BUCKETING = flags.DEFINE_bool("bucketing", True, "Pad each batch to its length bucket; --nobucketing pads every "
+                               "batch to --max_seq_length (same numbers, slower).")
+_CHUNK_LINES = flags.DEFINE_integer("chunk_lines", 65536, "Lines read, sorted and embedded at a time (memory).")
+_LOG_EVERY = flags.DEFINE_integer("log_every", 10000, "Log a progress line every this many lines.")
 flags.mark_flags_as_required(["checkpoint", "input", "output"])
 cli.refuse_empty("checkpoint", "input", "output")
-
-
-def _read_lines(path: str) -> list[str]:
-    if os.path.isdir(path):
-        raise InputError(f"--input {path} is a directory; give one UTF-8 text file, one line per text to embed.")
-    if not os.path.isfile(path):
-        raise InputError(f"--input file not found: {path}.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    except UnicodeDecodeError as e:
-        raise InputError(f"--input {path} is not UTF-8 text ({e}); convert it with iconv.") from e
 
 
 def _embed():
@@ -51,12 +52,14 @@ def _embed():
     if os.path.isdir(_OUTPUT.value) or os.path.isdir(output):
         raise InputError(f"--output {_OUTPUT.value} is a directory; give a file name such as "
                          f"{os.path.join(_OUTPUT.value, 'embeddings.npy')}.")
-    texts = _read_lines(_INPUT.value)
     embedder = embedding.Embedder(transfer.load_pretrained(_CHECKPOINT.value), layers=layers,
-                                  pooling=_POOLING.value, combination=_COMBINATION.value)
-    vectors = embedder(texts, max_seq_length=_MAX_SEQ_LENGTH.value, batch_size=_BATCH_SIZE.value)
-    np.save(output, vectors)
-    return {"output": output, "shape": list(vectors.shape), "layers": embedder.layers}
+                                  pooling=_POOLING.value, combination=_COMBINATION.value, dtype=_DTYPE.value,
+                                  normalize=_NORMALIZE.value)
+    report = embedding.embed_file(embedder, _INPUT.value, output, max_seq_length=_MAX_SEQ_LENGTH.value,
+                                  batch_size=_BATCH_SIZE.value, chunk_lines=_CHUNK_LINES.value,
+                                  log_every=_LOG_EVERY.value, bucketed=_BUCKETING.value)
+    return {**report, "output": output, "layers": embedder.layers, "dtype": _DTYPE.value,
+            **embedder.stats.report()}
 
 
 def main(argv):

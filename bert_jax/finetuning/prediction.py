@@ -1,13 +1,10 @@
 """Labels new text with a fine-tuned model directory (`model_dir.py`): reads any file in the task's formats,
 runs the task model in length buckets, and writes one prediction per input row (`python -m bert_jax.predict`).
 
-Length bucketing: rows are sorted by their real length (tokens under the attention mask; for multiple
-choice the longest choice), cut into batches of `batch_size` in that order, and each batch is computed at
-its bucket length, the next power of two >= its longest row (at least MIN_BUCKET, at most the stored
-max_seq_length). Shapes are then only (batch_size, bucket), so the jitted step compiles once per bucket,
-and short texts no longer pay for max_seq_length positions. Attention masks padding out, so a row's logits
-do not depend on the bucket it lands in; per-token logits at padding are set to PAD_LOGIT, so neither
-tagging nor QA span decoding can pick a padded position.
+Length bucketing (`buckets.py`, shared with `embed`): rows are sorted by their real length (for multiple
+choice the longest choice) and each batch is computed at its power-of-two bucket length, so the jitted
+step compiles once per bucket. Per-token logits at padding are set to PAD_LOGIT, so neither tagging nor
+QA span decoding can pick a padded position.
 """
 
 from __future__ import annotations
@@ -26,41 +23,21 @@ import numpy as np
 from absl import logging
 
 from bert_jax.config import InputError
+from bert_jax.finetuning import (
+    buckets,
+    model_dir,
+    own_tasks,
+    qa,
+    seed_run,
+    steps,
+    task_data,
+)
 from bert_jax.finetuning import features as features_lib
-from bert_jax.finetuning import model_dir, own_tasks, qa, seed_run, steps, task_data
 from bert_jax.runtime import atomic, parallel
 
-MIN_BUCKET = 16
 PAD_LOGIT = -1e9  # per-token logits of padded positions: never the argmax, never a QA span end
 OUTPUT_FORMATS = (".jsonl", ".csv", ".tsv", ".json")
 _PER_TOKEN = ("token_classification", "qa")
-
-
-@dataclasses.dataclass
-class BucketStats:
-    """What the bucketed forward passes computed: rows, real tokens, positions and the bucket lengths."""
-
-    rows: int = 0
-    real_tokens: int = 0
-    computed_positions: int = 0  # batch_size x bucket (x choices) summed over batches, weight-0 rows included
-    unbucketed_positions: int = 0  # what the same batches cost at max_seq_length
-    buckets: set[int] = dataclasses.field(default_factory=set)
-    compiles: int = 0
-    seconds: float = 0.0
-
-
-def bucket_length(longest: int, max_seq_length: int) -> int:
-    """The next power of two >= `longest`, at least MIN_BUCKET, at most `max_seq_length`."""
-    length = MIN_BUCKET
-    while length < longest:
-        length *= 2
-    return min(length, max_seq_length)
-
-
-def real_lengths(attention_mask: np.ndarray) -> np.ndarray:
-    """Real tokens per row [n] of attention_mask [n, seq] (or [n, choices, seq]: the longest choice)."""
-    lengths = (attention_mask > 0).sum(-1)
-    return lengths.max(-1) if lengths.ndim == 2 else lengths
 
 
 class Predictor:
@@ -96,33 +73,26 @@ class Predictor:
             raise InputError("the input file holds no examples; give at least one row to predict.")
         return task_data.featurize(self.task, examples, self.model.tokenizer, self.config, training=False)
 
-    def logits(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, BucketStats]:
+    def logits(self, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, buckets.BucketStats]:
         """Logits of every row of `arrays` in input order, computed in length buckets; per-token logits
         come back at max_seq_length with PAD_LOGIT at padding."""
         mask = arrays["attention_mask"]
-        lengths = real_lengths(mask)
+        lengths = buckets.real_lengths(mask)
         choices = mask.shape[1] if mask.ndim == 3 else 1
-        stats = BucketStats(rows=len(lengths), real_tokens=int((mask > 0).sum()))
-        cache_size = getattr(self.predict_step, "_cache_size", None)
-        compiled_before = cache_size() if cache_size else 0
-        started = time.perf_counter()
+        stats = buckets.BucketStats(rows=len(lengths), real_tokens=int((mask > 0).sum()))
         outputs: np.ndarray | None = None
-        for rows, weights in seed_run.batch_rows(np.argsort(lengths, kind="stable"), self.batch_size):
-            real = int(weights.sum())
-            bucket = bucket_length(int(lengths[rows[:real]].max()), self.max_seq_length)
-            sliced = {name: arrays[name][..., :bucket] for name in steps.MODEL_INPUTS}
-            batch = seed_run.device_batch(sliced, steps.MODEL_INPUTS, rows, weights, self.mesh)
-            out = np.asarray(jax.device_get(self.predict_step(self.params, batch)))[:real]
-            if self.task.kind in _PER_TOKEN:  # [rows, bucket, ...] -> [rows, max_seq_length, ...]
-                out = self._full_length(out, mask[rows[:real]])
-            if outputs is None:
-                outputs = np.zeros((len(lengths), *out.shape[1:]), out.dtype)
-            outputs[rows[:real]] = out
-            stats.buckets.add(bucket)
-            stats.computed_positions += self.batch_size * bucket * choices
-            stats.unbucketed_positions += self.batch_size * self.max_seq_length * choices
-        stats.seconds = time.perf_counter() - started
-        stats.compiles = cache_size() - compiled_before if cache_size else len(stats.buckets)
+        with stats.timing(self.predict_step):
+            for rows, real, bucket in buckets.sorted_batches(lengths, self.batch_size, self.max_seq_length):
+                weights = (np.arange(self.batch_size) < real).astype(np.float32)
+                sliced = {name: arrays[name][..., :bucket] for name in steps.MODEL_INPUTS}
+                batch = seed_run.device_batch(sliced, steps.MODEL_INPUTS, rows, weights, self.mesh)
+                out = np.asarray(jax.device_get(self.predict_step(self.params, batch)))[:real]
+                if self.task.kind in _PER_TOKEN:  # [rows, bucket, ...] -> [rows, max_seq_length, ...]
+                    out = self._full_length(out, mask[rows[:real]])
+                if outputs is None:
+                    outputs = np.zeros((len(lengths), *out.shape[1:]), out.dtype)
+                outputs[rows[:real]] = out
+                stats.add_batch(bucket, self.batch_size * choices, self.max_seq_length)
         return outputs, stats
 
     def _full_length(self, logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -156,10 +126,7 @@ def predict_file(model_path: str, input_path: str, output_path: str, *, top_k: i
               "examples": len(examples), "rows": stats.rows, "batch_size": predictor.batch_size,
               "seconds": round(stats.seconds, 3),
               "examples_per_second": round(len(examples) / max(stats.seconds, 1e-9), 1),
-              "tokens_per_second": round(stats.real_tokens / max(stats.seconds, 1e-9), 1),
-              "padding_fraction": round(1 - stats.real_tokens / stats.computed_positions, 4),
-              "padding_fraction_unbucketed": round(1 - stats.real_tokens / stats.unbucketed_positions, 4),
-              "buckets": sorted(stats.buckets), "compiles": stats.compiles}
+              **stats.report()}
     if _labelled(model.task, examples, features):
         report["metrics"] = task_data.score(model.task, examples, features, logits, predictor.config)[0]
     report["total_seconds"] = round(time.perf_counter() - total_started, 3)
