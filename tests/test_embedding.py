@@ -77,7 +77,7 @@ def test_embed_command_writes_npy_and_rejects_bad_layers(minilm_export, tmp_path
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=-1), 1.0, atol=1e-6)
     assert "embedded 3/3 lines (100.0%)" in result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["lines"] == 3 and summary["compiles"] == len(summary["buckets"]) == 1
+    assert summary["lines"] == 3 and summary["compiles"] == len(summary["buckets"]) >= 1
     assert sorted(os.listdir(tmp_path)) == ["emb.npy", "lines.txt"]
     bad = subprocess.run(command[:-2] + ["--layers=9"], capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode != 0
@@ -88,11 +88,11 @@ def test_mean_normalized_matches_sentence_transformers_encode(minilm_export):
     """What sentence-transformers' all-MiniLM-L6-v2 computes (mean pooling, Normalize), bucketed, in order."""
     sentence_transformers = pytest.importorskip("sentence_transformers")
     model = sentence_transformers.SentenceTransformer(str(minilm.get_model_path()), device="cpu")
-    texts = SENTENCES + [" ".join(SENTENCES)] * 2 + [SENTENCES[0][:9]]  # several buckets
-    expected = model.encode(texts, batch_size=3, convert_to_numpy=True)
+    texts = SENTENCES + [SENTENCES[0][:9]]  # 4 to 29 tokens: in batches of 2, the buckets 16 and 32
+    expected = model.encode(texts, batch_size=2, convert_to_numpy=True)
     pretrained = transfer.load_pretrained(minilm_export)
     for dtype, floor in (("float32", 0.99999), ("bfloat16", 0.999)):
         embedder = embedding.Embedder(pretrained, pooling="mean", normalize=True, dtype=dtype)
-        ours = embedder(texts, max_seq_length=256, batch_size=3)
-        assert len(embedder.stats.buckets) >= 2
+        ours = embedder(texts, max_seq_length=256, batch_size=2)
+        assert embedder.stats.buckets == {16, 32}
         assert (ours * expected).sum(-1).min() >= floor, dtype
