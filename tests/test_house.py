@@ -29,6 +29,7 @@ TEST_HOMES = {
     "hf.distilbert_names": "test_distill_hf.py",
     "pretraining.teacher": "test_distillation.py",
     "model.pooling": "test_sentence_losses.py",
+    "finetuning.buckets": "test_bucketed_embedding.py",
     "finetuning.sentence_encoder": "test_sentence_embedding.py",
     "data.full_sentences": "test_pipeline.py",  # RoBERTa's full-sentence instances
     "data.tfds_text": "test_sharded_corpus.py",

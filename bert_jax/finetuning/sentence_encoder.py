@@ -1,8 +1,8 @@
 """A trained sentence encoder as `encode(texts) -> [n, hidden]`, and the evaluations a sentence_embedding
 fine-tune adds to its metrics: STS (Spearman of cosine against gold scores) and BEIR-layout retrieval.
 
-Texts are sorted by length and each batch is cut to its longest text rounded up to a power of two (at least
-16 tokens): a few compiled shapes, reused, and little padding; the vectors come back in input order.
+Texts are sorted by length and each batch is cut to its bucket (`buckets.py`, as `embed` and `predict` do): a
+few compiled shapes, reused, and little padding; the vectors come back in input order.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import dataclasses
 
 import numpy as np
 
-from bert_jax.finetuning import features, own_tasks, retrieval, seed_run, steps
+from bert_jax.finetuning import buckets, features, own_tasks, retrieval, seed_run, steps
 from bert_jax.finetuning.task_files import SentenceExample
-
-_MIN_BUCKET = 16
 
 
 class SentenceEncoder:
@@ -32,17 +30,14 @@ class SentenceEncoder:
     def __call__(self, texts: list[str]) -> np.ndarray:
         examples = [SentenceExample(guid=str(i), texts=(text,), label=None) for i, text in enumerate(texts)]
         arrays = features.sentence_features(examples, self.tokenizer, self.max_seq_length, scores=False)
-        lengths = arrays["attention_mask"][:, 0].sum(-1)
-        order = np.argsort(-lengths, kind="stable")
-        vectors = np.zeros((len(texts), 0), np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            width = min(self.max_seq_length, max(_MIN_BUCKET, 1 << int(lengths[rows].max() - 1).bit_length()))
+        vectors = None
+        for rows, real, width in buckets.sorted_batches(buckets.real_lengths(arrays["attention_mask"]),
+                                                       self.batch_size, self.max_seq_length):
             chunk = {name: arrays[name][rows][..., :width] for name in steps.MODEL_INPUTS}
             out = seed_run.predict_logits(self.predict_step, self.params, chunk, self.batch_size, self.mesh)[:, 0]
-            if vectors.shape[1] == 0:
+            if vectors is None:
                 vectors = np.zeros((len(texts), out.shape[-1]), np.float32)
-            vectors[rows] = out
+            vectors[rows[:real]] = out[:real]
         return vectors
 
 
