@@ -15,13 +15,20 @@ An ELECTRA ElectraForPreTraining (or ElectraModel) directory becomes an objectiv
 discriminator is the checkpoint's; the ElectraForMaskedLM generator is read from --generator, else from a
 generator/ directory beside --input (export --format=hf writes that layout), else initialised fresh.
 Fine-tuning takes the discriminator; ELECTRA task models (ElectraForSequenceClassification, ...) are refused.
+
+python -m bert_jax.import_hf --input=SENTENCE_TRANSFORMERS_DIR --output=DIR
+A sentence-transformers directory (it has modules.json) becomes a sentence_embedding model directory whose
+pooling, normalisation and max_seq_length are the directory's; modules bert_jax cannot compute (Dense,
+weighted-mean pooling, ...) are refused.
 """
 
 from absl import flags
 
 from bert_jax import cli
-from bert_jax.finetuning import hf_export
+from bert_jax.config import InputError
+from bert_jax.finetuning import hf_export, st_export
 from bert_jax.hf import convert as hf_convert
+from bert_jax.hf import sentence_transformers as st_files
 
 _INPUT = flags.DEFINE_string("input", None, "HF model directory (config.json, model.safetensors or "
                              "pytorch_model.bin, vocab.txt).")
@@ -33,6 +40,10 @@ cli.refuse_empty("input", "output")
 
 
 def _import():
+    if st_files.is_directory(_INPUT.value):
+        if _GENERATOR.value:
+            raise InputError(f"--generator is for ELECTRA; {_INPUT.value} is a sentence-transformers directory.")
+        return st_export.import_sentence_transformers(_INPUT.value, _OUTPUT.value)
     if hf_export.is_hf_task_directory(_INPUT.value):
         return hf_export.import_hf_finetuned(_INPUT.value, _OUTPUT.value)
     return hf_convert.import_hf_directory(_INPUT.value, _OUTPUT.value, generator=_GENERATOR.value)

@@ -40,6 +40,7 @@ TEST_HOMES = {
     "finetuning.tag_schemes": "test_own_tasks.py",
     "finetuning.task_spec": "test_tasks.py",
     "finetuning.model_dir": "test_own_tasks.py",
+    "finetuning.st_export": "test_sentence_transformers.py",  # with the hf/ module it writes and reads through
     "finetuning.features": "test_tasks.py",
     "finetuning.steps": "test_runner.py",
     "finetuning.task_data": "test_runner.py",

@@ -57,13 +57,13 @@ def import_hf_finetuned(input_dir: str, output: str) -> str:
     tensors, hf_config, tokenizer = hf_files.read_hf_directory(input_dir)
     imported = task_names.from_hf_task_state_dict(tensors, hf_config)
     config = hf_convert.config_from_hf(imported.config_overrides, tokenizer)
-    config.data.max_seq_length = _max_seq_length(config, hf_config, hf_files.read_tokenizer_config(input_dir))
+    config.data.max_seq_length = max_seq_length(config, hf_config, hf_files.read_tokenizer_config(input_dir))
     # Pretraining fields a task model never uses, kept valid for short sequences.
     config.masking.max_predictions_per_seq = min(config.masking.max_predictions_per_seq, config.data.max_seq_length)
     config_lib.validate(config)
     tokenizer_factory.check_fits_model(tokenizer, config.model.vocab_size)
     width = task_names.head_width(imported.kind, imported.label_names)
-    _check_complete(imported.params, config.model, imported.kind, width)
+    check_complete(imported.params, config.model, imported.kind, width)
 
     finetune_config = finetune_config_lib.default_config()
     finetune_config.task = imported.kind
@@ -81,7 +81,7 @@ def import_hf_finetuned(input_dir: str, output: str) -> str:
             f"max_seq_length {config.data.max_seq_length}) to {output}{notes}")
 
 
-def _max_seq_length(config, hf_config: dict, tokenizer_config: dict) -> int:
+def max_seq_length(config, hf_config: dict, tokenizer_config: dict) -> int:
     """The tokenizer's model_max_length where it names a usable one, else min(512, the positions)."""
     positions = config.model.max_position_embeddings
     if task_names.task_model_type(config) == "roberta":  # HF RoBERTa's positions start at pad_token_id + 1
@@ -99,7 +99,7 @@ def _tag_scheme(kind: str, label_names) -> str:
     return "IOBES" if any(name[:2] in ("E-", "S-") for name in label_names) else "BIO"
 
 
-def _check_complete(params: dict, model_config, kind: str, width: int) -> None:
+def check_complete(params: dict, model_config, kind: str, width: int) -> None:
     """The imported tensors are exactly our task model's parameters, each with its shape."""
     abstract = nnx.eval_shape(lambda: steps.build_task_model(model_config, kind, width, seed=0))
     expected = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))

@@ -106,15 +106,22 @@ def write_hf_files(output_dir: str, state_dict: dict, hf_config: dict, tokenizer
     They are written into a hidden sibling directory renamed to `output_dir` when complete, so a killed or
     failed export never leaves a directory that transformers would try to load.
     """
-    from safetensors.numpy import save_file  # the [hf] extra
     if os.path.exists(os.path.join(output_dir, "model.safetensors")):
         raise InputError(f"{output_dir} already holds a model.safetensors; choose a new --output directory.")
     with atomic.directory(output_dir) as partial:
-        save_file({name: np.ascontiguousarray(value, np.float32) for name, value in state_dict.items()},
-                  os.path.join(partial, "model.safetensors"), metadata={"format": "pt"})
-        atomic.write_json(os.path.join(partial, "config.json"), hf_config, indent=2)
-        _write_tokenizer(partial, tokenizer, model_max_length)
+        write_hf_contents(partial, state_dict, hf_config, tokenizer, model_max_length=model_max_length)
     return hf_config["architectures"][0]
+
+
+def write_hf_contents(directory: str, state_dict: dict, hf_config: dict, tokenizer, *,
+                      model_max_length: int | None = None) -> None:
+    """The files of `write_hf_files`, written straight into `directory` (a caller's partial directory that
+    gets more files, such as a sentence-transformers export's module configs, before it is renamed)."""
+    from safetensors.numpy import save_file  # the [hf] extra
+    save_file({name: np.ascontiguousarray(value, np.float32) for name, value in state_dict.items()},
+              os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    atomic.write_json(os.path.join(directory, "config.json"), hf_config, indent=2)
+    _write_tokenizer(directory, tokenizer, model_max_length)
 
 
 def _read_json(path: str) -> dict:
