@@ -57,7 +57,7 @@ def import_hf_finetuned(input_dir: str, output: str) -> str:
     tensors, hf_config, tokenizer = hf_files.read_hf_directory(input_dir)
     imported = task_names.from_hf_task_state_dict(tensors, hf_config)
     config = hf_convert.config_from_hf(imported.config_overrides, tokenizer)
-    config.data.max_seq_length = max_seq_length(config, hf_config, hf_files.read_tokenizer_config(input_dir))
+    config.data.max_seq_length = _max_seq_length(config, hf_config, hf_files.read_tokenizer_config(input_dir))
     # Pretraining fields a task model never uses, kept valid for short sequences.
     config.masking.max_predictions_per_seq = min(config.masking.max_predictions_per_seq, config.data.max_seq_length)
     config_lib.validate(config)
@@ -81,7 +81,7 @@ def import_hf_finetuned(input_dir: str, output: str) -> str:
             f"max_seq_length {config.data.max_seq_length}) to {output}{notes}")
 
 
-def max_seq_length(config, hf_config: dict, tokenizer_config: dict) -> int:
+def _max_seq_length(config, hf_config: dict, tokenizer_config: dict) -> int:
     """The tokenizer's model_max_length where it names a usable one, else min(512, the positions)."""
     positions = config.model.max_position_embeddings
     if task_names.task_model_type(config) == "roberta":  # HF RoBERTa's positions start at pad_token_id + 1
