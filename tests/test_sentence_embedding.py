@@ -11,7 +11,15 @@ from test_runner import _export_random_encoder
 
 from bert_jax.config import InputError
 from bert_jax.finetuning import config as finetune_config
-from bert_jax.finetuning import embedding, metrics, model_dir, runner, tasks, transfer
+from bert_jax.finetuning import (
+    embedding,
+    metrics,
+    model_dir,
+    prediction,
+    runner,
+    tasks,
+    transfer,
+)
 
 WORDS = [w for w in _WORDS if len(w) > 2]
 
@@ -91,6 +99,10 @@ def test_in_batch_negatives_train_a_bi_encoder_that_predict_reads(pretrained, tm
     assert evaluated["retrieval"]["num_queries"] == 64 and evaluated["sts"]["spearman"] > 0.5
     lines = (workdir / "seed_0" / "predictions_validation.tsv").read_text().splitlines()
     assert lines[0] == "guid\trank_of_positive" and int(lines[1].split("\t")[1]) >= 1
+    predicted = prediction.predict_file(str(workdir), dev, str(tmp_path / "p.jsonl"))
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert rows[0]["texts"] == list(dev_rows[0][:2]) and -1.0 <= rows[0]["cosine"] <= 1.0
+    assert predicted["metrics"]["mrr@10"] == pytest.approx(best["mrr@10"], abs=1e-6)
     model = model_dir.load(str(workdir))
     assert model.task.kind == "sentence_embedding" and model.settings["sentence"]["pooling"] == "mean"
     assert "classifier" not in model.params and "pooler" not in model.params["bert"]

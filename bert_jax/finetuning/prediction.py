@@ -171,6 +171,8 @@ def _output_format(output_path: str, input_path: str) -> str:
 
 
 def _labelled(task, examples, features) -> bool:
+    if own_tasks.label_view(task).kind == "sentence_embedding":  # in-batch rows are their own gold: rank them
+        return len(examples) > 1
     if task.kind == "qa":
         return any(e.answers or e.is_impossible for e in examples)
     if task.kind == "token_classification":
@@ -195,6 +197,9 @@ def records_of(task, examples, features, logits: np.ndarray, config, top_k: int)
         return _token_records(task, examples, features, logits)
     records = []
     for example, row in zip(examples, logits):
+        if kind == "sentence_embedding":
+            records.append(_sentence_record(task, example, row, top_k))
+            continue
         if kind == "multiple_choice":
             record = {"context": example.context, "question": example.question, "choices": list(example.choices)}
             probabilities = _softmax(row)
@@ -207,6 +212,19 @@ def records_of(task, examples, features, logits: np.ndarray, config, top_k: int)
             record.update(_classification_fields(task, row, top_k))
         records.append(record)
     return records
+
+
+def _sentence_record(task, example, row: np.ndarray, top_k: int) -> dict[str, Any]:
+    """A sentence encoder's row: its texts and the class (softmax recipe), or the cosine of each later text
+    with the first (the pair's similarity; for in-batch rows, the positive's and the negative's)."""
+    record: dict[str, Any] = {"texts": list(example.texts)}
+    if row.ndim == 1:  # the softmax recipe's class logits
+        record.update(_classification_fields(own_tasks.label_view(task), row, top_k))
+        return record
+    unit = row / np.maximum(np.linalg.norm(row, axis=-1, keepdims=True), 1e-12)
+    cosines = [float(unit[0] @ unit[i]) for i in range(1, len(unit))]
+    record["cosine"] = cosines[0] if len(cosines) == 1 else cosines
+    return record
 
 
 def _classification_fields(task, row: np.ndarray, top_k: int) -> dict[str, Any]:

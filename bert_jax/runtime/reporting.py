@@ -180,12 +180,14 @@ def _truncate_events_after(path: str, step: int) -> None:
 
 
 def _pair_part(metrics: dict[str, float]) -> str:
-    """The pair task's accuracy (NSP/SOP), or ELECTRA's replaced-token detection figures."""
+    """The pair task's accuracy (NSP/SOP), ELECTRA's replaced-token detection figures, or the distillation
+    terms (each term's mean, against the teacher)."""
     part = "".join(f" | {task}_acc {metrics[f'{task}_accuracy']:.4f}" for task in ("nsp", "sop")
                    if f"{task}_accuracy" in metrics)
     if "rtd_accuracy" in metrics:
         part += (f" | rtd_loss {metrics['rtd_loss']:.4f} | rtd_acc {metrics['rtd_accuracy']:.4f}"
                  f" | replaced {metrics['replaced_fraction']:.3f}")
+    part += "".join(f" | {name} {value:.4f}" for name, value in sorted(metrics.items()) if name.startswith("distill_"))
     return part
 
 
