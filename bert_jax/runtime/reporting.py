@@ -62,7 +62,9 @@ class MetricsWriter:
         for path in earlier:
             atomic.remove_leftovers(path)
             _truncate_events_after(path, resume_step)
-        from tensorboardX import SummaryWriter  # imported lazily: only the writing process needs it
+        from tensorboardX import (
+            SummaryWriter,  # imported lazily: only the writing process needs it
+        )
         # A new file per (re)start; the suffix keeps it apart from an earlier file named in the same second.
         self._tensorboard = SummaryWriter(tensorboard_dir, filename_suffix=f".{len(earlier)}")
 
