@@ -264,6 +264,18 @@ def test_refusals_name_the_problem_and_the_fix(tmp_path, small_tokenizer):
         config = _student_config("tinybert")
         config.objective, config.data.instance_format = "mlm_nsp", "sentence_pairs"
         config_lib.validate(config)
+    # A fine-tuned model is no teacher; a workdir's teacher copy is never swapped for another teacher.
+    teacher_config = _teacher_config()
+    params = nnx.state(pretraining_heads.build_model(teacher_config, 0), nnx.Param)
+    checkpoint_lib.save_params_only(str(tmp_path / "finetuned"), params, teacher_config, small_tokenizer,
+                                    {"source": "test", "task": {}})
+    with pytest.raises(config_lib.InputError, match="is a fine-tuned model"):
+        teacher.materialise(str(tmp_path / "finetuned"), str(tmp_path / "run"))
+    first = _export_teacher(tmp_path, small_tokenizer, teacher_config)
+    assert teacher.materialise(first, str(tmp_path / "run")) == teacher.teacher_dir(str(tmp_path / "run"))
+    assert teacher.materialise(first, str(tmp_path / "run"))  # the same teacher again: the copy is used
+    with pytest.raises(config_lib.InputError, match="holds the teacher copied from .*teacher_export"):
+        teacher.materialise(str(tmp_path / "finetuned"), str(tmp_path / "run"))
     # Teachers that cannot teach: an ELECTRA discriminator (no MLM head), an ALBERT (shared layers).
     for name, teacher_config in (("electra", config_lib.electra_recipe(_teacher_config())),
                                  ("albert", _teacher_config(num_hidden_groups=1))):

@@ -39,8 +39,7 @@ def materialise(source: str, workdir: str, import_hf_directory=None) -> str:
     """
     target = teacher_dir(workdir)
     if os.path.isfile(os.path.join(target, "export_info.json")):
-        if source and os.path.abspath(source) != target:
-            logging.info("using the teacher copied into %s (from %s)", target, source)
+        _check_same_source(source, target)
         return target
     if not source:
         raise config_lib.InputError("distillation needs a teacher: give --config.teacher_checkpoint=<a pretraining "
@@ -51,6 +50,9 @@ def materialise(source: str, workdir: str, import_hf_directory=None) -> str:
     if os.path.isdir(checkpoint_lib.checkpoint_dir(source)):
         summary = run_checkpoint.export_params(source, target)
     elif os.path.isfile(os.path.join(source, "export_info.json")):
+        if "task" in checkpoint_lib.read_export_info(source)[2]:
+            raise config_lib.InputError(f"config.teacher_checkpoint={source} is a fine-tuned model (a task head, no "
+                                        "masked-LM head); give the pretraining run or export it was fine-tuned from.")
         config, tokenizer, params = run_checkpoint.load_params_only(source)
         checkpoint_lib.save_params_only(target, params, config, tokenizer,
                                         {"source": os.path.abspath(source), "format": "params"})
@@ -66,6 +68,17 @@ def materialise(source: str, workdir: str, import_hf_directory=None) -> str:
             "export (no export_info.json) nor a transformers directory (no config.json).")
     logging.info("teacher: %s", summary)
     return target
+
+
+def _check_same_source(source: str, target: str) -> None:
+    """The workdir's teacher copy must come from the teacher this command names: a run that died before its
+    first checkpoint and is restarted with another teacher would otherwise quietly keep the old one."""
+    copied_from = checkpoint_lib.read_export_info(target)[2].get("source", "")
+    if source and os.path.abspath(source) not in (target, copied_from):
+        raise config_lib.InputError(f"{target} holds the teacher copied from {copied_from}, but "
+                                    f"config.teacher_checkpoint is {os.path.abspath(source)}; give the same teacher "
+                                    "to resume, or a new --workdir for another teacher.")
+    logging.info("using the teacher copied into %s (from %s)", target, copied_from)
 
 
 def adopt_teacher(config, directory: str):
