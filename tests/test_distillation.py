@@ -16,7 +16,7 @@ from conftest import make_documents, write_corpus
 from flax import nnx
 
 from bert_jax import config as config_lib
-from bert_jax.model import encoder, pretraining_heads
+from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import distillation, loop, losses, teacher
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import checkpoint as checkpoint_lib
