@@ -636,7 +636,12 @@ def test_the_catalogue_has_at_least_25_distinct_cases():
     assert len({case.id for case in CASES}) == len(CASES) >= 25
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if not c.subprocess], ids=lambda c: c.id)
+# The two cases that each run a whole pretraining first: run with -m slow to keep CI under 20 minutes.
+_SLOW_CASES = ("resume_with_another_model", "disk_full_while_checkpointing")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.id in _SLOW_CASES else c
+                                  for c in CASES if not c.subprocess], ids=lambda c: c.id)
 def test_bad_input_is_one_line_naming_problem_and_fix(case, tmp_path, request):
     with pytest.raises(SystemExit) as exited:
         cli.run(["bert_jax"], lambda: case.provoke(Context(tmp_path, request)))

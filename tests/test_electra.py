@@ -506,6 +506,7 @@ def test_import_of_an_hf_electra_without_generator_or_head(tmp_path):
         hf_export.import_hf_finetuned(str(task), str(tmp_path / "export4"))
 
 
+@pytest.mark.slow  # ~30 s: kept out of the 20-minute CI; run with -m slow
 def test_the_discriminator_learns_replacements_that_stand_out():
     """Rows of ids 5..30 only, replacements drawn by an untrained generator over 5..63: more than half of them
     are out of range, so the discriminator alone (RTD loss, no generator update) must beat the all-original

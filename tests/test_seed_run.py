@@ -59,6 +59,7 @@ def _params(workdir):
     return traverse_util.flatten_dict(model_dir.load(str(workdir)).params)
 
 
+@pytest.mark.slow  # ~50 s: kept out of the 20-minute CI (pretraining's SIGKILL test stays in it)
 def test_killed_fine_tune_resumes_bitwise_equal(files, tmp_path):
     reference = _run(_command(files, tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr[-3000:]
