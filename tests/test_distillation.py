@@ -428,3 +428,29 @@ def test_flops_count_the_teacher_forward_against_xla(recipe):
     xla_flops = jax.jit(jax.grad(loss)).lower(state.params).compile().cost_analysis()["flops"]
     ours = model_stats.training_flops_per_token(config) * batch_size * seq
     assert 0.8 < ours / xla_flops < 1.1, (ours, xla_flops)
+
+
+def test_a_student_starts_from_an_export_with_other_heads_or_without_fit_dense():
+    """train.init_checkpoint for a student: an mlm_nsp export's pooler and NSP head are left out, TinyBERT's
+    fit_dense starts fresh, and an export lacking a tensor the student needs is one line."""
+    bert = _teacher_config(num_hidden_layers=2)  # mlm_nsp: pooler and pair head
+    loaded = nnx.state(pretraining_heads.build_model(bert, 3), nnx.Param)
+    student_config = config_lib.from_stored(bert.to_dict())
+    student_config.objective, student_config.data.instance_format = "mlm", "full_sentences"
+    fresh = nnx.state(pretraining_heads.build_model(student_config, 0), nnx.Param)
+    started = nnx.to_pure_dict(teacher.student_start(loaded, fresh, "export"))
+    assert set(started) == {"bert", "mlm_head"} and "pooler" not in started["bert"]
+    np.testing.assert_array_equal(started["bert"]["layers"][1]["output"]["kernel"],
+                                  nnx.to_pure_dict(loaded)["bert"]["layers"][1]["output"]["kernel"])
+    tiny = _student_config("tinybert", _teacher_config(num_hidden_layers=4))
+    tiny_fresh = nnx.state(pretraining_heads.build_model(tiny, 0), nnx.Param)
+    plain = config_lib.from_stored(tiny.to_dict())
+    plain.distill.recipe = ""
+    plain_params = nnx.state(pretraining_heads.build_model(plain, 5), nnx.Param)
+    started = nnx.to_pure_dict(teacher.student_start(plain_params, tiny_fresh, "export"))
+    np.testing.assert_array_equal(started["fit_dense"]["kernel"], nnx.to_pure_dict(tiny_fresh)["fit_dense"]["kernel"])
+    np.testing.assert_array_equal(started["bert"]["embeddings"]["word_embeddings"]["embedding"],
+                                  nnx.to_pure_dict(plain_params)["bert"]["embeddings"]["word_embeddings"]["embedding"])
+    with pytest.raises(config_lib.InputError, match="does not fit the student: missing bert/layers/1"):
+        teacher.student_start(nnx.state(pretraining_heads.build_model(_teacher_config(num_hidden_layers=1), 0),
+                                        nnx.Param), fresh, "export")

@@ -63,6 +63,8 @@ def _initial_state(config, setup, create_state, checkpointer, check_meta) -> tup
     state = create_state()
     if config.train.init_checkpoint:
         _, _, params = run_checkpoint.load_params_only(config.train.init_checkpoint)
+        if config.distill.recipe:  # the export may hold heads the student lacks, or lack TinyBERT's map
+            params = teacher.student_start(params, jax.device_get(state.params), config.train.init_checkpoint)
         state = state.replace(params=jax.device_put(params, setup.state_sharding.params))
     logging.info("initialised %s parameters (no checkpoint in %s)", f"{steps_lib.parameter_count(state.params):,}",
                  checkpointer.directory)

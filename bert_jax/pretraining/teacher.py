@@ -12,7 +12,7 @@ import os
 
 import jax
 from absl import logging
-from flax import nnx
+from flax import nnx, traverse_util
 
 from bert_jax import config as config_lib
 from bert_jax.model import pretraining_heads
@@ -121,6 +121,28 @@ def with_teacher(config, teacher, *, tokenizer_model: str = "", where: str = "th
                  f"{config.model.num_hidden_layers}x{config.model.hidden_size}", config.distill.recipe,
                  f"{teacher.model.num_hidden_layers}x{teacher.model.hidden_size}", teacher.objective)
     return config
+
+
+def student_start(loaded: nnx.State, fresh: nnx.State, source: str) -> nnx.State:
+    """`fresh` (the student's initial parameters) with every tensor `loaded` (train.init_checkpoint) has.
+
+    The export's heads the student does not have (a pooler, an NSP head) are left out; TinyBERT's `fit_dense`
+    starts fresh when the export has none; any other tensor the student has and the export lacks, or one
+    of another shape, is an InputError: the student would start half random.
+    """
+    given = traverse_util.flatten_dict(nnx.to_pure_dict(loaded))
+    wanted = traverse_util.flatten_dict(nnx.to_pure_dict(fresh))
+    missing = sorted("/".join(map(str, k)) for k in wanted if k not in given and k[0] != "fit_dense")
+    differ = sorted("/".join(map(str, k)) for k in wanted if k in given and given[k].shape != wanted[k].shape)
+    if missing or differ:
+        raise config_lib.InputError(f"config.train.init_checkpoint={source} does not fit the student: "
+                                    f"{'missing ' + ', '.join(missing[:4]) if missing else ''}"
+                                    f"{'; other shapes: ' + ', '.join(differ[:4]) if differ else ''}; give an "
+                                    "export of a model of the student's shape, or leave init_checkpoint empty.")
+    merged = {k: given.get(k, value) for k, value in wanted.items()}
+    state = jax.tree.map(lambda x: x, fresh)
+    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(merged))
+    return state
 
 
 def load_teacher_params(config, directory: str) -> nnx.State:
