@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from test_encoder import load_config
+from test_hf_names import _random_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -48,16 +49,6 @@ def _tinybert_config():
     config.distill.recipe = "tinybert"
     config.distill.teacher_model.update({**_SMALL, "hidden_size": 48})
     return config
-
-
-def _random_params(config, seed=0):
-    """A model whose every parameter (LayerNorms and biases too) is random, so none is trivially 0/1."""
-    model = pretraining_heads.build_model(config, seed)
-    rng = np.random.default_rng(seed)
-    for _, param in nnx.iter_graph(model):
-        if isinstance(param, nnx.Param):
-            param.set_value(jnp.asarray(rng.normal(0.0, 0.3, param.shape), jnp.float32))
-    return model, nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def _load_hf(state_dict, hf_config, directory):

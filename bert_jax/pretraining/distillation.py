@@ -32,7 +32,7 @@ class DistillSpec:
     layer_map: tuple[int, ...]  # tinybert: the teacher layer (1..N) each student layer (1..M) learns from
 
     @classmethod
-    def from_config(cls, config, teacher_graphdef) -> "DistillSpec":
+    def from_config(cls, config, teacher_graphdef) -> DistillSpec:
         k = config.distill
         weights = {"soft": k.soft_target_weight, "mlm": k.mlm_weight, "cosine": k.cosine_weight,
                    "embedding": k.embedding_weight, "hidden": k.hidden_weight, "attention": k.attention_weight}
@@ -105,9 +105,13 @@ def distill_sums(graphdef, spec: DistillSpec, params, teacher, batch, masked: ma
     token_weights = (attention_mask > 0).astype(jnp.float32) * example_weights[:, None]
     mlm_weights = masked.masked_lm_weights * example_weights[:, None]
 
-    student_hidden, student_scores = student.bert.layer_outputs(masked.input_ids, segment_ids, attention_mask,
-                                                                deterministic=deterministic, rngs=rngs)
-    teacher_hidden, teacher_scores = teacher_model.bert.layer_outputs(masked.input_ids, segment_ids, attention_mask)
+    inputs = (masked.input_ids, segment_ids, attention_mask)
+    if spec.recipe == "tinybert":  # every layer's hidden states and attention scores are compared
+        student_hidden, student_scores = student.bert.layer_outputs(*inputs, deterministic=deterministic, rngs=rngs)
+        teacher_hidden, teacher_scores = teacher_model.bert.layer_outputs(*inputs)
+    else:  # DistilBERT needs the last layer only: the plain forward, with the configured attention kernel
+        student_hidden = [student.bert(*inputs, deterministic=deterministic, rngs=rngs)[0]]
+        teacher_hidden = [teacher_model.bert(*inputs)[0]]
     words = student.bert.embeddings.word_embeddings
     student_logits = student.mlm_head(student_hidden[-1], masked.masked_positions, words)
     teacher_logits = teacher_model.mlm_head(teacher_hidden[-1], masked.masked_positions,
