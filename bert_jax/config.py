@@ -62,9 +62,18 @@ def default_config() -> ml_collections.ConfigDict:
     # True (google-research/bert): the MLM head runs on the max_predictions_per_seq masked positions only;
     # False: on every position, as HF's BertForPreTraining does (for measuring what the gather saves).
     config.model.gather_masked_positions = True
+    # SpanBERT's span-boundary objective (objective 'mlm_sbo'): the head predicts the k-th token of a masked
+    # span from the encoder outputs just outside the span and a learned embedding of k, for
+    # k < sbo_max_span_positions (the table's rows; SpanBERT's max_pair_targets 15). Tokens further into a
+    # longer span are left to the MLM head, as SpanBERT truncates them. The embeddings are
+    # sbo_position_embedding_size wide (SpanBERT's 200).
+    config.model.sbo_max_span_positions = 15
+    config.model.sbo_position_embedding_size = 200
 
     # Pretraining objective: 'mlm_nsp' (BERT: masked LM + next-sentence prediction), 'mlm_sop' (ALBERT:
     # masked LM + sentence-order prediction), 'mlm' (RoBERTa: masked LM only, no pair head or pooler),
+    # 'mlm_sbo' (SpanBERT: masked LM + the span-boundary objective, single segments, no pair head or pooler;
+    # its loss is the sum of the two means; SBO works with any masking.kind, SpanBERT's is 'span'),
     # 'electra' (ELECTRA: a small MLM generator fills the masked positions with its samples and the
     # encoder of `config.model`, the discriminator, tells replaced from original tokens; see config.electra).
     config.objective = "mlm_nsp"
@@ -264,6 +273,27 @@ def roberta_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
+def spanbert_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """SpanBERT's settings (Joshi et al. 2020, facebookresearch/SpanBERT) on top of `config`; the spanbert_*
+    files add the sizes.
+
+    MLM + the span-boundary objective with equal weights, no NSP (single segments of up to 512 tokens, as
+    the paper's best setting), dynamic span masking (span lengths ~ Geometric(0.2) clipped at 10 complete
+    words, 15% of the tokens, 80/10/10), a 15-row span-position table 200 wide, batch 256 for 2.4M steps,
+    peak learning rate 1e-4 with 10k warmup steps and Adam eps 1e-8 (their README's command). SpanBERT
+    replaces a whole span with one action (all [MASK], all random or all kept); here each token draws its own.
+    """
+    config.objective = "mlm_sbo"
+    config.model.update({"sbo_max_span_positions": 15, "sbo_position_embedding_size": 200})
+    config.masking.update({"kind": "span", "span_p": 0.2, "max_span_length": 10, "mask_rate": 0.15,
+                           "dynamic": True, "max_predictions_per_seq": 77})  # 15% of 512, rounded
+    config.data.update({"instance_format": "sentence_pairs", "max_seq_length": 512, "short_seq_prob": 0.0,
+                        "pack_sequences": False})
+    config.train.update({"global_batch_size": 256, "num_train_steps": 2_400_000, "learning_rate": 1e-4,
+                         "warmup_steps": 10_000, "adam_eps": 1e-8, "weight_decay": 0.01, "max_grad_norm": 1.0})
+    return config
+
+
 def electra_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """ELECTRA's settings (Clark et al. 2020, google-research/electra) on top of `config`; the electra_* files
     add the sizes and the generator fraction.
@@ -283,8 +313,8 @@ def electra_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
-_OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "electra")
-SINGLE_SEGMENT_OBJECTIVES = ("mlm", "electra")  # instances without a sentence pair: one segment, no pair head
+_OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "mlm_sbo", "electra")
+SINGLE_SEGMENT_OBJECTIVES = ("mlm", "mlm_sbo", "electra")  # instances without a sentence pair: one segment, no pair head
 _MASKING_KINDS = ("token", "whole_word", "ngram", "span")
 _INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
@@ -485,6 +515,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(m.vocab_pad_multiple >= 0,
              f"config.model.vocab_pad_multiple must be 0 (no padding) or positive, got {m.vocab_pad_multiple}.")
     check_remat_policy(m.remat_policy)
+    for name in ("sbo_max_span_positions", "sbo_position_embedding_size"):
+        _require(m[name] >= 1, f"config.model.{name} must be at least 1, got {m[name]} (SpanBERT: 15 and 200).")
 
     mk = config.masking
     _require(mk.kind in _MASKING_KINDS, f"config.masking.kind={mk.kind!r} is not one of {_MASKING_KINDS}.")
@@ -507,7 +539,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"config.data.instance_format={d.instance_format!r} is not one of {_INSTANCE_FORMATS}.")
     _require(d.instance_format == "sentence_pairs" or config.objective in SINGLE_SEGMENT_OBJECTIVES,
              f"config.data.instance_format='full_sentences' packs text without sentence pairs, so it needs "
-             f"config.objective='mlm' or 'electra' (got {config.objective!r}); use 'sentence_pairs' for NSP/SOP.")
+             f"config.objective='mlm', 'mlm_sbo' or 'electra' (got {config.objective!r}); use 'sentence_pairs' for "
+             "NSP/SOP.")
     _require(d.max_seq_length >= 8,
              f"config.data.max_seq_length must be at least 8 tokens, got {d.max_seq_length}.")
     _require(

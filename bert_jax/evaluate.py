@@ -3,7 +3,7 @@
 python -m bert_jax.evaluate --workdir=RUN [--step=N] [--corpus=TEXT_FILES]
 Prints a readable line and, as the last line, one JSON object with mlm_accuracy, mlm_loss, the pair
 task's accuracy (nsp_accuracy for BERT, sop_accuracy for ALBERT; none for RoBERTa's MLM-only objective),
-num_examples and step. Without --corpus it uses the run's own held-out split.
+SpanBERT's sbo_accuracy and sbo_loss, num_examples and step. Without --corpus it uses the run's own held-out split.
 """
 
 import json
@@ -25,7 +25,8 @@ def main(argv):
     metrics = cli.run(argv, lambda: evaluation.evaluate_checkpoint(_WORKDIR.value, step=_STEP.value,
                                                                    corpus=_CORPUS.value))
     print(reporting.eval_log_line(metrics["step"], metrics))
-    keys = ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "sop_accuracy", "num_examples", "step")
+    keys = ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "sop_accuracy", "sbo_accuracy", "sbo_loss", "num_examples",
+            "step")
     print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
 
 

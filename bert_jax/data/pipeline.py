@@ -11,6 +11,7 @@ Options, as in the papers:
   objective 'mlm_sop' (ALBERT): A and B are the chunk's two halves, swapped half of the time.
   objective 'mlm' (RoBERTa): no pair task; a chunk is one segment `[CLS] chunk [SEP]`, or with
     instance_format 'full_sentences' a pack of whole sentences across documents (`full_sentences.py`).
+  objective 'mlm_sbo' (SpanBERT): the instances of 'mlm'; the span boundaries come from the device's masks.
   objective 'electra' (ELECTRA): the instances of 'mlm'; the replacements are made on the device.
   dynamic_masking=False (BERT's precomputed data): an example depends only on (seed, instance,
     epoch mod dupe_factor), never on where the stream visits it, so the data repeat every
@@ -41,7 +42,7 @@ from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SpecialIds
 DOC, FIRST_SENTENCE, END_SENTENCE, TARGET_LENGTH = range(4)
 IS_NEXT, NOT_NEXT = 0, 1  # next_sentence_labels for NSP, as in BERT and HF
 IN_ORDER, SWAPPED = 0, 1  # next_sentence_labels for SOP, as in ALBERT
-OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "electra")
+OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "mlm_sbo", "electra")
 INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
 
 _FEATURE_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels")
@@ -310,8 +311,8 @@ def _check_options(source, objective: str, instance_format: str, pack_sequences:
         raise InputError(f"config.data.instance_format={instance_format!r} is not one of {INSTANCE_FORMATS}.")
     if instance_format == "full_sentences" and objective not in SINGLE_SEGMENT_OBJECTIVES:
         raise InputError(f"config.data.instance_format='full_sentences' packs sentences across documents, so it "
-                         f"has no sentence pairs for config.objective={objective!r}; use config.objective='mlm' "
-                         "with it, or config.data.instance_format='sentence_pairs' for NSP or SOP.")
+                         f"has no sentence pairs for config.objective={objective!r}; use one of "
+                         f"{SINGLE_SEGMENT_OBJECTIVES} with it, or config.data.instance_format='sentence_pairs' for NSP or SOP.")
     if pack_sequences and instance_format != "sentence_pairs":
         raise InputError("config.data.pack_sequences packs sentence-pair instances, but "
                          f"config.data.instance_format is {instance_format!r}, whose rows are already full; "

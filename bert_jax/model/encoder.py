@@ -35,8 +35,8 @@ CHECKPOINT_POLICIES = {
 class BertConfig:
     """Encoder hyper-parameters with the names of the BERT paper and HF's BertConfig.
 
-    The last five fields are the speed switches documented in `bert_jax/config.py`; none changes the
-    function computed or the parameters.
+    The five fields after num_hidden_groups are the speed switches documented in `bert_jax/config.py`; none
+    changes the function computed or the parameters. The sbo_* fields size SpanBERT's span-boundary head.
     """
 
     vocab_size: int = 30522
@@ -59,6 +59,8 @@ class BertConfig:
     scan_layers: bool = False  # unshared layers in one jax.lax.scan instead of a Python loop
     remat_policy: str = "none"  # 'none' or a key of CHECKPOINT_POLICIES
     gather_masked_positions: bool = True  # the MLM head runs on the masked positions only
+    sbo_max_span_positions: int = 15  # SpanBERT's span-boundary head: rows of its span-position table
+    sbo_position_embedding_size: int = 200  # and their width
 
     def __post_init__(self):
         config_lib.check_attention_switches(self.attention_impl, self.attention_probs_dropout_prob, self.dtype)

@@ -1,5 +1,5 @@
-"""Pretraining heads on top of the encoder: masked LM (tied, gathered), next-sentence prediction, and
-ELECTRA's replaced-token detection with its generator (`ElectraForPreTraining`).
+"""Pretraining heads on top of the encoder: masked LM (tied, gathered), next-sentence prediction, SpanBERT's
+span-boundary objective, and ELECTRA's replaced-token detection with its generator (`ElectraForPreTraining`).
 
 As in google-research/bert, the MLM head gathers the masked positions *before* the vocabulary projection,
 so the [*, vocab] matmul runs on ~20 positions per sequence instead of all of them: on BERT-mini that
@@ -49,16 +49,64 @@ class MaskedLMHead(nnx.Module):
         if self.gather_masked_positions:
             hidden = gather_positions(sequence_output, masked_positions)  # [batch, num_masked, hidden]
         hidden = self.layer_norm(self.activation(self.dense(hidden))).astype(self.dtype)  # [.., embedding]
-        embedding = word_embeddings.embedding[...].astype(self.dtype)  # [vocab, embedding]
-        vocab_size = embedding.shape[0]
-        multiple = max(self.vocab_pad_multiple, 1)
-        padded_size = -(-vocab_size // multiple) * multiple
-        embedding = jnp.pad(embedding, ((0, padded_size - vocab_size), (0, 0)))  # [padded_vocab, embedding]
-        logits = jnp.einsum("bph,vh->bpv", hidden, embedding, preferred_element_type=jnp.float32)
-        logits = logits[..., :vocab_size]  # [batch, num_masked or seq, vocab]
+        logits = tied_logits(hidden, word_embeddings, self.vocab_pad_multiple)  # [batch, num_masked or seq, vocab]
         if not self.gather_masked_positions:
             logits = gather_positions(logits, masked_positions)  # [batch, num_masked, vocab]
         return logits + self.bias[...]
+
+
+def tied_logits(hidden: jax.Array, word_embeddings: nnx.Embed, vocab_pad_multiple: int) -> jax.Array:
+    """hidden [batch, n, embedding] (compute dtype) -> float32 logits [batch, n, vocab] against the word
+    embeddings, zero-padded to a multiple of `vocab_pad_multiple` rows for the matmul and cut back after."""
+    embedding = word_embeddings.embedding[...].astype(hidden.dtype)  # [vocab, embedding]
+    vocab_size = embedding.shape[0]
+    multiple = max(vocab_pad_multiple, 1)
+    padded_size = -(-vocab_size // multiple) * multiple
+    embedding = jnp.pad(embedding, ((0, padded_size - vocab_size), (0, 0)))  # [padded_vocab, embedding]
+    logits = jnp.einsum("bph,vh->bpv", hidden, embedding, preferred_element_type=jnp.float32)
+    return logits[..., :vocab_size]
+
+
+class SpanBoundaryHead(nnx.Module):
+    """SpanBERT's span-boundary objective (SBO): predicts each token x_i of a masked span (s, e) from the
+    encoder outputs of the tokens just outside it, x_{s-1} and x_{e+1}, and an embedding of its place in the
+    span, p_{i-s+1}, with no look at x_i itself, so the span's representation has to be carried by its
+    boundaries (Joshi et al. 2020, section 3.2):
+
+      h = LayerNorm(GELU(W1 [x_{s-1}; x_{e+1}; p_{i-s+1}]))    # [.., hidden]
+      y = LayerNorm(GELU(W2 h))                                # [.., embedding]
+
+    then logits against the tied word embeddings plus this head's own bias, as facebookresearch/SpanBERT's
+    BertPairTargetPredictionHead (its MLPWithLayerNorm and decoder). W2 maps to the embedding width, which
+    is the hidden size unless ALBERT-factorized. The activation is config.hidden_act (exact GELU for BERT).
+    """
+
+    def __init__(self, config: encoder.BertConfig, *, rngs: nnx.Rngs):
+        init = nnx.initializers.truncated_normal(config.initializer_range)
+        self.position_embeddings = nnx.Embed(config.sbo_max_span_positions, config.sbo_position_embedding_size,
+                                             embedding_init=init, rngs=rngs)
+        inputs = 2 * config.hidden_size + config.sbo_position_embedding_size
+        self.dense = encoder.make_dense(config, inputs, config.hidden_size, rngs)
+        self.layer_norm = encoder.make_layer_norm(config, config.hidden_size, rngs)
+        self.output_dense = encoder.make_dense(config, config.hidden_size, config.embedding_width, rngs)
+        self.output_layer_norm = encoder.make_layer_norm(config, config.embedding_width, rngs)
+        self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.float32))
+        self.activation = encoder.get_activation(config.hidden_act)
+        self.dtype = config.compute_dtype
+        self.vocab_pad_multiple = config.vocab_pad_multiple
+
+    def __call__(self, sequence_output, span_boundaries, word_embeddings: nnx.Embed):
+        """sequence_output [batch, seq, hidden]; span_boundaries (left_positions, right_positions,
+        span_offsets), each [batch, P] int32: per prediction slot, the positions of x_{s-1} and x_{e+1} and
+        i - s (a row of the position table). Returns SBO logits [batch, P, vocab] in float32."""
+        left_positions, right_positions, span_offsets = span_boundaries
+        left = gather_positions(sequence_output, left_positions)  # [batch, P, hidden]
+        right = gather_positions(sequence_output, right_positions)  # [batch, P, hidden]
+        offsets = self.position_embeddings(span_offsets).astype(left.dtype)  # [batch, P, position width]
+        hidden = jnp.concatenate([left, right, offsets], axis=-1)  # [batch, P, 2 hidden + position width]
+        hidden = self.layer_norm(self.activation(self.dense(hidden)))  # [batch, P, hidden]
+        hidden = self.output_layer_norm(self.activation(self.output_dense(hidden))).astype(self.dtype)
+        return tied_logits(hidden, word_embeddings, self.vocab_pad_multiple) + self.bias[...]
 
 
 class PairClassificationHead(nnx.Module):
@@ -72,12 +120,14 @@ class PairClassificationHead(nnx.Module):
 
 
 OBJECTIVES_WITH_PAIR_HEAD = ("mlm_nsp", "mlm_sop")
+OBJECTIVES_WITH_SPAN_BOUNDARY_HEAD = ("mlm_sbo",)
 
 
 class BertForPreTraining(nnx.Module):
-    """Encoder + MLM head, plus the pooler and a pair head for NSP/SOP (HF's *ForPreTraining layout).
+    """Encoder + MLM head, plus the pooler and a pair head for NSP/SOP (HF's *ForPreTraining layout), or
+    SpanBERT's span-boundary head (`sbo_head`) for objective 'mlm_sbo'.
 
-    objective 'mlm' (RoBERTa) builds neither pooler nor pair head: every parameter gets a gradient.
+    objectives 'mlm' (RoBERTa) and 'mlm_sbo' build neither pooler nor pair head: every parameter gets a gradient.
     """
 
     def __init__(self, config: encoder.BertConfig, *, objective: str = "mlm_nsp", rngs: nnx.Rngs):
@@ -85,19 +135,26 @@ class BertForPreTraining(nnx.Module):
         self.bert = encoder.BertModel(config, add_pooling_layer=has_pair_head, rngs=rngs)
         self.mlm_head = MaskedLMHead(config, rngs=rngs)
         self.pair_head = PairClassificationHead(config, rngs=rngs) if has_pair_head else None
+        self.sbo_head = (SpanBoundaryHead(config, rngs=rngs) if objective in OBJECTIVES_WITH_SPAN_BOUNDARY_HEAD
+                         else None)
 
     def __call__(self, input_ids, segment_ids, attention_mask, masked_positions, *, position_ids=None,
-                 pair_positions=None, deterministic: bool = True, rngs: nnx.Rngs | None = None):
-        """Returns (mlm_logits [batch, num_masked, vocab], pair_logits or None), float32.
+                 pair_positions=None, span_boundaries=None, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None):
+        """Returns (mlm_logits [batch, num_masked, vocab], pair_logits or SBO logits or None), float32.
 
         Unpacked rows: pair_logits [batch, 2] from the [CLS] at position 0. Packed rows (position_ids and
         pair_positions [batch, K] given, see BertModel): pair_logits [batch, K, 2], one per instance's
         [CLS]; the logits of empty slots are meaningless and weighted 0 by the loss.
+        Objective 'mlm_sbo' with `span_boundaries` (see SpanBoundaryHead): the second value is the SBO
+        logits [batch, num_masked, vocab], one per MLM prediction slot; without them, None (MLM only).
         """
         sequence_output, pooled_output = self.bert(
             input_ids, segment_ids, attention_mask, position_ids=position_ids, deterministic=deterministic,
             rngs=rngs)
         mlm_logits = self.mlm_head(sequence_output, masked_positions, self.bert.embeddings.word_embeddings)
+        if self.sbo_head is not None and span_boundaries is not None:
+            return mlm_logits, self.sbo_head(sequence_output, span_boundaries, self.bert.embeddings.word_embeddings)
         if self.pair_head is None:
             return mlm_logits, None
         if pair_positions is not None:

@@ -58,6 +58,17 @@ def pretraining_sums(mlm_logits, masked_lm_ids, masked_lm_weights, pair_logits, 
     return sums
 
 
+def span_boundary_sums(sbo_logits: jax.Array, masked_lm_ids: jax.Array, sbo_weights: jax.Array,
+                       example_weights: jax.Array) -> dict[str, jax.Array]:
+    """SpanBERT's span-boundary statistics: sbo_logits [batch, P, vocab] against the MLM labels
+    masked_lm_ids [batch, P], weighted by the slots' SBO weights [batch, P] (`span_boundary.SpanBoundaries`)
+    and example_weights [batch]. The loss adds their mean to the MLM mean, SpanBERT's pair_loss_weight 1."""
+    weights = sbo_weights * example_weights[:, None]
+    loss_sum, count = weighted_cross_entropy(sbo_logits, masked_lm_ids, weights)
+    correct, _ = weighted_correct(sbo_logits, masked_lm_ids, weights)
+    return {"sbo_loss_sum": loss_sum, "sbo_correct": correct, "sbo_count": count}
+
+
 def replaced_token_sums(logits: jax.Array, is_replaced: jax.Array, weights: jax.Array,
                         rtd_weight: float) -> dict[str, jax.Array]:
     """ELECTRA's replaced-token detection statistics: sigmoid cross-entropy of the discriminator's logits.
@@ -76,6 +87,8 @@ def replaced_token_sums(logits: jax.Array, is_replaced: jax.Array, weights: jax.
 
 
 def _pair_prefixes(sums) -> list[str]:
+    """The terms added to the loss with weight 1, each reported as <prefix>_loss and <prefix>_accuracy: the
+    pair task's ('nsp', 'sop') and SpanBERT's span-boundary objective ('sbo')."""
     return [name[: -len("_count")] for name in sums if name.endswith("_count") and not name.startswith("distill_")
             and name not in ("mlm_count", "rtd_count", "rtd_replaced_count")]
 
@@ -88,6 +101,7 @@ def _distill_terms(sums) -> list[str]:
 
 def pretraining_loss(sums: dict[str, jax.Array]) -> jax.Array:
     """BERT's loss: mean MLM cross-entropy over predicted positions + mean pair (NSP/SOP) cross-entropy.
+    SpanBERT's: mean MLM cross-entropy + mean span-boundary (SBO) cross-entropy over the same positions.
     ELECTRA's: the generator's mean MLM cross-entropy + lambda * the mean replaced-token detection loss.
     Distillation's: mlm_weight * the student's MLM loss + the sum of each term's weight * its mean."""
     loss = sums.get("mlm_weight", 1.0) * sums["mlm_loss_sum"] / jnp.maximum(sums["mlm_count"], 1.0)
@@ -102,7 +116,7 @@ def pretraining_loss(sums: dict[str, jax.Array]) -> jax.Array:
 
 
 def summarize(sums: dict) -> dict[str, float]:
-    """Turns accumulated sums (host floats) into the reported metrics (loss, mlm_*, and nsp_*/sop_*; for
+    """Turns accumulated sums (host floats) into the reported metrics (loss, mlm_*, and nsp_*/sop_*/sbo_*; for
     ELECTRA mlm_* are the generator's, plus rtd_loss, rtd_accuracy and replaced_fraction: the share of
     real tokens that differ from the original)."""
     mlm_count = max(float(sums["mlm_count"]), 1.0)

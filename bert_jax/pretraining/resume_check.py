@@ -42,7 +42,8 @@ _SCHEDULE = ("train.num_train_steps", "train.learning_rate", "train.warmup_steps
 _FIELDS = {
     **{f"model.{name}": (_MODEL, _SHAPE) for name in (
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-        "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups")},
+        "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups",
+        "sbo_max_span_positions", "sbo_position_embedding_size")},
     **{f"electra.{name}": (_MODEL, _SHAPE) for name in ("generator_hidden_fraction", "generator_layers_fraction")},
     "electra.rtd_weight": (_WARN, "the loss changes"),
     "teacher_checkpoint": (_MODEL, "the student would learn from another teacher"),

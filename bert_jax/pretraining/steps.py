@@ -22,7 +22,14 @@ from flax import nnx
 
 from bert_jax.data import vocab
 from bert_jax.model import pretraining_heads
-from bert_jax.pretraining import distillation, electra, losses, masking, optim
+from bert_jax.pretraining import (
+    distillation,
+    electra,
+    losses,
+    masking,
+    optim,
+    span_boundary,
+)
 from bert_jax.runtime import parallel
 
 
@@ -57,13 +64,14 @@ class Setup:
     optimizer: optax.GradientTransformation
     masking_spec: masking.MaskingSpec
     special_tokens: Any  # bool [tokenizer vocab] table of never-masked ids, or n for ids [0, n)
-    pair_task: str | None  # 'nsp', 'sop' or None (objective 'mlm')
+    pair_task: str | None  # 'nsp', 'sop' or None (objectives 'mlm', 'mlm_sbo')
     dynamic_masking: bool  # False: one key per example from its `mask_seeds` (static masks)
     word_start_table: Any  # np.ndarray bool [tokenizer vocab]: pieces that begin a word, or None
     state_sharding: Any  # pytree of NamedSharding matching TrainState
     abstract_state: Any  # pytree of ShapeDtypeStruct matching TrainState (a restore target)
     electra: electra.ElectraSpec | None = None  # objective 'electra' only
     distill: distillation.DistillSpec | None = None  # distillation runs only
+    sbo_max_span_positions: int = 0  # objective 'mlm_sbo': rows of the SBO position table; 0: no SBO
 
 
 def masking_spec(config, tokenizer) -> masking.MaskingSpec:
@@ -125,6 +133,8 @@ def make_pretraining_setup(config, mesh, tokenizer=None) -> tuple[Setup, Callabl
                   special_tokens=special_tokens, pair_task=losses.pair_task(config.objective),
                   dynamic_masking=config.masking.dynamic, word_start_table=word_start_table,
                   state_sharding=state_sharding, abstract_state=abstract_state)
+    if config.objective in pretraining_heads.OBJECTIVES_WITH_SPAN_BOUNDARY_HEAD:
+        setup = dataclasses.replace(setup, sbo_max_span_positions=config.model.sbo_max_span_positions)
     if config.objective == "electra":
         setup = dataclasses.replace(setup, electra=electra.ElectraSpec.from_config(
             config.electra, special_tokens, tokenizer_vocab_size, config.model.vocab_size))
@@ -147,15 +157,24 @@ def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, examp
                                     deterministic=deterministic, dropout_key=dropout_key, sample_key=sample_key)
     model = nnx.merge(setup.graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
+    boundaries = None
+    if setup.sbo_max_span_positions:
+        boundaries = span_boundary.span_boundaries(masked.masked_positions, masked.masked_lm_weights,
+                                                   batch["attention_mask"], setup.sbo_max_span_positions)
     # Packed batches add position_ids, pair_positions and pair_weights (see BertForPreTraining); unpacked
     # batches lack them, and the model takes its cheaper unpacked path.
-    mlm_logits, pair_logits = model(masked.input_ids, batch["segment_ids"], batch["attention_mask"],
-                                    masked.masked_positions, position_ids=batch.get("position_ids"),
-                                    pair_positions=batch.get("pair_positions"), deterministic=deterministic,
-                                    rngs=rngs)
-    return losses.pretraining_sums(mlm_logits, masked.masked_lm_ids, masked.masked_lm_weights, pair_logits,
-                                   batch["next_sentence_labels"], example_weights, pair=setup.pair_task,
-                                   pair_weights=batch.get("pair_weights"))
+    mlm_logits, second_logits = model(masked.input_ids, batch["segment_ids"], batch["attention_mask"],
+                                      masked.masked_positions, position_ids=batch.get("position_ids"),
+                                      pair_positions=batch.get("pair_positions"),
+                                      span_boundaries=None if boundaries is None else boundaries.head_inputs(),
+                                      deterministic=deterministic, rngs=rngs)
+    sums = losses.pretraining_sums(mlm_logits, masked.masked_lm_ids, masked.masked_lm_weights,
+                                   None if boundaries is not None else second_logits, batch["next_sentence_labels"],
+                                   example_weights, pair=setup.pair_task, pair_weights=batch.get("pair_weights"))
+    if boundaries is not None:
+        sums.update(losses.span_boundary_sums(second_logits, masked.masked_lm_ids, boundaries.weights,
+                                              example_weights))
+    return sums
 
 
 def mask_batch(setup: Setup, batch, key) -> masking.MaskedBatch:

@@ -182,10 +182,12 @@ def _truncate_events_after(path: str, step: int) -> None:
 
 
 def _pair_part(metrics: dict[str, float]) -> str:
-    """The pair task's accuracy (NSP/SOP), ELECTRA's replaced-token detection figures, or the distillation
-    terms (each term's mean, against the teacher)."""
+    """The pair task's accuracy (NSP/SOP), SpanBERT's span-boundary figures, ELECTRA's replaced-token
+    detection figures, or the distillation terms (each term's mean, against the teacher)."""
     part = "".join(f" | {task}_acc {metrics[f'{task}_accuracy']:.4f}" for task in ("nsp", "sop")
                    if f"{task}_accuracy" in metrics)
+    if "sbo_accuracy" in metrics:
+        part += f" | sbo_loss {metrics['sbo_loss']:.4f} | sbo_acc {metrics['sbo_accuracy']:.4f}"
     if "rtd_accuracy" in metrics:
         part += (f" | rtd_loss {metrics['rtd_loss']:.4f} | rtd_acc {metrics['rtd_accuracy']:.4f}"
                  f" | replaced {metrics['replaced_fraction']:.3f}")
