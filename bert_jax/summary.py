@@ -46,6 +46,8 @@ def main(argv):
     rows = [("embeddings", parts["embeddings"]), ("encoder layers", parts["layers"]), ("pooler", parts["pooler"]),
             ("encoder total", parts["encoder_params"]), ("MLM head (tied, + bias)", parts["mlm_head"]),
             ("pair head (NSP/SOP)", parts["pair_head"])]
+    if config.objective == "mlm_sbo":
+        rows[5] = ("span-boundary head (SBO)", parts["sbo_head"])
     if config.objective == "electra":
         rows[4] = ("generator MLM head", parts["mlm_head"])
         rows += [("RTD head", parts["rtd_head"]), ("generator (shares tables)", parts["generator"])]

@@ -8,6 +8,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from bert_jax import config as config_lib
@@ -28,7 +29,8 @@ def _config(objective="mlm_nsp", **model):
 
 
 def test_parts_add_up_to_the_real_model():
-    for config in (_config(), _config("mlm"), _config("mlm_sop", embedding_size=32, num_hidden_groups=1)):
+    for config in (_config(), _config("mlm"), _config("mlm_sop", embedding_size=32, num_hidden_groups=1),
+                   _config("mlm_sbo")):
         parts = model_stats.parameter_breakdown(config)
         model = pretraining_heads.build_model(config, seed=0)
         assert parts["total_params"] == steps_lib.parameter_count(nnx.state(model, nnx.Param))
@@ -68,6 +70,22 @@ def test_flops_formula_matches_a_hand_count_of_every_matmul():
         + hidden * hidden + hidden * 2)  # pooler and NSP classifier on [CLS]
     hand = 3 * 2 * per_sequence_forward / seq
     assert model_stats.training_flops_per_token(config, seq) == hand
+
+
+def test_sbo_head_flops_are_a_hand_count_of_its_matmuls():
+    """SpanBERT's head on the same P slots as the MLM head: [left; right; position] -> hidden -> hidden, then the
+    tied vocabulary projection; objective 'mlm_sbo' has no pooler or pair head."""
+    model = {"vocab_size": 50, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16,
+             "max_position_embeddings": 16, "sbo_position_embedding_size": 6}
+    sbo, mlm = _config("mlm_sbo", **model), _config("mlm", **model)
+    for config in (sbo, mlm):
+        config.data.max_seq_length = 16
+        config.masking.max_predictions_per_seq = 3
+    per_sequence_forward = 3 * ((2 * 8 + 6) * 8 + 8 * 8 + 8 * 50)
+    extra = model_stats.training_flops_per_token(sbo) - model_stats.training_flops_per_token(mlm)
+    assert extra == pytest.approx(3 * 2 * per_sequence_forward / 16, rel=1e-12)
+    assert model_stats.parameter_breakdown(sbo)["sbo_head"] == (
+        15 * 6 + (2 * 8 + 6) * 8 + 8 + 2 * 8 + 8 * 8 + 8 + 2 * 8 + 50)
 
 
 def test_memory_is_params_plus_two_adam_moments():

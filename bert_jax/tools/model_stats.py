@@ -8,9 +8,12 @@ forward matmuls), the convention of MFU figures:
             + 12 * L * S * H                                       attention scores and context (QK^T, PV)
             + 6 * (P / S) * (H E + E V)                            MLM head on the P gathered positions
             + 6 * (H^2 + 2 H) / S                                  pooler and pair head, once per sequence
+            + 6 * (P / S) * ((2 H + D) H + H E + E V)              SBO head (objective 'mlm_sbo', no pair head)
 
-with L layers, hidden H, intermediate I, embedding width E, vocabulary V, sequence length S and P =
-max_predictions_per_seq. Embedding lookups, LayerNorm, softmax and biases are left out, as usual.
+with L layers, hidden H, intermediate I, embedding width E, vocabulary V, sequence length S, P =
+max_predictions_per_seq and D = sbo_position_embedding_size. The SBO head runs on the same P slots as the
+MLM head, with its two-layer MLP on the concatenated boundary outputs and its own tied projection; objective
+'mlm_sbo' has no pooler or pair head. Embedding lookups, LayerNorm, softmax and biases are left out, as usual.
 ELECTRA (objective 'electra') adds its generator (the same formula with the generator's sizes, its MLM
 head on the P positions, no pooler) and replaces the pooler and pair head by the discriminator's RTD head
 on every token, 6 * (H^2 + H).
@@ -62,10 +65,11 @@ def parameter_breakdown(config) -> dict[str, int]:
         "rtd_head": _count(params["discriminator_head"]) if "discriminator_head" in params else 0,
         "generator": _count(params["generator"]) if "generator" in params else 0,
         "fit_dense": _count(params["fit_dense"]) if "fit_dense" in params else 0,  # TinyBERT's map to the teacher
+        "sbo_head": _count(params["sbo_head"]) if "sbo_head" in params else 0,  # SpanBERT's span-boundary head
     }
     parts["encoder_params"] = parts["embeddings"] + parts["layers"] + parts["pooler"]
     parts["head_params"] = (parts["mlm_head"] + parts["pair_head"] + parts["rtd_head"] + parts["generator"]
-                            + parts["fit_dense"])
+                            + parts["fit_dense"] + parts["sbo_head"])
     parts["total_params"] = parts["encoder_params"] + parts["head_params"]
     return parts
 
@@ -82,6 +86,8 @@ def training_flops_per_token(config, seq_length: int | None = None) -> float:
         generator = pretraining_heads.generator_config(m, config.electra)
         return (_encoder_flops(m, seq) + 6 * (hidden**2 + hidden)
                 + _encoder_flops(generator, seq) + _mlm_head_flops(generator, predictions, seq))
+    if config.objective == "mlm_sbo":
+        return _encoder_flops(m, seq) + _mlm_head_flops(m, predictions, seq) + _sbo_head_flops(m, predictions, seq)
     pair = 6 * (hidden**2 + 2 * hidden) / seq if config.objective != "mlm" else 0.0
     return _encoder_flops(m, seq) + _mlm_head_flops(m, predictions, seq) + pair
 
@@ -109,6 +115,13 @@ def _encoder_flops(m: encoder.BertConfig, seq: int) -> float:
 def _mlm_head_flops(m: encoder.BertConfig, predictions: int, seq: int) -> float:
     """Training FLOPs per token of the MLM head on `predictions` gathered positions per sequence."""
     return 6 * predictions / seq * (m.hidden_size * m.embedding_width + m.embedding_width * m.vocab_size)
+
+
+def _sbo_head_flops(m: encoder.BertConfig, predictions: int, seq: int) -> float:
+    """Training FLOPs per token of SpanBERT's span-boundary head on `predictions` slots per sequence."""
+    hidden, width = m.hidden_size, m.embedding_width
+    mlp = (2 * hidden + m.sbo_position_embedding_size) * hidden + hidden * width
+    return 6 * predictions / seq * (mlp + width * m.vocab_size)
 
 
 def memory_bytes(num_params: int) -> dict[str, int]:
