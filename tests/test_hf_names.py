@@ -252,3 +252,38 @@ def test_unrepresentable_configs_raise():
     for bad in ({"inner_group_num": 2}, {"num_hidden_groups": 3}):
         with pytest.raises(config_lib.InputError, match="inner_group_num"):
             hf_names.from_hf_state_dict({}, {**albert, **bad})
+
+
+@pytest.mark.parametrize("overrides, architecture", [({}, "BertForMaskedLM"),
+                                                     ({"embedding_size": 16, "num_hidden_groups": 1}, "AlbertForMaskedLM")])
+def test_spanbert_exports_as_a_masked_lm_without_its_span_boundary_head(overrides, architecture, tmp_path, monkeypatch):
+    """A pretraining run with objective 'mlm_sbo' through `export_hf`: the SBO head is dropped (and the summary
+    says so), transformers loads the rest with no missing or unexpected keys, and its MLM logits are ours."""
+    from types import SimpleNamespace
+
+    from bert_jax.data import hf_tokenizers
+    from bert_jax.hf import convert as hf_convert
+    from bert_jax.pretraining import run_checkpoint
+
+    config = config_lib.default_config()
+    config.model.update({**_SMALL, **overrides})
+    config.objective = "mlm_sbo"
+    config.data.max_seq_length = SEQ
+    model, _ = _random_params(config)
+    assert "sbo_head" in nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(59))]) + "\n")
+    run = SimpleNamespace(config=config, tokenizer=hf_tokenizers.WordPieceTokenizer.from_vocab(str(vocab)), step=7,
+                          state=SimpleNamespace(params=nnx.state(model, nnx.Param)))
+    monkeypatch.setattr(run_checkpoint, "restore_run_checkpoint", lambda workdir, step: run)
+
+    summary = hf_convert.export_hf("RUN", str(tmp_path / "hf"))
+    assert f"as {architecture} to" in summary
+    assert "span-boundary head (sbo_head, used only in pretraining)" in summary and "left out" in summary
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf_config["architectures"] == [architecture]
+    model_class = getattr(transformers, architecture)
+    hf_model, info = model_class.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    diffs = _max_diffs(model, config, hf_model.eval().float())
+    assert set(diffs) == {"mlm", "hidden"} and max(diffs.values()) <= 1e-5, diffs

@@ -36,6 +36,9 @@ def export_hf(workdir: str, output: str, *, step: int | None = None) -> str:
     architecture = hf_files.write_hf_directory(output, params, run.config, run.tokenizer)
     dropped = ("; TinyBERT's fit_dense (the student-to-teacher width map, used only in training) is not part of "
                f"{architecture} and was left out") if "fit_dense" in params else ""
+    if "sbo_head" in params:
+        dropped = (f"; SpanBERT's span-boundary head (sbo_head, used only in pretraining) is not part of "
+                   f"{architecture} and was left out")
     return f"wrote step {run.step} of {workdir} as {architecture} to {output}{dropped}"
 
 

@@ -11,6 +11,9 @@ cannot drift apart. Which HF class a config maps to (`hf_architecture`):
   mlm, type_vocab_size 0 (a DistilBERT student): DistilBertForMaskedLM (`distilbert_names.py`)
   mlm, a distillation student with a segment table (TinyBERT): BertForMaskedLM (its teacher's family and
     positions; TinyBERT's `fit_dense` is not part of it)
+  mlm_sbo (SpanBERT)          BertForMaskedLM              AlbertForMaskedLM
+    (the span-boundary head is used only in pretraining and has no HF counterpart: it is left out, as
+    SpanBERT's own released checkpoints leave it out)
 
 ALBERT always has `embedding_hidden_mapping_in` and layer groups: an unfactorized model is exported
 with an identity mapping, an unshared one with one group per layer (HF applies group int(i / (L/G)),
@@ -142,6 +145,11 @@ def hf_architecture(config) -> str:
                 f"{model_config.num_hidden_groups}), and ALBERT's head is SOP, not NSP "
                 f"(config.objective='mlm_nsp'); train with objective 'mlm_sop' to export as ALBERT.")
         return _BERT
+    if objective == "mlm_sbo":
+        if model_config.type_vocab_size == 0:
+            raise InputError("config.model.type_vocab_size=0 (no segment table) cannot be exported as HF's "
+                             "BertForMaskedLM, which always has one; train SpanBERT models with type_vocab_size >= 1.")
+        return _ALBERT_MLM if albert_shaped else _BERT_MLM
     if objective == "mlm" and model_config.type_vocab_size == 0:
         return DISTILBERT
     if objective == "mlm":
@@ -156,7 +164,7 @@ def hf_architecture(config) -> str:
                 f"config.model.hidden_act={model_config.hidden_act!r} with config.objective='mlm' cannot be "
                 f"exported; use hidden_act 'gelu' for RoBERTa-style models.")
         return _ROBERTA
-    raise InputError(f"config.objective={objective!r} is not one of ('mlm_nsp', 'mlm_sop', 'mlm').")
+    raise InputError(f"config.objective={objective!r} is not one of ('mlm_nsp', 'mlm_sop', 'mlm', 'mlm_sbo').")
 
 
 def hf_config_dict(config, *, pad_token_id: int, bos_token_id: int | None = None,
