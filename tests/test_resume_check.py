@@ -101,6 +101,19 @@ def test_every_refused_difference_is_named_in_one_message(corpus_file, small_tok
                             "tokenizer or model).")
 
 
+def test_switching_to_spanberts_objective_or_its_table_is_refused(corpus_file, small_tokenizer):
+    """The span-boundary head is parameters the checkpoint lacks (or of other shapes): never resumed."""
+    stored = _config(corpus_file, small_tokenizer.model_path)
+    with pytest.raises(config_lib.InputError, match=r"another model: config\.objective is 'mlm_nsp' there and "
+                       r"'mlm_sbo' now: the heads and the loss would be another objective's"):
+        _check(_meta(stored, small_tokenizer), _changed(stored, objective="mlm_sbo"), small_tokenizer)
+    spanbert = _changed(stored, objective="mlm_sbo")
+    with pytest.raises(config_lib.InputError, match=r"config\.model\.sbo_max_span_positions is 15 there and 20 now: "
+                       "the parameters would not fit"):
+        _check(_meta(spanbert, small_tokenizer), _changed(spanbert, model__sbo_max_span_positions=20,
+                                                         train__allow_changed_data=True), small_tokenizer)
+
+
 def test_data_changes_alone_name_the_flag_as_a_way_out(corpus_file, small_tokenizer):
     stored = _config(corpus_file, small_tokenizer.model_path)
     with pytest.raises(config_lib.InputError, match=r"were written with other data: config\.train\.seed is 0 there "
