@@ -270,3 +270,26 @@ def test_a_short_run_reports_sbo_evaluates_the_same_and_resumes_bitwise(tmp_path
                     strict=True):
         np.testing.assert_array_equal(a, b)
     assert [m["sbo_loss"] for m in _metrics(workdir, "train")] == [m["sbo_loss"] for m in train]
+
+    transformers = pytest.importorskip("transformers")
+    from bert_jax.hf import convert as hf_convert
+
+    summary = hf_convert.export_hf(workdir, str(tmp_path / "hf"))
+    assert "as BertForMaskedLM to" in summary and "span-boundary head" in summary and "left out" in summary
+    _, info = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+
+
+def test_fine_tuning_takes_the_encoder_and_drops_the_span_boundary_head():
+    from bert_jax.finetuning import steps as finetune_steps
+    from bert_jax.finetuning import transfer
+    from bert_jax.model import pretraining_heads
+
+    config = _sbo_config()
+    pretrained = nnx.to_pure_dict(nnx.state(pretraining_heads.build_model(config, seed=0), nnx.Param))
+    task_model = finetune_steps.build_task_model(config.model, "classification", 3, 1)
+    moved = transfer.transfer_encoder(pretrained, nnx.to_pure_dict(nnx.state(task_model, nnx.Param)))
+    assert any(name.startswith("sbo_head/") for name in moved.dropped)
+    assert all(name.startswith(("bert/pooler/", "classifier/")) for name in moved.fresh), moved.fresh
+    np.testing.assert_array_equal(moved.params["bert"]["embeddings"]["word_embeddings"]["embedding"],
+                                  pretrained["bert"]["embeddings"]["word_embeddings"]["embedding"])
