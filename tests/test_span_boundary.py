@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from test_loop import _restore_params, _small_config
-from test_steps import build, tiny_config
+from test_steps import tiny_config
 
 from bert_jax import config as config_lib
 from bert_jax.pretraining import evaluation, loop, losses, masking, span_boundary
@@ -173,37 +173,6 @@ def _sbo_config(vocab=100, **train_overrides):
     return config_lib.validate(config)
 
 
-def test_sbo_loss_matches_numpy_float64_of_the_whole_head():
-    """The step's sbo_* sums from its own masks equal the float64 head applied to the encoder's outputs,
-    with every head parameter random and a vocabulary (100) that the tied matmul pads to 128."""
-    config = _sbo_config()
-    mesh = parallel.make_mesh(config.mesh)
-    setup, create = steps_lib.make_pretraining_setup(config, mesh)
-    params = create().params
-    rng = np.random.default_rng(2)
-    pure = nnx.to_pure_dict(jax.device_get(params))
-    pure["sbo_head"] = jax.tree.map(lambda x: rng.normal(0.0, 0.5, x.shape).astype(np.float32), pure["sbo_head"])
-    nnx.replace_by_pure_dict(params, pure)
-    batch = jax.tree.map(jnp.asarray, _single_segment_batch(rng, batch=6, seq_length=32, vocab=100))
-    masked = steps_lib.mask_batch(setup, batch, jax.random.key(3))
-
-
-    @jax.jit
-    def sums_and_encoder_output(params):
-        sums = steps_lib.forward_sums(setup, params, batch, masked, jnp.ones(6), deterministic=True)
-        model = nnx.merge(setup.graphdef, params)
-        return sums, model.bert(masked.input_ids, batch["segment_ids"], batch["attention_mask"])[0]
-
-    sums, sequence_output = sums_and_encoder_output(params)
-    boundaries = np.stack([reference_boundaries(p, w, a, 2) for p, w, a in zip(
-        np.asarray(masked.masked_positions), np.asarray(masked.masked_lm_weights), np.asarray(batch["attention_mask"]))])
-    expected = reference_sbo_sums(pure, np.asarray(sequence_output, np.float64), np.asarray(masked.masked_lm_ids),
-                                  boundaries, config.model.layer_norm_eps)
-    assert 0 < expected[2] < float(sums["mlm_count"])  # some slots are past the 2-row table
-    np.testing.assert_allclose([float(sums[k]) for k in ("sbo_loss_sum", "sbo_correct", "sbo_count")], expected,
-                               rtol=2e-5)
-
-
 def test_unused_and_cut_slots_contribute_nothing():
     rng = np.random.default_rng(4)
     logits = jnp.asarray(rng.normal(size=(3, 5, 7)), jnp.float32)
@@ -217,26 +186,47 @@ def test_unused_and_cut_slots_contribute_nothing():
     assert float(a["sbo_count"]) == float(weights.sum())
 
 
-def test_train_step_trains_every_parameter_and_adds_the_two_means():
-    config = _sbo_config(vocab=128, warmup_steps=0)
-    config.model.sbo_max_span_positions = 10  # every prediction of the 10-slot budget has a row
-    mesh, state, step = build(config, 1)
-    assert "sbo_head" in state.params and "pair_head" not in state.params
-    assert "pooler" not in state.params["bert"]
-    before = jax.device_get(state.params)
-    batch = _single_segment_batch(np.random.default_rng(5), batch=8, seq_length=32, vocab=128)
-    state, metrics = step(state, parallel.to_global_batch(batch, parallel.batch_sharding(mesh)))
+def test_train_step_sbo_sums_match_numpy_float64_and_every_parameter_trains():
+    """The train step's sbo_* sums equal the float64 head applied to the encoder's outputs on the step's own
+    masks, with every head parameter random and a vocabulary (100) that the tied matmul pads to 128; the loss
+    is the two means added, and every parameter (no pooler, no pair head) gets an update."""
+    config = _sbo_config(warmup_steps=0)  # a non-zero learning rate at step 0
+    mesh = parallel.make_mesh(config.mesh)
+    setup, create = steps_lib.make_pretraining_setup(config, mesh)
+    step = steps_lib.make_train_step(setup, mesh, config.train)
+    state = create()
+    assert "sbo_head" in state.params and "pair_head" not in state.params and "pooler" not in state.params["bert"]
+    rng = np.random.default_rng(2)
+    pure = nnx.to_pure_dict(jax.device_get(state.params))
+    pure["sbo_head"] = jax.tree.map(lambda x: rng.normal(0.0, 0.5, x.shape).astype(np.float32), pure["sbo_head"])
+    params = jax.device_get(state.params)
+    nnx.replace_by_pure_dict(params, pure)
+    state = state.replace(params=jax.device_put(params, setup.state_sharding.params))
+    batch = jax.tree.map(jnp.asarray, _single_segment_batch(rng, batch=8, seq_length=32, vocab=100))
+    # The step's masks: its mask key is the first half of its (seed, step) key.
+    mask_key, _ = jax.random.split(steps_lib.step_key(state))
+    masked = jax.jit(lambda b, k: steps_lib.mask_batch(setup, b, k))(batch, mask_key)
+    sequence_output, _ = nnx.merge(setup.graphdef, state.params).bert(masked.input_ids, batch["segment_ids"],
+                                                                      batch["attention_mask"])
+    boundaries = np.stack([reference_boundaries(p, w, a, 2) for p, w, a in zip(
+        np.asarray(masked.masked_positions), np.asarray(masked.masked_lm_weights), np.asarray(batch["attention_mask"]))])
+    expected = reference_sbo_sums(pure, np.asarray(sequence_output, np.float64), np.asarray(masked.masked_lm_ids),
+                                  boundaries, config.model.layer_norm_eps)
+
+    state, metrics = step(state, parallel.to_global_batch(jax.device_get(batch), parallel.batch_sharding(mesh)))
     metrics = jax.device_get(metrics)
-    assert np.isfinite(metrics["sbo_loss_sum"]) and metrics["sbo_count"] == metrics["mlm_count"] > 0
+    assert 0 < expected[2] < metrics["mlm_count"]  # some slots are past the 2-row table
+    np.testing.assert_allclose([metrics[k] for k in ("sbo_loss_sum", "sbo_correct", "sbo_count")], expected,
+                               rtol=2e-5)
     summary = losses.summarize(metrics)
     assert summary["loss"] == pytest.approx(float(metrics["loss"]), rel=1e-6)
     assert summary["loss"] == pytest.approx(summary["mlm_loss"] + summary["sbo_loss"], rel=1e-6)
-    for (path, old), new in zip(jax.tree_util.tree_leaves_with_path(before),
+    for (path, old), new in zip(jax.tree_util.tree_leaves_with_path(params),
                                 jax.tree.leaves(jax.device_get(state.params)), strict=True):
         assert not np.array_equal(old, new), f"{jax.tree_util.keystr(path)} was not updated"
     line = reporting.train_log_line(1, 1, {**summary, "learning_rate": 1e-3, "grad_norm": 1.0,
                                            "sequences_per_second": 1.0}, 0.0)
-    assert f"sbo_loss {summary['sbo_loss']:.4f} | sbo_acc" in line
+    assert f"sbo_loss {summary['sbo_loss']:.4f} | sbo_acc {summary['sbo_accuracy']:.4f}" in line
 
 
 def _metrics(workdir, split):
@@ -285,10 +275,14 @@ def test_fine_tuning_takes_the_encoder_and_drops_the_span_boundary_head():
     from bert_jax.finetuning import transfer
     from bert_jax.model import pretraining_heads
 
-    config = _sbo_config()
-    pretrained = nnx.to_pure_dict(nnx.state(pretraining_heads.build_model(config, seed=0), nnx.Param))
-    task_model = finetune_steps.build_task_model(config.model, "classification", 3, 1)
-    moved = transfer.transfer_encoder(pretrained, nnx.to_pure_dict(nnx.state(task_model, nnx.Param)))
+    def random_params(build):  # the model's parameter tree, built abstractly and filled with NumPy
+        abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(build), nnx.Param))
+        return jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), abstract)
+
+    config, rng = _sbo_config(), np.random.default_rng(6)
+    pretrained = random_params(lambda: pretraining_heads.build_model(config, seed=0))
+    fresh = random_params(lambda: finetune_steps.build_task_model(config.model, "classification", 3, 1))
+    moved = transfer.transfer_encoder(pretrained, fresh)
     assert any(name.startswith("sbo_head/") for name in moved.dropped)
     assert all(name.startswith(("bert/pooler/", "classifier/")) for name in moved.fresh), moved.fresh
     np.testing.assert_array_equal(moved.params["bert"]["embeddings"]["word_embeddings"]["embedding"],
