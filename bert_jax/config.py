@@ -148,6 +148,19 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.corpus = ""
     # Held-out text in the same format; empty: hold out `eval_fraction` of the corpus's documents.
     config.data.eval_corpus = ""
+    # Multilingual corpora (M-BERT, XLM-R): entries of `corpus` (and `eval_corpus`) tagged with a language code,
+    # 'en:/d/en.txt,ru:/d/ru/,ja:tfds:NAME', or with `language_folders` one folder whose every subfolder is a
+    # language named by the folder (en/, ru/, pt_BR/). Each language is held out and tokenized on its own
+    # (eval_fraction of each, or its part of eval_corpus); training samples language i with probability
+    # q_i proportional to p_i^language_alpha (p_i: its share of the training instances; XLM-R's 0.7: 1 is in
+    # proportion, 0 uniform), and a tokenizer trained here learns from a sample of the text resampled with
+    # tokenizer_alpha (XLM's 0.3-0.5), so low-resource languages get pieces of their own.
+    config.data.language_folders = False
+    config.data.language_alpha = 0.7
+    config.data.tokenizer_alpha = 0.3
+    # Filled when a multilingual run starts, never by hand: its languages in id order (sorted), so resumed
+    # runs and `bert_jax.evaluate` give every example the same language id. Empty: one language.
+    config.data.languages = ()
     config.data.eval_fraction = 0.05
     config.data.eval_num_examples = 256  # size of the fixed evaluation set (instances)
     config.data.eval_seed = 12345  # fixes the evaluation instances and their masks, run after run
@@ -572,6 +585,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(d.max_instances_per_pack >= 1,
              f"config.data.max_instances_per_pack must be at least 1, got {d.max_instances_per_pack}.")
     _require(0.0 <= d.eval_fraction < 1.0, f"config.data.eval_fraction must be in [0, 1), got {d.eval_fraction}.")
+    for name in ("language_alpha", "tokenizer_alpha"):
+        _require(0.0 <= d[name] <= 1.0, f"config.data.{name} must be in [0, 1] (1: sample languages in proportion to "
+                                        f"their text, 0: uniformly), got {d[name]}.")
     _require(d.eval_num_examples >= 1,
              f"config.data.eval_num_examples must be at least 1 (the held-out set is evaluated every "
              f"eval_every_steps and at the end), got {d.eval_num_examples}.")

@@ -202,3 +202,156 @@ def test_a_file_added_to_the_corpus_moves_no_document_between_train_and_eval(cor
         assert _token_set(before[split]) <= _token_set(after[split])  # nothing changed sides
     held_out = [corpus.held_out(d, 0.2) for d in originals]
     assert 0 < sum(held_out) < len(originals) and len(before["eval"]) == sum(held_out)
+
+
+# ------------------------------------------------------------------ multilingual corpora
+
+def _languages_folder(tmp_path, counts):
+    """A folder per language of `counts` {language: documents}, each language's own generated text."""
+    root = tmp_path / "languages"
+    for offset, (language, num_docs) in enumerate(counts.items()):
+        (root / language).mkdir(parents=True)
+        write_corpus(root / language / "text.txt", make_documents(num_docs, seed=100 + offset))
+    return root
+
+
+def test_a_tagged_corpus_is_tokenized_per_language(small_tokenizer, tmp_path, monkeypatch):
+    root = _languages_folder(tmp_path, {"ru": 12, "en": 30, "de": 8})
+    spec = f"ru:{root / 'ru'},en:{root / 'en'}"
+    splits = corpus.build_corpus(spec, "", 0.25, small_tokenizer, str(tmp_path / "tok"))
+    for split in ("train", "eval"):
+        assert splits[split].languages == ("en", "ru")
+    for language, num_docs in (("en", 30), ("ru", 12)):
+        index = splits["train"].languages.index(language)
+        train, held = splits["train"].sources[index], splits["eval"].sources[index]
+        assert len(train) + len(held) == num_docs and len(held) > 0
+        # each language's documents, held out by their own text
+        own = list(corpus.read_documents([str(root / language / "text.txt")]))
+        assert len(held) == sum(corpus.held_out(d, 0.25) for d in own)
+    assert splits["train"].statistics["documents"] == len(splits["train"])
+    # the same corpus as language folders: the same datasets, reused from the cache
+    monkeypatch.setattr(corpus.sharded_corpus, "write_sharded_corpus", lambda *a, **k: pytest.fail("tokenized again"))
+    (root / "de").rename(tmp_path / "de_elsewhere")
+    folders = corpus.build_corpus(str(root), "", 0.25, small_tokenizer, str(tmp_path / "tok"), language_folders=True)
+    assert folders["train"].languages == ("en", "ru")
+    assert [_token_set(s) for s in folders["eval"].sources] == [_token_set(s) for s in splits["eval"].sources]
+
+
+def test_a_tagged_eval_corpus_gives_each_language_its_held_out_text(small_tokenizer, tmp_path):
+    root = _languages_folder(tmp_path, {"en": 10, "ja": 6})
+    held = _languages_folder(tmp_path / "held", {"en": 3, "ja": 2})
+    splits = corpus.build_corpus(f"en:{root / 'en'},ja:{root / 'ja'}", f"ja:{held / 'ja'},en:{held / 'en'}", 0.2,
+                                 small_tokenizer, str(tmp_path / "tok"))
+    assert [len(s) for s in splits["train"].sources] == [10, 6]
+    assert [len(s) for s in splits["eval"].sources] == [3, 2]
+    with pytest.raises(InputError, match=r"missing \['ja'\]"):
+        corpus.build_corpus(f"en:{root / 'en'},ja:{root / 'ja'}", f"en:{held / 'en'}", 0.2, small_tokenizer,
+                            str(tmp_path / "tok"))
+    evaluated = corpus.build_eval_source(f"ja:{held / 'ja'}", small_tokenizer, str(tmp_path / "tok"))
+    assert evaluated.languages == ("ja",) and len(evaluated) == 2
+
+
+def test_the_fingerprint_holds_each_language_and_its_files(tmp_path):
+    root = _languages_folder(tmp_path, {"en": 3, "ru": 3, "de": 3})
+    two = f"en:{root / 'en'},ru:{root / 'ru'}"
+    base = corpus.corpus_fingerprint(two, "")
+    assert base["train"]["what"] == "2 languages (en, ru)" and set(base["train"]["languages"]) == {"en", "ru"}
+    assert corpus.corpus_fingerprint(f"ru:{root / 'ru'},en:{root / 'en'}", "") == base  # order is not meaning
+    others = [f"{two},de:{root / 'de'}",  # another language set
+              f"en:{root / 'ru'},ru:{root / 'en'}",  # the same files under other languages
+              str(root / "en") + "," + str(root / "ru")]  # the same files, monolingual
+    for spec in others:
+        assert corpus.corpus_fingerprint(spec, "")["train"]["fingerprint"] != base["train"]["fingerprint"]
+    write_corpus(root / "ru" / "more.txt", make_documents(2, seed=5))  # a file added to one language
+    assert corpus.corpus_fingerprint(two, "")["train"]["fingerprint"] != base["train"]["fingerprint"]
+    assert corpus.corpus_fingerprint(str(root), "", language_folders=True)["train"]["what"] == "3 languages (de, en, ru)"
+
+
+def test_the_tokenizer_sample_resamples_languages_by_alpha(tmp_path):
+    root = tmp_path / "text"
+    root.mkdir()
+    lines = {"en": 900, "ru": 90, "ja": 10}
+    for language, n in lines.items():
+        (root / f"{language}.txt").write_text("".join(f"{language} line {i}\n" for i in range(n)), encoding="utf-8")
+    by_language = {language: str(root / f"{language}.txt") for language in sorted(lines)}
+    path, coverage = corpus.write_language_sample(by_language, str(tmp_path / "tok"), 0.3)
+    with open(path, encoding="utf-8") as f:
+        sample = f.read().splitlines()
+    shares = {language: n / 1000 for language, n in lines.items()}
+    q = {language: shares[language] ** 0.3 for language in lines}
+    want = {language: q[language] / sum(q.values()) * 1000 for language in lines}
+    for language, available in lines.items():
+        taken = [line for line in sample if line.startswith(language + " ")]
+        assert abs(len(taken) - want[language]) < 1  # largest-remainder rounding of q_i * M
+        if want[language] <= available:  # subsampled: no line twice
+            assert len(set(taken)) == len(taken)
+        else:  # upsampled: every line, each as often as the others give or take one
+            counts = collections.Counter(taken)
+            assert len(counts) == available and max(counts.values()) - min(counts.values()) <= 1
+    assert coverage == 1.0  # small alphabets only
+    assert corpus.character_coverage("Привет, 日本") == 0.9995
+
+
+def _catalogue_lines(language):
+    """Translated messages of the gettext catalogues installed for `language`, one per line, sorted."""
+    import gettext
+    import glob
+
+    lines = set()
+    for path in sorted(glob.glob(f"/usr/share/locale/{language}/LC_MESSAGES/*.mo")):
+        try:
+            with open(path, "rb") as f:
+                catalogue = gettext.GNUTranslations(f)._catalog
+        except (OSError, UnicodeDecodeError, ValueError):  # not a catalogue this Python reads
+            continue
+        lines.update(" ".join(v.split()) for k, v in catalogue.items() if k and isinstance(v, str))
+    return sorted(line for line in lines if len(line) >= 8)
+
+
+@pytest.fixture(scope="module")
+def script_corpus(tmp_path_factory):
+    """Latin (de), Cyrillic (ru) and CJK (ja) text from the installed gettext catalogues: train and held-out
+    lines of each, ja the low-resource language; skipped where the catalogues are not installed."""
+    root = tmp_path_factory.mktemp("scripts")
+    held_out = {}
+    for language, limit in (("de", 3000), ("ru", 1500), ("ja", 300)):
+        lines = _catalogue_lines(language)
+        if len(lines) < limit + 200:
+            pytest.skip(f"too few gettext catalogues for {language!r} under /usr/share/locale")
+        test = [line for line in lines if corpus.held_out(line, 0.1)]
+        train = [line for line in lines if not corpus.held_out(line, 0.1)]
+        (root / language).mkdir()
+        (root / language / "text.txt").write_text("\n".join(train[:limit]) + "\n", encoding="utf-8")
+        held_out[language] = test[:200]
+    return root, held_out
+
+
+def _script_pieces(tokenizer, low, high):
+    return sum(any(low <= ord(c) <= high for c in tokenizer.id_to_piece(i)) for i in range(tokenizer.vocab_size))
+
+
+def _train_on(root, tmp_path, alpha):
+    config_data = types.SimpleNamespace(corpus=f"de:{root / 'de'},ja:{root / 'ja'},ru:{root / 'ru'}",
+                                        language_folders=False, tokenizer_alpha=alpha, tokenizer_model="",
+                                        tokenizer_vocab_size=1500)
+    return corpus._get_or_train_tokenizer(config_data, str(tmp_path), config_data.corpus)
+
+
+def test_a_multilingual_tokenizer_covers_every_script_without_unk(script_corpus, tmp_path):
+    root, held_out = script_corpus
+    tokenizer = _train_on(root, tmp_path, 0.3)
+    for language, lines in held_out.items():
+        ids = [i for line in lines for i in tokenizer.encode(line)]
+        assert tokenizer.special_ids.unk not in ids, language  # unseen characters fall back to bytes
+        byte_share = np.mean([tokenizer.id_to_piece(i).startswith("<0x") for i in ids])
+        assert byte_share < (0.3 if language == "ja" else 0.01), (language, byte_share)
+    assert _script_pieces(tokenizer, 0x0400, 0x04FF) > 200  # Cyrillic
+    assert _script_pieces(tokenizer, 0x3040, 0x9FFF) > 200  # kana and Han, from 300 of 4,800 lines
+
+
+@pytest.mark.slow
+def test_alpha_gives_the_low_resource_script_more_pieces(script_corpus, tmp_path):
+    root, _ = script_corpus
+    resampled = _train_on(root, tmp_path / "a", 0.3)
+    proportional = _train_on(root, tmp_path / "b", 1.0)
+    assert _script_pieces(resampled, 0x3040, 0x9FFF) > 1.25 * _script_pieces(proportional, 0x3040, 0x9FFF)

@@ -21,11 +21,16 @@ import sysconfig
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from absl import logging
 
 from bert_jax.config import InputError
-from bert_jax.data import sharded_corpus, tfds_text
-from bert_jax.data.sentencepiece_tokenizer import Tokenizer, train_tokenizer
+from bert_jax.data import languages, mixture, sharded_corpus, tfds_text
+from bert_jax.data.sentencepiece_tokenizer import (
+    Tokenizer,
+    train_tokenizer,
+    training_sentences,
+)
 from bert_jax.data.tokenizer_factory import load_tokenizer
 from bert_jax.runtime import atomic, workdir_lock
 
@@ -316,24 +321,54 @@ def _prepare(corpus: _Input, eval_input: _Input | None, eval_fraction: float, to
 
 
 def build_corpus(corpus: str, eval_corpus: str, eval_fraction: float, tokenizer: Tokenizer, data_dir: str, *,
-                 num_workers: int = 0, docs_per_shard: int = 50_000) -> dict[str, Any]:
+                 num_workers: int = 0, docs_per_shard: int = 50_000, language_folders: bool = False) -> dict[str, Any]:
     """Tokenizes the corpus into `data_dir` unless already there; returns {'train': src, 'eval': src}.
 
     `corpus` and `eval_corpus` are text files or 'tfds:NAME[:SPLIT]'. Each source is random access
     (`len`, `src[i]`), elements {'tokens', 'sentence_lengths'} as int32 numpy arrays [num_tokens] and
     [num_sentences]. `eval_corpus` empty: hold out `eval_fraction` of the corpus's documents.
     `num_workers` processes tokenize (0: one per CPU), `docs_per_shard` documents per shard.
+    A multilingual corpus (`languages.parse`) gives a `languages.LanguageSources` per split instead, each
+    language tokenized into a dataset of its own, so adding a language tokenizes only that one.
     """
+    by_language = languages.parse(corpus, language_folders=language_folders)
+    if by_language is not None:
+        eval_by_language = languages.parse_eval(eval_corpus, list(by_language), language_folders=language_folders)
+        return _build_languages(by_language, eval_by_language, eval_fraction, tokenizer, data_dir, num_workers,
+                                docs_per_shard)
     eval_input = _Input(eval_corpus, "config.data.eval_corpus") if eval_corpus else None
     if eval_input is None and eval_fraction <= 0:
         raise InputError("no evaluation data: set config.data.eval_corpus or a config.data.eval_fraction > 0.")
     return _prepare(_Input(corpus), eval_input, eval_fraction, tokenizer, data_dir, num_workers, docs_per_shard)
 
 
+def _build_languages(by_language: dict[str, str], eval_by_language: dict[str, str] | None, eval_fraction: float,
+                     tokenizer: Tokenizer, data_dir: str, num_workers: int, docs_per_shard: int) -> dict[str, Any]:
+    """Each language's splits, `_prepare`d apart (eval: its part of eval_corpus, else eval_fraction of it)."""
+    if eval_by_language is None and eval_fraction <= 0:
+        raise InputError("no evaluation data: set config.data.eval_corpus (tagged by language) or a "
+                         "config.data.eval_fraction > 0.")
+    splits: dict[str, dict[str, Any]] = {"train": {}, "eval": {}}
+    for language, spec in by_language.items():
+        eval_input = (_Input(eval_by_language[language], f"config.data.eval_corpus[{language}]")
+                      if eval_by_language else None)
+        logging.info("Language %s: %s.", language, spec)
+        prepared = _prepare(_Input(spec, f"config.data.corpus[{language}]"), eval_input, eval_fraction, tokenizer,
+                            data_dir, num_workers, docs_per_shard)
+        for split, by_split in splits.items():
+            by_split[language] = prepared[split]
+    return {split: languages.LanguageSources(sources) for split, sources in splits.items()}
+
+
 def build_eval_source(corpus_spec: str, tokenizer: Tokenizer, data_dir: str, *, num_workers: int = 0,
                       docs_per_shard: int = 50_000, source: str = "config.data.eval_corpus") -> Any:
     """Tokenizes every document of `corpus_spec` (no hold-out) to evaluate a checkpoint on it; `source`
-    names where the spec came from in messages."""
+    names where the spec came from in messages. A language-tagged spec gives a `LanguageSources`."""
+    by_language = languages.parse(corpus_spec, source=source)
+    if by_language is not None:
+        return languages.LanguageSources({
+            language: _prepare(_Input(spec, f"{source}[{language}]"), None, 0.0, tokenizer, data_dir, num_workers,
+                               docs_per_shard)["train"] for language, spec in by_language.items()})
     return _prepare(_Input(corpus_spec, source), None, 0.0, tokenizer, data_dir, num_workers, docs_per_shard)["train"]
 
 
@@ -347,6 +382,14 @@ def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer
     if cached is not None:
         return cached
     logging.info("Training a %d-piece tokenizer on %s.", config_data.tokenizer_vocab_size, corpus)
+    by_language = languages.parse(corpus, language_folders=_language_folders(config_data))
+    if by_language is not None:
+        sample, coverage = write_language_sample(by_language, os.path.join(workdir, "tokenizer"),
+                                                 getattr(config_data, "tokenizer_alpha", 0.3))
+        byte_fallback = config_data.tokenizer_vocab_size >= MIN_BYTE_FALLBACK_VOCAB
+        train_tokenizer([sample], model_path[: -len(".model")], config_data.tokenizer_vocab_size,
+                        character_coverage=coverage, byte_fallback=byte_fallback)
+        return load_tokenizer(model_path)
     if tfds_text.is_tfds_spec(corpus):  # SentencePiece reads text files: write a sample of the dataset
         files = [tfds_text.TfdsText.parse(corpus).write_sample(os.path.join(workdir, "tokenizer", "sample.txt"))]
     else:
@@ -354,6 +397,73 @@ def _get_or_train_tokenizer(config_data, workdir: str, corpus: str) -> Tokenizer
         check_text_files(files)
     train_tokenizer(files, model_path[: -len(".model")], config_data.tokenizer_vocab_size)
     return load_tokenizer(model_path)
+
+
+# A multilingual tokenizer falls back to UTF-8 bytes for characters it has no piece for (nothing becomes
+# [UNK]) when its vocabulary has room for the 256 byte pieces besides the text's own.
+MIN_BYTE_FALLBACK_VOCAB = 1024
+_TOKENIZER_SAMPLE_SENTENCES = 2_000_000  # what train_tokenizer reads at most
+# Scripts with thousands of characters (Han, kana, Hangul): SentencePiece's 0.9995 coverage leaves their
+# rarest characters to byte fallback; small alphabets (Latin, Cyrillic, Greek, Arabic...) are covered whole.
+_LARGE_SCRIPTS = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF),
+                  (0x20000, 0x3FFFF))
+
+
+def character_coverage(characters: Iterable[str]) -> float:
+    """SentencePiece's character_coverage for text of these characters: 0.9995 with a large (CJK) script,
+    1.0 with small alphabets only (then every character gets a piece)."""
+    large = any(lo <= ord(c) <= hi for c in characters for lo, hi in _LARGE_SCRIPTS)
+    return 0.9995 if large else 1.0
+
+
+def _language_files(language: str, spec: str, directory: str) -> list[str]:
+    """One language's text files for tokenizer training (a TFDS corpus is written out as a sample)."""
+    if tfds_text.is_tfds_spec(spec):
+        return [tfds_text.TfdsText.parse(spec).write_sample(os.path.join(directory, f"sample.{language}.txt"))]
+    source = f"config.data.corpus[{language}]"
+    files = resolve_text_files(spec, source)
+    check_text_files(files, source)
+    return files
+
+
+def write_language_sample(by_language: dict[str, str], directory: str, alpha: float, *,
+                          max_sentences: int = _TOKENIZER_SAMPLE_SENTENCES, seed: int = 0) -> tuple[str, float]:
+    """Writes the tokenizer's training text for a multilingual corpus; returns (its path, character_coverage).
+
+    As in XLM: language i (n_i lines, p_i = its share) gives round(q_i * M) of the M = min(all lines,
+    max_sentences) lines with q_i proportional to p_i^alpha, drawn without replacement while its lines last
+    and as whole repeats beyond, so a low-resource language is upsampled and gets pieces of its own.
+    """
+    files = {language: _language_files(language, spec, directory) for language, spec in by_language.items()}
+    counts = [sum(1 for _ in training_sentences(f)) for f in files.values()]
+    empty = [language for language, n in zip(files, counts) if n == 0]
+    if empty:
+        raise InputError(f"language {empty[0]!r} of config.data.corpus has no text; give it one sentence per line.")
+    weights = mixture.alpha_weights(counts, alpha)
+    takes = mixture.slot_counts(weights, min(sum(counts), max_sentences))
+    rng = np.random.default_rng(seed)
+    path, characters = os.path.join(directory, "multilingual_sample.txt"), set()
+    os.makedirs(directory, exist_ok=True)
+    with atomic.writer(path) as out:
+        for (language, language_files), n, take, q in zip(files.items(), counts, takes, weights):
+            logging.info("Tokenizer sample: %s gives %d of its %d lines (p %.4f, q %.4f).", language, take, n,
+                         n / sum(counts), q)
+            whole, rest = divmod(int(take), n)
+            extra = np.sort(rng.choice(n, rest, replace=False))  # [rest] line numbers taken once more
+            next_extra = 0
+            for line_number, line in enumerate(training_sentences(language_files)):
+                repeats = whole
+                if next_extra < len(extra) and extra[next_extra] == line_number:
+                    repeats, next_extra = repeats + 1, next_extra + 1
+                if repeats:
+                    out.write((line + "\n") * repeats)
+                    characters.update(line)
+    return path, character_coverage(characters)
+
+
+def _language_folders(config_data) -> bool:
+    """`config.data.language_folders` (False for a namespace without it: configs from before the field)."""
+    return bool(getattr(config_data, "language_folders", False))
 
 
 def _cached_tokenizer(model_path: str) -> Tokenizer | None:
@@ -392,29 +502,55 @@ def default_or_given_inputs(config_data, workdir: str,
     return corpus, tokenizer
 
 
-def _describe_input(spec: str) -> dict[str, Any]:
-    corpus = _Input(spec)
+def _describe_input(spec: str, source: str = "config.data.corpus") -> dict[str, Any]:
+    corpus = _Input(spec, source)
     sizes = [os.path.getsize(path) for path in corpus.files if os.path.exists(path)]
     return {"fingerprint": hashlib.sha256(corpus.fingerprint().encode()).hexdigest()[:16], "what": str(corpus),
             "files": len(corpus.files) if not corpus.tfds else None, "bytes": sum(sizes) if not corpus.tfds else None}
 
 
-def corpus_fingerprint(corpus: str, eval_corpus: str) -> dict[str, Any]:
+def _describe_languages(by_language: dict[str, str], source: str) -> dict[str, Any]:
+    """A multilingual input: every language's files under its name, so another language set, or another
+    file of one language, is another fingerprint."""
+    parts = {language: _describe_input(spec, f"{source}[{language}]") for language, spec in by_language.items()}
+    key = json.dumps([[language, part["fingerprint"]] for language, part in parts.items()])
+    files = [part["files"] for part in parts.values()]
+    return {"fingerprint": hashlib.sha256(key.encode()).hexdigest()[:16],
+            "what": f"{len(parts)} languages ({', '.join(parts)})",
+            "files": None if None in files else sum(files),
+            "bytes": None if None in files else sum(part["bytes"] for part in parts.values()), "languages": parts}
+
+
+def corpus_fingerprint(corpus: str, eval_corpus: str, *, language_folders: bool = False) -> dict[str, Any]:
     """The training and held-out text as the tokenized cache tells them apart (paths, sizes, modification
     times; a TFDS split by its prepared files), without reading any text.
 
     A checkpoint stores it so that a resumed run notices a corpus that changed since (a file added, one
     edited): tokenizing it again would train on another stream. {'train': ..., 'eval': ... or None (the
-    held-out documents come from the training corpus)}, each {'fingerprint', 'what', 'files', 'bytes'}.
+    held-out documents come from the training corpus)}, each {'fingerprint', 'what', 'files', 'bytes'}; a
+    multilingual input also has 'languages', each language's own.
     """
-    return {"train": _describe_input(corpus), "eval": _describe_input(eval_corpus) if eval_corpus else None}
+    by_language = languages.parse(corpus, language_folders=language_folders)
+    if by_language is None:
+        return {"train": _describe_input(corpus), "eval": _describe_input(eval_corpus) if eval_corpus else None}
+    eval_by_language = languages.parse_eval(eval_corpus, list(by_language), language_folders=language_folders)
+    return {"train": _describe_languages(by_language, "config.data.corpus"),
+            "eval": _describe_languages(eval_by_language, "config.data.eval_corpus") if eval_by_language else None}
+
+
+def corpus_languages(config_data, corpus: str | None = None) -> tuple[str, ...]:
+    """The languages of a run's corpus in id order, () for a monolingual one: what `config.data.languages`
+    records. Reads folder names only."""
+    by_language = languages.parse(config_data.corpus if corpus is None else corpus,
+                                  language_folders=_language_folders(config_data))
+    return tuple(by_language or ())
 
 
 def tokenize_splits(config_data, workdir: str, corpus: str, tokenizer: Tokenizer) -> dict[str, Any]:
     """The tokenized splits of `corpus` (and `config.data.eval_corpus`), cached in <workdir>/corpus/tokenized."""
     return build_corpus(corpus, config_data.eval_corpus, config_data.eval_fraction, tokenizer,
                         os.path.join(workdir, "corpus", "tokenized"), num_workers=config_data.preprocess_workers,
-                        docs_per_shard=config_data.docs_per_shard)
+                        docs_per_shard=config_data.docs_per_shard, language_folders=_language_folders(config_data))
 
 
 def prepare_default_or_given(config_data, workdir: str,
@@ -430,7 +566,7 @@ def check_workdir_outside_corpus(config_data, workdir: str) -> None:
     would become training text, and the corpus would change under the run at every step."""
     work = os.path.realpath(workdir)
     for spec in (config_data.corpus, config_data.eval_corpus):
-        for part in (p.strip() for p in spec.split(",")):
+        for part in (languages.split_tag(p)[1] for p in spec.split(",")):
             if part and os.path.isdir(part) and (work + os.sep).startswith(os.path.realpath(part) + os.sep):
                 raise InputError(f"--workdir {workdir} is inside the corpus folder {part}, so the run would read its "
                                  "own files as text; put the workdir outside the corpus folder.")

@@ -52,6 +52,8 @@ def train_tokenizer(
     *,
     max_sentences: int = 2_000_000,
     seed: int = 0,
+    character_coverage: float | None = None,
+    byte_fallback: bool = False,
 ) -> str:
     """Trains a SentencePiece unigram model on one-sentence-per-line text; returns the `.model` path.
 
@@ -65,6 +67,11 @@ def train_tokenizer(
     hidden temporary prefix; they are renamed to `<model_prefix>.model` / `.vocab` only once the model
     loads with BERT's special pieces: a full disk or a kill mid-training leaves the old files or none,
     never a truncated model that a later run would blame on the user.
+
+    `character_coverage`: the share of the text's characters that get pieces (None: SentencePiece's
+    0.9995, which drops the rarest characters of a large script); `byte_fallback`: characters without a
+    piece become their UTF-8 bytes (256 pieces after the special ones) instead of [UNK], as multilingual
+    models need.
     """
     if vocab_size <= len(SPECIAL_TOKENS):
         raise InputError(f"tokenizer vocab_size={vocab_size} is too small; use at least a few hundred.")
@@ -78,7 +85,10 @@ def train_tokenizer(
     os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
     partial = atomic.temporary_name(model_prefix)
     try:
-        _run_trainer(input_files, partial, vocab_size, max_sentences, seed)
+        options = {"byte_fallback": True} if byte_fallback else {}
+        if character_coverage is not None:
+            options["character_coverage"] = character_coverage
+        _run_trainer(input_files, partial, vocab_size, max_sentences, seed, **options)
         actual = _check_trained(partial)
         atomic.commit(partial + ".vocab", model_prefix + ".vocab")
         # last: the cache looks for this one
@@ -93,7 +103,7 @@ def train_tokenizer(
 
 
 def _run_trainer(input_files: Sequence[str], model_prefix: str, vocab_size: int, max_sentences: int,
-                 seed: int) -> None:
+                 seed: int, **options) -> None:
     spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.train(
         sentence_iterator=training_sentences(input_files),
@@ -109,6 +119,7 @@ def _run_trainer(input_files: Sequence[str], model_prefix: str, vocab_size: int,
         shuffle_input_sentence=True,
         num_threads=os.cpu_count() or 1,
         minloglevel=1,
+        **options,
     )
 
 

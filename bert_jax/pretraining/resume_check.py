@@ -63,6 +63,11 @@ _FIELDS = {
     "data.tokenizer_vocab_size": (_MODEL, ("the tokenizer is not trained again on resume, so config.json would "
                                            "record a vocabulary the run does not have")),
     "data.tokenizer_model": (_SAFE, _NOT_COMPARED),
+    "data.tokenizer_alpha": (_MODEL, ("the tokenizer is not trained again on resume, so config.json would "
+                                      "record a sampling of the text it was not trained on")),
+    "data.language_alpha": (_DATA, "languages would be sampled at other rates: another training stream"),
+    "data.language_folders": (_SAFE, _NOT_COMPARED),
+    "data.languages": (_SAFE, _NOT_COMPARED),
     "model.hidden_dropout_prob": (_WARN, "the dropout changes"),
     "model.attention_probs_dropout_prob": (_WARN, "the dropout changes"),
     "model.dtype": (_WARN, "the compute precision changes"),
