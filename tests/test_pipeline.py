@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bert_jax.config import InputError
-from bert_jax.data import full_sentences, pipeline
+from bert_jax.data import full_sentences, mixture, pipeline
 from bert_jax.data.vocab import CLS_ID, PAD_ID, SEP_ID
 
 MAX_SEQ_LENGTH = 48
@@ -499,3 +499,102 @@ def test_one_sentence_documents_are_reported(sentences_per_doc, warned, caplog):
     assert ("most chunks are a single sentence" in warnings[0]) == warned
     if warned:
         assert expected == 1.0 and labels.mean() == 1.0 and warnings[0].startswith("100%")
+
+
+# ------------------------------------------------------------------ multilingual: languages sampled by alpha
+
+@pytest.fixture(scope="module")
+def language_sources(small_tokenizer, tmp_path_factory):
+    """{'train', 'eval'} LanguageSources of three languages of 40, 12 and 4 documents."""
+    from conftest import make_documents, write_corpus
+
+    from bert_jax.data import corpus
+
+    root = tmp_path_factory.mktemp("languages")
+    spec = ",".join(f"{language}:{write_corpus(root / f'{language}.txt', make_documents(n, seed=10 + n))}"
+                    for language, n in (("en", 40), ("ru", 12), ("ja", 4)))
+    return corpus.build_corpus(spec, "", 0.2, small_tokenizer, str(root / "tok"))
+
+
+def _language_sizes(language_sources, **options):
+    return [len(pipeline._InstanceBuilder(s, max_seq_length=MAX_SEQ_LENGTH, short_seq_prob=0.1, seed=3,
+                                          special_ids=pipeline.DEFAULT_SPECIAL_IDS, **options))
+            for s in language_sources["train"].sources]
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic", "static"])
+def test_languages_get_exactly_their_alpha_share_of_every_epoch(language_sources, dynamic):
+    train = language_sources["train"]
+    assert train.languages == ("en", "ja", "ru")
+    sizes = _language_sizes(language_sources, objective="mlm", instance_format="sentence_pairs")
+    counts = mixture.slot_counts(mixture.alpha_weights(sizes, 0.5), sum(sizes))  # the independent expectation
+    kwargs = {"max_seq_length": MAX_SEQ_LENGTH, "short_seq_prob": 0.1, "batch_size": 1, "seed": 3,
+              "objective": "mlm", "num_epochs": 3, "language_alpha": 0.5, "dynamic_masking": not dynamic,
+              "dupe_factor": 2}
+    rows = list(pipeline.make_pretraining_iterator(train, **kwargs))
+    assert set(rows[0]) == FEATURE_KEYS | {"languages"} and rows[0]["languages"].dtype == np.int32
+    languages = np.asarray([int(r["languages"][0]) for r in rows]).reshape(3, sum(sizes))
+    for epoch in languages:
+        assert np.bincount(epoch, minlength=3).tolist() == counts.tolist()
+    assert counts[1] > sizes[1]  # ja, the smallest, is upsampled
+
+
+def test_a_language_stream_restores_mid_epoch_and_across_processes(language_sources):
+    kwargs = {"max_seq_length": MAX_SEQ_LENGTH, "short_seq_prob": 0.1, "seed": 5, "objective": "mlm_nsp"}
+    iterator = pipeline.make_pretraining_iterator(language_sources["train"], batch_size=4, **kwargs)
+    for _ in range(5):
+        next(iterator)
+    state = iterator.get_state()
+    expected = [next(iterator) for _ in range(30)]  # well into the next epochs
+    resumed = pipeline.make_pretraining_iterator(language_sources["train"], batch_size=4, **kwargs)
+    resumed.set_state(state)
+    moved = pipeline.make_pretraining_iterator(language_sources["train"], batch_size=4, **kwargs)
+    assert pipeline.restart_at(moved, 20, pack_sequences=False, batch_size=4) == 20
+    for want, got, restarted in zip(expected, (next(resumed) for _ in expected), (next(moved) for _ in expected)):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+            np.testing.assert_array_equal(restarted[key], want[key])
+    parts = [pipeline.make_pretraining_iterator(language_sources["train"], batch_size=2, process_index=i,
+                                                process_count=2, **kwargs) for i in range(2)]
+    whole = pipeline.make_pretraining_iterator(language_sources["train"], batch_size=4, **kwargs)
+    for _ in range(3):
+        batch, first, second = next(whole), next(parts[0]), next(parts[1])
+        np.testing.assert_array_equal(batch["languages"], np.concatenate([first["languages"], second["languages"]]))
+
+
+def test_nsp_pairs_stay_within_their_language(language_sources, small_tokenizer):
+    train = language_sources["train"]
+    build = pipeline._language_builders(train, {"max_seq_length": MAX_SEQ_LENGTH, "short_seq_prob": 0.1, "seed": 0,
+                                                "objective": "mlm_nsp", "instance_format": "sentence_pairs",
+                                                "special_ids": small_tokenizer.special_ids})
+    rng = np.random.default_rng(0)
+    for language, language_build in enumerate(build.builders):
+        for local in range(0, len(language_build), 3):
+            row = language_build.index[local]
+            pair = pipeline.make_sentence_pair(train.sources[language], row, rng, len(train.sources[language]),
+                                               MAX_SEQ_LENGTH)
+            assert pair["b_doc"] < len(train.sources[language])
+            example = build(int(build.offsets[language]) + local, np.random.default_rng(1))
+            assert example["languages"] == language
+
+
+def test_language_eval_batches_hold_each_language(language_sources):
+    kwargs = {"max_seq_length": MAX_SEQ_LENGTH, "batch_size": 8, "num_examples": 6, "seed": 0, "objective": "mlm"}
+    batches = pipeline.make_eval_batches(language_sources["eval"], **kwargs)
+    assert set(batches[0]) == FEATURE_KEYS | {"example_weights", "languages"}
+    languages = np.concatenate([b["languages"] for b in batches])[np.concatenate(
+        [b["example_weights"] for b in batches]) > 0]
+    sizes = [len(pipeline._InstanceBuilder(s, max_seq_length=MAX_SEQ_LENGTH, short_seq_prob=0.1, seed=0,
+                                           objective="mlm", instance_format="sentence_pairs",
+                                           special_ids=pipeline.DEFAULT_SPECIAL_IDS))
+             for s in language_sources["eval"].sources]
+    assert np.bincount(languages, minlength=3).tolist() == [min(6, n) for n in sizes]
+    again = pipeline.make_eval_batches(language_sources["eval"], **kwargs)
+    for batch, same in zip(batches, again):
+        for key in batch:
+            np.testing.assert_array_equal(batch[key], same[key])
+    # ids are the run's: evaluating a run of (de, en, ja, ru) on this text gives en 1, ja 2, ru 3
+    run_ids = pipeline.make_eval_batches(language_sources["eval"], language_ids=("de", "en", "ja", "ru"), **kwargs)
+    np.testing.assert_array_equal(run_ids[0]["languages"][:3], batches[0]["languages"][:3] + 1)
+    with pytest.raises(InputError, match="languages .* that the run was not trained on"):
+        pipeline.make_eval_batches(language_sources["eval"], language_ids=("en", "ru"), **kwargs)

@@ -33,8 +33,9 @@ import numpy as np
 from absl import logging
 
 from bert_jax.config import SINGLE_SEGMENT_OBJECTIVES, InputError
-from bert_jax.data import sequence_packing
+from bert_jax.data import mixture, sequence_packing
 from bert_jax.data.full_sentences import full_sentence_pieces, index_packs
+from bert_jax.data.languages import LanguageSources
 from bert_jax.data.sequence_packing import PackedInstances
 from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SpecialIds
 
@@ -235,13 +236,43 @@ class _InstanceBuilder:
         return {key: example[key] for key in _FEATURE_KEYS}
 
 
+class _LanguageBuilder:
+    """The instances of several languages as one range: language l's local instance i is instance
+    offsets[l] + i, and its features carry `languages` = l (int32). Picklable for Grain workers."""
+
+    def __init__(self, builders: Sequence[_InstanceBuilder]):
+        self.builders = list(builders)
+        self.offsets = np.concatenate([[0], np.cumsum([len(b) for b in self.builders])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __call__(self, instance: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        language = int(np.searchsorted(self.offsets, instance, side="right")) - 1
+        example = self.builders[language](instance - int(self.offsets[language]), rng)
+        return example | {"languages": np.int32(language)}
+
+
+class _MixtureInstances(grain.transforms.MapWithIndex):
+    """Stream position -> (language builder's instance, visit) by `mixture.Mixture`: which language, which
+    of its instances, and how many times the language's walk has been through all of them before."""
+
+    def __init__(self, mix: mixture.Mixture, offsets: np.ndarray):
+        self._mix, self._offsets = mix, offsets
+
+    def map_with_index(self, index: int, _) -> np.ndarray:
+        language, local, visit = self._mix.locate(index)
+        return np.asarray([self._offsets[language] + local, visit], np.int64)  # [2]
+
+
 class _DynamicInstances(grain.transforms.RandomMap):
     """Dynamic masking: a new example from the stream position's rng; keeps the instance for its mask seed."""
 
     def __init__(self, build: _InstanceBuilder):
         self._build = build
 
-    def random_map(self, instance: np.int64, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def random_map(self, instance: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        instance = np.asarray(instance).reshape(-1)[0]  # a mixture's [instance, visit], or the instance
         return self._build(int(instance), rng) | {"instance": instance}
 
 
@@ -262,14 +293,18 @@ class _StaticInstances(grain.transforms.MapWithIndex):
     """Static masking: example and mask seed from (seed, instance, epoch mod dupe_factor) alone.
 
     `index` is the position in the repeated stream (this map runs after `repeat`, before sharding), so
-    `index // num_instances` is the epoch however the epoch was shuffled.
+    `index // num_instances` is the epoch however the epoch was shuffled. From a language mixture the
+    element is [instance, visit], and the copy is the visit: each instance gets `dupe_factor` masks over
+    its own visits, however often its language is sampled.
     """
 
-    def __init__(self, build: _InstanceBuilder, seed: int, dupe_factor: int):
+    def __init__(self, build: _InstanceBuilder | _LanguageBuilder, seed: int, dupe_factor: int):
         self._build, self._seed, self._dupe_factor = build, seed, dupe_factor
 
-    def map_with_index(self, index: int, instance: np.int64) -> dict[str, np.ndarray]:
-        instance, copy = int(instance), index // len(self._build) % self._dupe_factor
+    def map_with_index(self, index: int, instance: np.ndarray) -> dict[str, np.ndarray]:
+        instance = np.asarray(instance).reshape(-1)
+        visit = int(instance[1]) if len(instance) == 2 else index // len(self._build)
+        instance, copy = int(instance[0]), visit % self._dupe_factor
         example = self._build(instance, np.random.default_rng([self._seed, instance, copy]))
         example["mask_seeds"] = mask_seed(self._seed, instance, copy)
         return example
@@ -350,7 +385,7 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
                               objective: str = "mlm_nsp", instance_format: str = "sentence_pairs",
                               dynamic_masking: bool = True, dupe_factor: int = 10,
                               special_ids: SpecialIds = DEFAULT_SPECIAL_IDS, pack_sequences: bool = False,
-                              max_instances_per_pack: int = 3) -> grain.DatasetIterator:
+                              max_instances_per_pack: int = 3, language_alpha: float = 0.7) -> grain.DatasetIterator:
     """Endless (or `num_epochs`) batches for this process, resumable with get_state/set_state.
 
     Instances are chunks of `index_instances` ('sentence_pairs') or packs of `index_packs`
@@ -370,18 +405,28 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
     Then process `i` packs its own instances, those at positions `i::process_count` of the stream:
     processes stay disjoint and together complete, but the global batch depends on the process count
     (and on `num_workers`, as each worker packs a slice of the process's instances).
+
+    A multilingual `source` (`languages.LanguageSources`) is sampled by language: language i with
+    probability q_i proportional to p_i^language_alpha (p_i: its share of the instances), exactly
+    round(q_i * N) of each epoch's N = all-instances positions, by `mixture.Mixture` (`shuffle` is implied);
+    each unpacked row carries its int32 `languages` id (packed rows may mix languages and carry none).
     """
-    _check_options(source, objective, instance_format, pack_sequences, max_instances_per_pack)
     if not dynamic_masking and dupe_factor < 1:
         raise InputError(f"config.masking.dupe_factor must be at least 1 for static masking, got {dupe_factor}.")
-    build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
-                             objective=objective, instance_format=instance_format, special_ids=special_ids)
+    options = {"max_seq_length": max_seq_length, "short_seq_prob": short_seq_prob, "seed": seed,
+               "objective": objective, "instance_format": instance_format, "special_ids": special_ids}
+    if isinstance(source, LanguageSources):
+        build, dataset = _language_stream(source, options, language_alpha, pack_sequences, max_instances_per_pack)
+        dataset = dataset.repeat(num_epochs)
+    else:
+        _check_options(source, objective, instance_format, pack_sequences, max_instances_per_pack)
+        build = _InstanceBuilder(source, **options)
+        dataset = grain.MapDataset.source(np.arange(len(build))).seed(seed)
+        if shuffle:
+            dataset = dataset.shuffle()  # before repeat: each epoch reshuffles, epochs never mix
+        dataset = dataset.repeat(num_epochs)
     if objective == "mlm_nsp" and instance_format == "sentence_pairs":
-        _report_not_next_fraction(build.index)
-    dataset = grain.MapDataset.source(np.arange(len(build))).seed(seed)
-    if shuffle:
-        dataset = dataset.shuffle()  # before repeat: each epoch reshuffles, epochs never mix
-    dataset = dataset.repeat(num_epochs)
+        _report_not_next_fraction(np.concatenate([b.index for b in getattr(build, "builders", [build])]))
     if dynamic_masking:
         dataset = dataset.random_map(_DynamicInstances(build))
         dataset = dataset.map_with_index(_DynamicMaskSeeds(seed, len(build)))
@@ -401,6 +446,43 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
     return iter(dataset)
 
 
+def _language_builders(source: LanguageSources, options: dict, pack_sequences: bool = False,
+                       max_instances_per_pack: int = 1) -> _LanguageBuilder:
+    for language, language_source in zip(source.languages, source.sources):
+        try:
+            _check_options(language_source, options["objective"], options["instance_format"], pack_sequences,
+                           max_instances_per_pack)
+        except InputError as e:
+            raise InputError(f"language {language!r}: {e}") from None
+    return _LanguageBuilder([_InstanceBuilder(s, **options) for s in source.sources])
+
+
+def _language_stream(source: LanguageSources, options: dict, alpha: float, pack_sequences: bool,
+                     max_instances_per_pack: int) -> tuple[_LanguageBuilder, grain.MapDataset]:
+    """(the languages' builder, one epoch of [instance, visit] elements): languages sampled with
+    q_i proportional to p_i^alpha over the instances, by `mixture.Mixture` (which also does the shuffling)."""
+    build = _language_builders(source, options, pack_sequences, max_instances_per_pack)
+    sizes = [len(b) for b in build.builders]
+    if min(sizes) == 0:
+        empty = source.languages[sizes.index(0)]
+        raise InputError(f"language {empty!r} has no training instances; give it text or leave it out.")
+    mix = mixture.Mixture(sizes, mixture.alpha_weights(sizes, alpha), seed=options["seed"])
+    _log_sampling_table(source.languages, mix, alpha)
+    dataset = grain.MapDataset.range(len(mix)).seed(options["seed"])
+    return build, dataset.map_with_index(_MixtureInstances(mix, build.offsets))
+
+
+def _log_sampling_table(languages: Sequence[str], mix: mixture.Mixture, alpha: float) -> None:
+    """The languages' shares of the instances (p_i) and of the stream (q_i), said once when the run starts."""
+    width = max(8, *map(len, languages))
+    lines = [f"{'language':<{width}} {'instances':>10} {'p_i':>7} {'q_i':>7} {'epochs/pass':>11}"]
+    for language, row in zip(languages, mix.table()):
+        lines.append(f"{language:<{width}} {row['instances']:>10,} {row['p']:>7.4f} {row['q']:>7.4f} "
+                     f"{row['epochs_per_pass']:>11.2f}")
+    logging.info("Sampling %d languages with q_i proportional to p_i^%g (config.data.language_alpha):\n%s",
+                 len(languages), alpha, "\n".join(lines))
+
+
 def iterator_from_config(config, source, special_ids: SpecialIds, batch_size: int, *, process_index: int,
                          process_count: int, num_workers: int | None = None) -> grain.DatasetIterator:
     """`make_pretraining_iterator` as a run's config asks for it: this process's `batch_size` rows
@@ -411,7 +493,8 @@ def iterator_from_config(config, source, special_ids: SpecialIds, batch_size: in
         num_workers=config.data.num_workers if num_workers is None else num_workers, objective=config.objective,
         instance_format=config.data.instance_format, dynamic_masking=config.masking.dynamic,
         dupe_factor=config.masking.dupe_factor, special_ids=special_ids,
-        pack_sequences=config.data.pack_sequences, max_instances_per_pack=config.data.max_instances_per_pack)
+        pack_sequences=config.data.pack_sequences, max_instances_per_pack=config.data.max_instances_per_pack,
+        language_alpha=config.data.language_alpha)
 
 
 def _find_states(state, is_wanted) -> list[dict]:
@@ -484,24 +567,34 @@ def _replaced(state, old: dict, new: dict):
 def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examples: int, seed: int = 0,
                       short_seq_prob: float = 0.1, objective: str = "mlm_nsp",
                       instance_format: str = "sentence_pairs",
-                      special_ids: SpecialIds = DEFAULT_SPECIAL_IDS) -> list[dict[str, np.ndarray]]:
+                      special_ids: SpecialIds = DEFAULT_SPECIAL_IDS,
+                      language_ids: Sequence[str] | None = None) -> list[dict[str, np.ndarray]]:
     """A fixed evaluation set: the same `num_examples` examples on every call, in batches.
 
     The examples are the first `num_examples` instances of a seeded shuffle (spread over the whole
     split), each built with its own fixed rng and `mask_seeds` (so its masks are fixed too); fewer if
     the split has fewer instances. The last batch is filled with all-padding rows; `example_weights`
     float32 [batch] is 1 for real rows and 0 for those, so each real example counts exactly once.
+
+    A multilingual `source` gives `num_examples` of each language (so each has its own held-out figure),
+    language by language, with int32 `languages` [batch]: the index of the language in `language_ids`
+    (the run's languages; default: the source's own).
     """
-    _check_options(source, objective, instance_format)
-    build = _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
-                             objective=objective, instance_format=instance_format, special_ids=special_ids)
-    chosen = np.random.default_rng(seed).permutation(len(build))[:num_examples]
-    examples = [build(int(i), np.random.default_rng([seed, int(i)])) | {"mask_seeds": mask_seed(seed, int(i), 0)}
-                for i in chosen]
+    options = {"max_seq_length": max_seq_length, "short_seq_prob": short_seq_prob, "seed": seed,
+               "objective": objective, "instance_format": instance_format, "special_ids": special_ids}
     padding = {"input_ids": np.full(max_seq_length, special_ids.pad, np.int32),
                "segment_ids": np.zeros(max_seq_length, np.int32),
                "attention_mask": np.zeros(max_seq_length, np.int32),
                "next_sentence_labels": np.int32(0), "mask_seeds": np.int32(0)}
+    if isinstance(source, LanguageSources):
+        examples = _language_eval_examples(source, options, num_examples, language_ids)
+        padding["languages"] = np.int32(0)
+    else:
+        _check_options(source, objective, instance_format)
+        build = _InstanceBuilder(source, **options)
+        chosen = np.random.default_rng(seed).permutation(len(build))[:num_examples]
+        examples = [build(int(i), np.random.default_rng([seed, int(i)])) | {"mask_seeds": mask_seed(seed, int(i), 0)}
+                    for i in chosen]
     batches = []
     for start in range(0, len(examples), batch_size):
         rows = examples[start:start + batch_size]
@@ -512,6 +605,25 @@ def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examp
         batch["example_weights"] = weights
         batches.append(batch)
     return batches
+
+
+def _language_eval_examples(source: LanguageSources, options: dict, num_examples: int,
+                            language_ids: Sequence[str] | None) -> list[dict[str, np.ndarray]]:
+    """`num_examples` fixed examples of each language of `source`, carrying their ids in `language_ids`."""
+    language_ids = list(source.languages if language_ids is None else language_ids)
+    unknown = [language for language in source.languages if language not in language_ids]
+    if unknown:
+        raise InputError(f"the evaluation text has languages {unknown} that the run was not trained on "
+                         f"({language_ids}); evaluate on the run's languages.")
+    build = _language_builders(source, options)
+    seed, examples = options["seed"], []
+    for language, language_build, offset in zip(source.languages, build.builders, build.offsets):
+        language_id = language_ids.index(language)
+        chosen = np.random.default_rng([seed, language_id]).permutation(len(language_build))[:num_examples]
+        examples += [language_build(int(i), np.random.default_rng([seed, language_id, int(i)]))
+                     | {"mask_seeds": mask_seed(seed, int(offset + i), 0), "languages": np.int32(language_id)}
+                     for i in chosen]
+    return examples
 
 
 def padding_fraction(batches: Iterable[dict[str, np.ndarray]]) -> float:
