@@ -3,7 +3,8 @@
 python -m bert_jax.evaluate --workdir=RUN [--step=N] [--corpus=TEXT_FILES]
 Prints a readable line and, as the last line, one JSON object with mlm_accuracy, mlm_loss, the pair
 task's accuracy (nsp_accuracy for BERT, sop_accuracy for ALBERT; none for RoBERTa's MLM-only objective),
-SpanBERT's sbo_accuracy and sbo_loss, num_examples and step. Without --corpus it uses the run's own held-out split.
+SpanBERT's sbo_accuracy and sbo_loss, num_examples and step; a multilingual run adds mlm_accuracy/<language>
+and mlm_loss/<language>. Without --corpus it uses the run's own held-out split; --corpus may be language-tagged ('en:a.txt,ru:b.txt').
 """
 
 import json
@@ -27,7 +28,8 @@ def main(argv):
     print(reporting.eval_log_line(metrics["step"], metrics))
     keys = ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "sop_accuracy", "sbo_accuracy", "sbo_loss", "num_examples",
             "step")
-    print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
+    by_language = [k for k in metrics if k.startswith(("mlm_accuracy/", "mlm_loss/"))]  # multilingual runs
+    print(json.dumps({k: metrics[k] for k in (*keys, *by_language) if k in metrics}))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def prepare(config, workdir: str) -> dict:
     tokenizer, sources = corpus.prepare_locked(config.data, workdir)
     summary = {"tokenizer": tokenizer.model_path, "vocab_size": tokenizer.vocab_size,
                "splits": {split: source.statistics for split, source in sources.items()}}
-    index = sharded_corpus.read_index(sources["train"].statistics["directory"])
+    directory = sources["train"].statistics.get("directory")  # none for a multilingual corpus (one per language)
+    index = sharded_corpus.read_index(directory) if directory else None
     if index and "throughput" in index:
         summary["throughput"] = index["throughput"]
     return summary

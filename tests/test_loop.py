@@ -203,3 +203,39 @@ def test_relative_paths_are_stored_absolute(tmp_path, corpus_file, small_tokeniz
     monkeypatch.chdir(tmp_path)  # elsewhere: the stored paths still lead to the corpus and the tokenizer
     figures = evaluation.evaluate_checkpoint(str(here / "run"))
     assert figures["step"] == 3 and figures["num_examples"] > 0
+
+
+def test_a_multilingual_run_reports_each_language_and_refuses_another_mixture(tmp_path, small_tokenizer, caplog):
+    texts = {language: write_corpus(tmp_path / f"{language}.txt", make_documents(n, seed=20 + n))
+             for language, n in (("ru", 16), ("en", 40), ("de", 10))}
+    corpus = f"ru:{texts['ru']},en:{texts['en']}"
+    workdir = str(tmp_path / "run")
+    config = _small_config(corpus, "", small_tokenizer.model_path, num_steps=2)
+    config.objective = "mlm"  # the smallest program to compile: one tiny layer, no pair head
+    config.model.update({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 32})
+    config.train.eval_every_steps = 2
+    config.checkpoint.every_steps = 2
+    caplog.set_level("INFO")
+    final = loop.train_and_evaluate(config, workdir)
+    assert "Sampling 2 languages with q_i proportional to p_i^0.7" in caplog.text
+    in_run = _metrics(workdir, "eval")[-1]
+    for language in ("en", "ru"):
+        assert 0.0 <= in_run[f"mlm_accuracy/{language}"] <= 1.0 and in_run[f"mlm_loss/{language}"] > 0
+        assert final[f"mlm_accuracy/{language}"] == in_run[f"mlm_accuracy/{language}"]
+    assert "mlm_accuracy/en" not in _metrics(workdir, "train")[-1]
+    assert "mlm_acc by language en " in caplog.text
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["data"]["languages"] == ["en", "ru"]  # the ids: index in the sorted languages
+    offline = evaluation.evaluate_checkpoint(workdir, step=2)
+    for name in ("mlm_accuracy/en", "mlm_accuracy/ru", "mlm_loss/ru", "mlm_accuracy"):
+        assert offline[name] == pytest.approx(in_run[name], rel=1e-6), name
+
+    again = config_lib.from_stored(config.to_dict())
+    again.data.language_alpha = 0.3
+    with pytest.raises(config_lib.InputError, match=r"config.data.language_alpha is 0.7 there and 0.3 now"):
+        loop.train_and_evaluate(again, workdir)
+    more = config_lib.from_stored(config.to_dict())
+    more.data.corpus = f"{corpus},de:{texts['de']}"
+    with pytest.raises(config_lib.InputError, match=r"2 languages \(en, ru\), 2 files of [0-9,]+ bytes there, "
+                                                    r"3 languages \(de, en, ru\)"):
+        loop.train_and_evaluate(more, workdir)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bert_jax import config as config_lib
+from bert_jax.pretraining import losses
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import parallel
 
@@ -132,3 +133,65 @@ def test_static_masks_repeat_and_dynamic_masks_do_not():
         config.masking.dynamic = True
         first, second = _masked_inputs(config, batch, steps=2)
         assert not np.array_equal(first, second)  # dynamic: a new mask at every step
+
+
+def _log_softmax64(logits):
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def test_mlm_sums_by_language_match_a_numpy_reference():
+    rng = np.random.default_rng(0)
+    batch, positions, vocab, num_languages = 7, 5, 11, 3
+    logits = rng.normal(size=(batch, positions, vocab)).astype(np.float32)
+    ids = rng.integers(0, vocab, size=(batch, positions)).astype(np.int32)
+    ids[:, 0] = logits[:, 0].argmax(-1)  # some correct predictions
+    weights = (rng.random((batch, positions)) < 0.7).astype(np.float32)
+    example_weights = np.ones(batch, np.float32)
+    example_weights[-1] = 0.0  # a padding row counts for no language
+    languages = np.asarray([0, 2, 2, 0, 2, 0, 1], np.int32)  # language 1 only on the padding row
+    plain = losses.pretraining_sums(logits, ids, weights, None, None, example_weights, pair=None)
+    split = losses.pretraining_sums(logits, ids, weights, None, None, example_weights, pair=None,
+                                    languages=languages, num_languages=num_languages)
+    for key in plain:  # the monolingual figures are untouched
+        np.testing.assert_array_equal(np.asarray(split[key]), np.asarray(plain[key]))
+    assert float(losses.pretraining_loss(split)) == float(losses.pretraining_loss(plain))
+
+    nll = -np.take_along_axis(_log_softmax64(logits), ids[..., None], axis=-1)[..., 0]
+    correct = logits.argmax(-1) == ids
+    counted = weights * example_weights[:, None]
+    for language in range(num_languages):
+        rows = languages == language
+        np.testing.assert_allclose(split["mlm_loss_sum_by_language"][language], (nll * counted)[rows].sum(), rtol=1e-5)
+        assert float(split["mlm_correct_by_language"][language]) == (correct * counted)[rows].sum()
+        assert float(split["mlm_count_by_language"][language]) == counted[rows].sum()
+    metrics = losses.summarize_languages(jax.device_get(split), ("en", "ja", "ru"))
+    assert set(metrics) == {"mlm_accuracy/en", "mlm_loss/en", "mlm_accuracy/ru", "mlm_loss/ru"}  # ja: no tokens
+    rows = languages == 2
+    assert metrics["mlm_accuracy/ru"] == pytest.approx((correct * counted)[rows].sum() / counted[rows].sum())
+
+
+@pytest.mark.slow  # two compiles of the eval step, ~20 s; the in-process run of test_loop covers the wiring
+def test_the_eval_step_splits_its_one_pass_by_language():
+    """Per-language sums of one eval pass equal the whole-batch sums of passes that weigh one language only."""
+    config = tiny_config()
+    config.model.update({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64})
+    config.data.languages = ("de", "en", "fr")
+    mesh = parallel.make_mesh(config.mesh)
+    setup, create = steps_lib.make_pretraining_setup(config, mesh)
+    assert setup.num_languages == 3
+    state = create()
+    eval_step = steps_lib.make_eval_step(setup, mesh)
+    batch = synthetic_batch(np.random.default_rng(1))
+    batch["example_weights"] = np.ones(8, np.float32)
+    batch["languages"] = np.asarray([0, 1, 1, 2, 0, 1, 2, 2], np.int32)
+    key = jax.random.key(3)
+    sharding = parallel.batch_sharding(mesh)
+    sums = jax.device_get(eval_step(state.params, parallel.to_global_batch(batch, sharding), key, None))
+    for language in range(3):
+        alone = dict(batch, example_weights=(batch["languages"] == language).astype(np.float32))  # no recompile
+        whole = jax.device_get(eval_step(state.params, parallel.to_global_batch(alone, sharding), key, None))
+        np.testing.assert_allclose(sums["mlm_loss_sum_by_language"][language], whole["mlm_loss_sum"], rtol=1e-5)
+        assert sums["mlm_correct_by_language"][language] == whole["mlm_correct"]
+        assert sums["mlm_count_by_language"][language] == whole["mlm_count"]

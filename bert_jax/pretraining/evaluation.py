@@ -29,13 +29,15 @@ def eval_batches(source, config, mesh, special_ids: vocab.SpecialIds) -> list[di
         source, max_seq_length=config.data.max_seq_length, batch_size=batch_size,
         num_examples=config.data.eval_num_examples, seed=config.data.eval_seed,
         short_seq_prob=config.data.short_seq_prob, objective=config.objective,
-        instance_format=config.data.instance_format, special_ids=special_ids)
+        instance_format=config.data.instance_format, special_ids=special_ids,
+        language_ids=tuple(config.data.languages) or None)
     return [parallel.process_rows(batch) for batch in batches]
 
 
-def run_evaluation(eval_step, params, batches, mesh, eval_seed: int, teacher=None) -> dict[str, float]:
+def run_evaluation(eval_step, params, batches, mesh, eval_seed: int, teacher=None, languages=()) -> dict[str, float]:
     """Sums the statistics of every batch; reports mlm_loss, mlm_accuracy, nsp_/sop_ metrics (distillation:
-    the distill_* terms against `teacher`), num_examples."""
+    the distill_* terms against `teacher`), num_examples; with a multilingual run's `languages` (the names
+    of its language ids), also mlm_accuracy/<language> and mlm_loss/<language>, from the same pass."""
     base_key = jax.random.key(eval_seed)
     sharding = parallel.batch_sharding(mesh)
     totals = None
@@ -45,7 +47,8 @@ def run_evaluation(eval_step, params, batches, mesh, eval_seed: int, teacher=Non
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     if totals is None:
         raise config_lib.InputError("the evaluation set is empty: give more held-out text.")
-    metrics = losses.summarize(jax.device_get(totals))
+    totals = jax.device_get(totals)
+    metrics = losses.summarize(totals) | losses.summarize_languages(totals, languages)
     metrics["num_examples"] = int(round(float(jax.device_get(totals["num_examples"]))))
     return metrics
 
@@ -63,5 +66,6 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
             source = sources["eval"]
         batches = eval_batches(source, config, run.mesh, tokenizer.special_ids)
     metrics = run_evaluation(steps_lib.make_eval_step(run.setup, run.mesh), run.state.params, batches, run.mesh,
-                             config.data.eval_seed, teacher=steps_lib.teacher_of(run.state))
+                             config.data.eval_seed, teacher=steps_lib.teacher_of(run.state),
+                             languages=config.data.languages)
     return {**metrics, "step": run.step}

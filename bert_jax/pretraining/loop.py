@@ -19,7 +19,7 @@ from absl import logging
 
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
-from bert_jax.data import pipeline, tokenizer_factory
+from bert_jax.data import languages, pipeline, tokenizer_factory
 from bert_jax.pretraining import evaluation, losses, resume_check, run_checkpoint, teacher
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import atomic, multihost, numerics, parallel, preemption, reporting, workdir_lock
@@ -160,7 +160,8 @@ def _prepare_data(config, workdir: str):
     """
     corpus, tokenizer = _process_zero_first(lambda: corpus_lib.default_or_given_inputs(config.data, workdir),
                                             "prepare the data")
-    fingerprint = corpus_lib.corpus_fingerprint(corpus, config.data.eval_corpus)
+    fingerprint = corpus_lib.corpus_fingerprint(corpus, config.data.eval_corpus,
+                                                language_folders=config.data.language_folders)
     plan = _check_resume(config, workdir, tokenizer, fingerprint)
     _write_config(config, workdir)
     sources = _process_zero_first(lambda: corpus_lib.tokenize_splits(config.data, workdir, corpus, tokenizer),
@@ -216,7 +217,12 @@ def _absolute_paths(config):
         parts = [p.strip() for p in spec.split(",")]
         return ",".join(p if not p or p.startswith("tfds:") else os.path.abspath(os.path.expanduser(p)) for p in parts)
 
-    config.data.corpus, config.data.eval_corpus = absolute(config.data.corpus), absolute(config.data.eval_corpus)
+    def absolute_corpus(spec: str) -> str:  # a language tag stays in front of its path
+        tagged = [languages.split_tag(p) for p in spec.split(",") if p.strip()]
+        return ",".join(f"{tag}:{absolute(path)}" if tag else absolute(path) for tag, path in tagged)
+
+    config.data.corpus, config.data.eval_corpus = absolute_corpus(config.data.corpus), absolute_corpus(
+        config.data.eval_corpus)
     config.data.tokenizer_model = absolute(config.data.tokenizer_model)
     config.train.init_checkpoint = absolute(config.train.init_checkpoint)
     config.teacher_checkpoint = absolute(config.teacher_checkpoint)
@@ -232,6 +238,7 @@ def train_and_evaluate(config, workdir: str, *, import_hf_directory=None) -> dic
     """
     config = _absolute_paths(config)
     corpus_lib.check_workdir_outside_corpus(config.data, workdir)
+    config.data.languages = corpus_lib.corpus_languages(config.data)  # the language ids the run records
     if config.train.init_checkpoint:
         config = _adopt_init_checkpoint(config)
     if config.distill.recipe:
@@ -280,7 +287,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     def evaluate(step: int) -> dict[str, float]:
         metrics = evaluation.run_evaluation(eval_step, state.params, eval_set, mesh, config.data.eval_seed,
-                                            teacher=steps_lib.teacher_of(state))
+                                            teacher=steps_lib.teacher_of(state), languages=config.data.languages)
         logging.info(reporting.eval_log_line(step, metrics))
         writer.write(step, "eval", metrics)
         return metrics

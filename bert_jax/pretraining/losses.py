@@ -28,7 +28,8 @@ def pair_task(objective: str) -> str | None:
 
 
 def pretraining_sums(mlm_logits, masked_lm_ids, masked_lm_weights, pair_logits, next_sentence_labels,
-                     example_weights, pair: str | None = "nsp", pair_weights=None) -> dict[str, jax.Array]:
+                     example_weights, pair: str | None = "nsp", pair_weights=None, languages=None,
+                     num_languages: int = 0) -> dict[str, jax.Array]:
     """The additive statistics behind every pretraining metric of a batch.
 
     mlm_logits [batch, P, vocab], masked_lm_ids / masked_lm_weights [batch, P], example_weights [batch]
@@ -36,11 +37,15 @@ def pretraining_sums(mlm_logits, masked_lm_ids, masked_lm_weights, pair_logits, 
     None: no pair task, pair_logits is None. Unpacked rows: pair_logits [batch, 2], next_sentence_labels
     [batch]. Packed rows: pair_logits [batch, K, 2], next_sentence_labels and pair_weights [batch, K]
     (1 for a real instance, 0 for an empty slot), so each instance counts once, as it would unpacked.
+    `languages` int [batch] (ids below `num_languages`): the MLM sums are also split by language, as
+    float32 [num_languages] arrays `mlm_{loss_sum,correct,count}_by_language`, from the same logits.
     """
     mlm_weights = masked_lm_weights * example_weights[:, None]
     mlm_loss_sum, mlm_count = weighted_cross_entropy(mlm_logits, masked_lm_ids, mlm_weights)
     mlm_correct, _ = weighted_correct(mlm_logits, masked_lm_ids, mlm_weights)
     sums = {"mlm_loss_sum": mlm_loss_sum, "mlm_correct": mlm_correct, "mlm_count": mlm_count}
+    if languages is not None and num_languages:
+        sums.update(mlm_sums_by_language(mlm_logits, masked_lm_ids, mlm_weights, languages, num_languages))
     if pair is not None:
         if pair_logits.shape[:-1] != next_sentence_labels.shape:
             raise ValueError(f"pair logits {pair_logits.shape} do not match next_sentence_labels "
@@ -67,6 +72,33 @@ def span_boundary_sums(sbo_logits: jax.Array, masked_lm_ids: jax.Array, sbo_weig
     loss_sum, count = weighted_cross_entropy(sbo_logits, masked_lm_ids, weights)
     correct, _ = weighted_correct(sbo_logits, masked_lm_ids, weights)
     return {"sbo_loss_sum": loss_sum, "sbo_correct": correct, "sbo_count": count}
+
+
+def mlm_sums_by_language(mlm_logits, masked_lm_ids, mlm_weights, languages, num_languages: int) -> dict[str, jax.Array]:
+    """MLM loss, correct and count sums per language: float32 [num_languages] each, for logits [batch, P,
+    vocab], ids and weights [batch, P], languages int [batch]. Named `*_by_language`, never `*_count`, so
+    no loss or pooled train metric takes them for a term of its own."""
+    log_probs = jax.nn.log_softmax(mlm_logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(log_probs, masked_lm_ids[..., None], axis=-1)[..., 0]  # [batch, P]
+    correct = (jnp.argmax(mlm_logits, axis=-1) == masked_lm_ids).astype(jnp.float32)  # [batch, P]
+    one_hot = jax.nn.one_hot(languages, num_languages, dtype=jnp.float32)  # [batch, languages]
+    per_language = lambda values: jnp.einsum("bp,bl->l", values * mlm_weights, one_hot)
+    return {"mlm_loss_sum_by_language": per_language(nll), "mlm_correct_by_language": per_language(correct),
+            "mlm_count_by_language": per_language(jnp.ones_like(nll))}
+
+
+def summarize_languages(sums: dict, languages) -> dict[str, float]:
+    """`mlm_accuracy/<language>` and `mlm_loss/<language>` from summed `*_by_language` arrays, for each of
+    `languages` (the names of the ids) with masked tokens in the sums."""
+    if "mlm_count_by_language" not in sums:
+        return {}
+    metrics = {}
+    for index, language in enumerate(languages):
+        count = float(sums["mlm_count_by_language"][index])
+        if count > 0:
+            metrics[f"mlm_accuracy/{language}"] = float(sums["mlm_correct_by_language"][index]) / count
+            metrics[f"mlm_loss/{language}"] = float(sums["mlm_loss_sum_by_language"][index]) / count
+    return metrics
 
 
 def replaced_token_sums(logits: jax.Array, is_replaced: jax.Array, weights: jax.Array,

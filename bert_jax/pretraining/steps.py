@@ -72,6 +72,7 @@ class Setup:
     electra: electra.ElectraSpec | None = None  # objective 'electra' only
     distill: distillation.DistillSpec | None = None  # distillation runs only
     sbo_max_span_positions: int = 0  # objective 'mlm_sbo': rows of the SBO position table; 0: no SBO
+    num_languages: int = 0  # a multilingual run's languages: eval batches with `languages` get sums per language
 
 
 def masking_spec(config, tokenizer) -> masking.MaskingSpec:
@@ -132,7 +133,8 @@ def make_pretraining_setup(config, mesh, tokenizer=None) -> tuple[Setup, Callabl
     setup = Setup(graphdef=graphdef, optimizer=optimizer, masking_spec=spec,
                   special_tokens=special_tokens, pair_task=losses.pair_task(config.objective),
                   dynamic_masking=config.masking.dynamic, word_start_table=word_start_table,
-                  state_sharding=state_sharding, abstract_state=abstract_state)
+                  state_sharding=state_sharding, abstract_state=abstract_state,
+                  num_languages=len(config.data.languages))
     if config.objective in pretraining_heads.OBJECTIVES_WITH_SPAN_BOUNDARY_HEAD:
         setup = dataclasses.replace(setup, sbo_max_span_positions=config.model.sbo_max_span_positions)
     if config.objective == "electra":
@@ -170,7 +172,8 @@ def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, examp
                                       deterministic=deterministic, rngs=rngs)
     sums = losses.pretraining_sums(mlm_logits, masked.masked_lm_ids, masked.masked_lm_weights,
                                    None if boundaries is not None else second_logits, batch["next_sentence_labels"],
-                                   example_weights, pair=setup.pair_task, pair_weights=batch.get("pair_weights"))
+                                   example_weights, pair=setup.pair_task, pair_weights=batch.get("pair_weights"),
+                                   languages=batch.get("languages"), num_languages=setup.num_languages)
     if boundaries is not None:
         sums.update(losses.span_boundary_sums(second_logits, masked.masked_lm_ids, boundaries.weights,
                                               example_weights))

@@ -208,4 +208,10 @@ def _skipped_part(metrics: dict[str, float]) -> str:
 
 def eval_log_line(step: int, metrics: dict[str, float]) -> str:
     return (f"eval @ step {step} | mlm_loss {metrics['mlm_loss']:.4f} | mlm_acc {metrics['mlm_accuracy']:.4f}"
-            f"{_pair_part(metrics)} | examples {metrics['num_examples']}")
+            f"{_pair_part(metrics)}{_language_part(metrics)} | examples {metrics['num_examples']}")
+
+
+def _language_part(metrics: dict[str, float]) -> str:
+    """A multilingual run's held-out MLM accuracy per language, in id order."""
+    accuracies = [(name.split("/", 1)[1], value) for name, value in metrics.items() if name.startswith("mlm_accuracy/")]
+    return f" | mlm_acc by language {' '.join(f'{lang} {value:.4f}' for lang, value in accuracies)}" if accuracies else ""
