@@ -355,3 +355,11 @@ def test_alpha_gives_the_low_resource_script_more_pieces(script_corpus, tmp_path
     resampled = _train_on(root, tmp_path / "a", 0.3)
     proportional = _train_on(root, tmp_path / "b", 1.0)
     assert _script_pieces(resampled, 0x3040, 0x9FFF) > 1.25 * _script_pieces(proportional, 0x3040, 0x9FFF)
+
+
+def test_a_workdir_inside_a_tagged_language_folder_is_refused(tmp_path):
+    (tmp_path / "ru").mkdir()
+    config_data = types.SimpleNamespace(corpus=f"en:{tmp_path / 'en.txt'},ru:{tmp_path / 'ru'}", eval_corpus="")
+    with pytest.raises(InputError, match="is inside the corpus folder"):
+        corpus.check_workdir_outside_corpus(config_data, str(tmp_path / "ru" / "run"))
+    corpus.check_workdir_outside_corpus(config_data, str(tmp_path / "run"))

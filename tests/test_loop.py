@@ -205,6 +205,7 @@ def test_relative_paths_are_stored_absolute(tmp_path, corpus_file, small_tokeniz
     assert figures["step"] == 3 and figures["num_examples"] > 0
 
 
+@pytest.mark.slow  # a run, its evaluation and two refused resumes: over a minute on 2 shared cores
 def test_a_multilingual_run_reports_each_language_and_refuses_another_mixture(tmp_path, small_tokenizer, caplog):
     texts = {language: write_corpus(tmp_path / f"{language}.txt", make_documents(n, seed=20 + n))
              for language, n in (("ru", 16), ("en", 40), ("de", 10))}
@@ -239,3 +240,14 @@ def test_a_multilingual_run_reports_each_language_and_refuses_another_mixture(tm
     with pytest.raises(config_lib.InputError, match=r"2 languages \(en, ru\), 2 files of [0-9,]+ bytes there, "
                                                     r"3 languages \(de, en, ru\)"):
         loop.train_and_evaluate(more, workdir)
+
+
+def test_tagged_corpus_paths_are_made_absolute_behind_their_tags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = config_lib.default_config()
+    config.data.corpus = "en:text/en.txt, ja:tfds:wikipedia/20230601.ja,en:~/more.txt"
+    config.data.eval_corpus = "en:held/en.txt,ja:held/ja.txt"
+    stored = loop._absolute_paths(config)
+    assert stored.data.corpus == (f"en:{tmp_path}/text/en.txt,ja:tfds:wikipedia/20230601.ja,"
+                                  f"en:{os.path.expanduser('~/more.txt')}")
+    assert stored.data.eval_corpus == f"en:{tmp_path}/held/en.txt,ja:{tmp_path}/held/ja.txt"

@@ -172,7 +172,6 @@ def test_mlm_sums_by_language_match_a_numpy_reference():
     assert metrics["mlm_accuracy/ru"] == pytest.approx((correct * counted)[rows].sum() / counted[rows].sum())
 
 
-@pytest.mark.slow  # two compiles of the eval step, ~20 s; the in-process run of test_loop covers the wiring
 def test_the_eval_step_splits_its_one_pass_by_language():
     """Per-language sums of one eval pass equal the whole-batch sums of passes that weigh one language only."""
     config = tiny_config()
