@@ -4,7 +4,8 @@ python -m bert_jax.evaluate --workdir=RUN [--step=N] [--corpus=TEXT_FILES]
 Prints a readable line and, as the last line, one JSON object with mlm_accuracy, mlm_loss, the pair
 task's accuracy (nsp_accuracy for BERT, sop_accuracy for ALBERT; none for RoBERTa's MLM-only objective),
 SpanBERT's sbo_accuracy and sbo_loss, num_examples and step; a multilingual run adds mlm_accuracy/<language>
-and mlm_loss/<language>. Without --corpus it uses the run's own held-out split; --corpus may be language-tagged ('en:a.txt,ru:b.txt').
+and mlm_loss/<language>. Without --corpus it uses the run's own held-out split; --corpus may be
+language-tagged ('en:a.txt,ru:b.txt').
 """
 
 import json
