@@ -208,3 +208,56 @@ def test_all_hidden_states_are_each_layers_output(groups):
     for i, layer in enumerate(layers):
         hidden = layer(hidden, encoder.attention_bias_from_mask(mask), deterministic=True, rngs=None)
         np.testing.assert_allclose(np.asarray(states[i + 1]), np.asarray(hidden), atol=1e-5)
+
+
+_TINY = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+             max_position_embeddings=40)
+
+
+def _param_dict(module):
+    return nnx.to_pure_dict(nnx.state(module, nnx.Param))
+
+
+def test_no_language_table_is_bert_and_a_zero_table_changes_nothing():
+    """num_languages=0 has no table and ignores language_ids; a model with a table, given those weights and an
+    all-zero table, computes bitwise what the BERT model does: the table is the only difference."""
+    bert = encoder.BertModel(encoder.BertConfig(**_TINY), rngs=nnx.Rngs(params=0))
+    xlm = encoder.BertModel(encoder.BertConfig(**_TINY, num_languages=3), rngs=nnx.Rngs(params=1))
+    bert_params, xlm_params = _param_dict(bert), _param_dict(xlm)
+    table = xlm_params["embeddings"].pop("language_embeddings")
+    assert "language_embeddings" not in bert_params["embeddings"] and table["embedding"].shape == (3, 32)
+    assert jax.tree.map(np.shape, bert_params) == jax.tree.map(np.shape, xlm_params)
+    state = nnx.state(xlm, nnx.Param)
+    nnx.replace_by_pure_dict(state, {**bert_params, "embeddings": {
+        **bert_params["embeddings"], "language_embeddings": {"embedding": jnp.zeros((3, 32))}}})
+    nnx.update(xlm, state)
+    ids = jnp.asarray(np.random.default_rng(0).integers(5, 50, (3, 12)))
+    segments, mask = (jnp.arange(12) >= 6).astype(jnp.int32)[None].repeat(3, 0), jnp.ones_like(ids)
+    positions = jnp.tile(jnp.arange(12), (3, 1)) % 6
+    languages = positions % 3
+    reference, _ = bert(ids, segments, mask, position_ids=positions)
+    ignored, _ = bert(ids, segments, mask, position_ids=positions, language_ids=languages)
+    zero_table, _ = xlm(ids, segments, mask, position_ids=positions, language_ids=languages)
+    assert np.array_equal(reference, ignored) and np.array_equal(reference, zero_table)
+
+
+def test_language_table_is_added_per_token():
+    """With a table, each token's language row enters its embedding: other languages give other outputs,
+    and no language_ids means language 0 (what fine-tuning feeds)."""
+    model = encoder.BertModel(encoder.BertConfig(**_TINY, num_languages=2), rngs=nnx.Rngs(params=0))
+    ids = jnp.asarray(np.random.default_rng(1).integers(5, 50, (2, 10)))
+    segments, mask = jnp.zeros_like(ids), jnp.ones_like(ids)
+    outputs = {}
+    for name, languages in (("zeros", jnp.zeros_like(ids)), ("ones", jnp.ones_like(ids)),
+                            ("half", (jnp.arange(10) >= 5).astype(jnp.int32)[None].repeat(2, 0)), ("none", None)):
+        outputs[name] = np.asarray(model(ids, segments, mask, language_ids=languages)[0])
+    assert np.array_equal(outputs["none"], outputs["zeros"])
+    assert np.abs(outputs["ones"] - outputs["zeros"]).min() > 1e-4  # every token moves
+    embeddings = model.embeddings
+    table = np.asarray(embeddings.language_embeddings.embedding[...])
+    expected = (np.asarray(embeddings.word_embeddings.embedding[...])[np.asarray(ids)]
+                + np.asarray(embeddings.position_embeddings.embedding[...])[:10]
+                + np.asarray(embeddings.token_type_embeddings.embedding[...])[0] + table[1])
+    scale, bias = np.asarray(embeddings.layer_norm.scale[...]), np.asarray(embeddings.layer_norm.bias[...])
+    got = embeddings(ids, segments, language_ids=jnp.ones_like(ids), deterministic=True, rngs=None)
+    np.testing.assert_allclose(got, _np_layer_norm(expected, scale, bias, 1e-12), atol=1e-5)

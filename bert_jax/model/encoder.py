@@ -61,6 +61,7 @@ class BertConfig:
     gather_masked_positions: bool = True  # the MLM head runs on the masked positions only
     sbo_max_span_positions: int = 15  # SpanBERT's span-boundary head: rows of its span-position table
     sbo_position_embedding_size: int = 200  # and their width
+    num_languages: int = 0  # XLM's language embeddings; 0 = no table (BERT)
 
     def __post_init__(self):
         config_lib.check_attention_switches(self.attention_impl, self.attention_probs_dropout_prob, self.dtype)
@@ -107,9 +108,12 @@ def make_layer_norm(config: BertConfig, features: int, rngs: nnx.Rngs) -> nnx.La
 
 
 class BertEmbeddings(nnx.Module):
-    """Word + learned position + segment (token type) embeddings, then LayerNorm and dropout.
+    """Word + learned position + segment (token type) [+ language] embeddings, then LayerNorm and dropout.
 
     `type_vocab_size` 0 builds no segment table (DistilBERT): segment ids are then ignored.
+    `num_languages` n > 0 adds XLM's language table (`lang_embeddings`), n x width, to the sum before the
+    LayerNorm; it is built last, so the other tables initialise as without it, and with n = 0 the module,
+    its parameters and its outputs are BERT's exactly.
 
     With ALBERT's factorization the tables are `embedding_size` (E) wide and a dense layer projects
     them to `hidden_size` (H): V*E + E*H parameters instead of V*H.
@@ -126,9 +130,14 @@ class BertEmbeddings(nnx.Module):
         self.dropout = nnx.Dropout(config.hidden_dropout_prob)
         self.projection = make_dense(config, width, config.hidden_size, rngs) if config.factorized else None
         self.dtype = config.compute_dtype
+        self.language_embeddings = (nnx.Embed(config.num_languages, width, embedding_init=init, rngs=rngs)
+                                    if config.num_languages else None)
 
-    def __call__(self, input_ids, segment_ids, *, position_ids=None, deterministic: bool, rngs: nnx.Rngs | None):
-        """position_ids [batch, seq]: each token's position in its own instance (packed rows); None: 0..seq-1."""
+    def __call__(self, input_ids, segment_ids, *, position_ids=None, language_ids=None, deterministic: bool,
+                 rngs: nnx.Rngs | None):
+        """position_ids [batch, seq]: each token's position in its own instance (packed rows, TLM's pairs);
+        None: 0..seq-1. language_ids [batch, seq]: each token's language (with a language table only);
+        None: language 0 for every token, which is what fine-tuning and prediction feed such a model."""
         if position_ids is None:
             positions = self.position_embeddings(jnp.arange(input_ids.shape[1]))[None]  # [1, seq, width]
         else:
@@ -137,6 +146,11 @@ class BertEmbeddings(nnx.Module):
         embeddings = self.word_embeddings(input_ids) + positions
         if self.token_type_embeddings is not None:
             embeddings = embeddings + self.token_type_embeddings(segment_ids)
+        if self.language_embeddings is not None:
+            if language_ids is None:
+                embeddings = embeddings + self.language_embeddings.embedding[0]
+            else:
+                embeddings = embeddings + self.language_embeddings(language_ids)
         embeddings = self.layer_norm(embeddings)
         embeddings = self.dropout(embeddings, deterministic=deterministic, rngs=rngs).astype(self.dtype)
         if self.projection is not None:
@@ -371,16 +385,18 @@ class BertModel(nnx.Module):
             self.layers = nnx.List([BertLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
         self.pooler = BertPooler(config, rngs=rngs) if add_pooling_layer else None
 
-    def __call__(self, input_ids, segment_ids, attention_mask, *, position_ids=None, deterministic: bool = True,
-                 rngs: nnx.Rngs | None = None):
+    def __call__(self, input_ids, segment_ids, attention_mask, *, position_ids=None, language_ids=None,
+                 deterministic: bool = True, rngs: nnx.Rngs | None = None):
         """input_ids, segment_ids, attention_mask: [batch, seq] ints; position_ids [batch, seq] for packed rows.
 
         Without position_ids, attention_mask is 1 for tokens and 0 for (suffix) padding. With them the
         rows are packed: attention_mask holds each token's instance (1, 2, ...; 0 = padding), attention
-        stays within an instance, and position_ids restart at 0 in each.
+        stays within an instance, and position_ids restart at 0 in each. A TLM row is one instance (mask 1
+        on all its tokens), so source and target see each other while the target's positions restart.
+        language_ids [batch, seq]: see BertEmbeddings (models with `num_languages` > 0).
         Returns (sequence_output [batch, seq, hidden], pooled_output [batch, hidden] or None).
         """
-        hidden_states = self.embeddings(input_ids, segment_ids, position_ids=position_ids,
+        hidden_states = self.embeddings(input_ids, segment_ids, position_ids=position_ids, language_ids=language_ids,
                                         deterministic=deterministic, rngs=rngs)
         attention = make_attention_mask(attention_mask, packed=position_ids is not None,
                                         attention_impl=self.config.attention_impl)

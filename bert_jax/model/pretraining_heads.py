@@ -139,7 +139,7 @@ class BertForPreTraining(nnx.Module):
                          else None)
 
     def __call__(self, input_ids, segment_ids, attention_mask, masked_positions, *, position_ids=None,
-                 pair_positions=None, span_boundaries=None, deterministic: bool = True,
+                 pair_positions=None, span_boundaries=None, language_ids=None, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None):
         """Returns (mlm_logits [batch, num_masked, vocab], pair_logits or SBO logits or None), float32.
 
@@ -148,10 +148,12 @@ class BertForPreTraining(nnx.Module):
         [CLS]; the logits of empty slots are meaningless and weighted 0 by the loss.
         Objective 'mlm_sbo' with `span_boundaries` (see SpanBoundaryHead): the second value is the SBO
         logits [batch, num_masked, vocab], one per MLM prediction slot; without them, None (MLM only).
+        language_ids [batch, seq]: XLM's per-token languages (translation language modelling), for models
+        with a language table.
         """
         sequence_output, pooled_output = self.bert(
-            input_ids, segment_ids, attention_mask, position_ids=position_ids, deterministic=deterministic,
-            rngs=rngs)
+            input_ids, segment_ids, attention_mask, position_ids=position_ids, language_ids=language_ids,
+            deterministic=deterministic, rngs=rngs)
         mlm_logits = self.mlm_head(sequence_output, masked_positions, self.bert.embeddings.word_embeddings)
         if self.sbo_head is not None and span_boundaries is not None:
             return mlm_logits, self.sbo_head(sequence_output, span_boundaries, self.bert.embeddings.word_embeddings)

@@ -164,11 +164,13 @@ def forward_sums(setup: Setup, params, batch, masked: masking.MaskedBatch, examp
         boundaries = span_boundary.span_boundaries(masked.masked_positions, masked.masked_lm_weights,
                                                    batch["attention_mask"], setup.sbo_max_span_positions)
     # Packed batches add position_ids, pair_positions and pair_weights (see BertForPreTraining); unpacked
-    # batches lack them, and the model takes its cheaper unpacked path.
+    # batches lack them, and the model takes its cheaper unpacked path. TLM batches add position_ids and
+    # language_ids.
     mlm_logits, second_logits = model(masked.input_ids, batch["segment_ids"], batch["attention_mask"],
                                       masked.masked_positions, position_ids=batch.get("position_ids"),
                                       pair_positions=batch.get("pair_positions"),
                                       span_boundaries=None if boundaries is None else boundaries.head_inputs(),
+                                      language_ids=batch.get("language_ids"),
                                       deterministic=deterministic, rngs=rngs)
     sums = losses.pretraining_sums(mlm_logits, masked.masked_lm_ids, masked.masked_lm_weights,
                                    None if boundaries is not None else second_logits, batch["next_sentence_labels"],
