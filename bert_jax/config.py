@@ -69,6 +69,10 @@ def default_config() -> ml_collections.ConfigDict:
     # sbo_position_embedding_size wide (SpanBERT's 200).
     config.model.sbo_max_span_positions = 15
     config.model.sbo_position_embedding_size = 200
+    # XLM (Lample & Conneau 2019): a table of `num_languages` language embeddings added to the word, position
+    # and segment embeddings, fed per token by translation-pair batches (`language_ids`). 0: no table, as in
+    # BERT (the parameter tree and exports are BERT's). Fine-tuning and prediction feed language 0.
+    config.model.num_languages = 0
 
     # Pretraining objective: 'mlm_nsp' (BERT: masked LM + next-sentence prediction), 'mlm_sop' (ALBERT:
     # masked LM + sentence-order prediction), 'mlm' (RoBERTa: masked LM only, no pair head or pooler),
@@ -167,8 +171,14 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.eval_seed = 12345  # fixes the evaluation instances and their masks, run after run
     config.data.max_seq_length = 128
     # 'sentence_pairs' ([CLS] A [SEP] B [SEP], for NSP/SOP) or 'full_sentences' (RoBERTa: contiguous
-    # sentences packed up to max_seq_length across documents, a [SEP] at each document boundary).
+    # sentences packed up to max_seq_length across documents, a [SEP] at each document boundary), or
+    # 'translation_pairs' (XLM's translation LM: [CLS] source [SEP] target [SEP] from `parallel_corpus`,
+    # with objective 'mlm'; see data/translation_pairs.py).
     config.data.instance_format = "sentence_pairs"
+    # Parallel text for 'translation_pairs': comma-separated 'SRC-TGT:PREFIX' entries, each naming the files
+    # PREFIX.SRC and PREFIX.TGT (XLM's naming: 'en-fr:/data/para/train.en-fr' reads train.en-fr.en and
+    # train.en-fr.fr), one sentence per line, aligned by line. `eval_fraction` of the pairs are held out.
+    config.data.parallel_corpus = ""
     config.data.short_seq_prob = 0.1  # as in google-research/bert: sometimes build shorter instances
     # SentencePiece model to use; empty: train one on the corpus and cache it in the workdir.
     config.data.tokenizer_model = ""
@@ -330,11 +340,54 @@ def electra_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 _OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "mlm_sbo", "electra")
 SINGLE_SEGMENT_OBJECTIVES = ("mlm", "mlm_sbo", "electra")  # instances without a sentence pair: one segment, no pair head
 _MASKING_KINDS = ("token", "whole_word", "ngram", "span")
-_INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
+_INSTANCE_FORMATS = ("sentence_pairs", "full_sentences", "translation_pairs")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 _DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("xla", "dot_product", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def parallel_corpus_entries(spec: str) -> list[tuple[str, str, str]]:
+    """`config.data.parallel_corpus` as (source language, target language, file prefix) entries."""
+    entries = []
+    for part in (p.strip() for p in spec.split(",")):
+        pair, _, prefix = part.partition(":")
+        languages = pair.split("-")
+        _require(bool(part) and bool(prefix) and len(languages) == 2 and all(
+            language.isascii() and language.isalnum() for language in languages) and languages[0] != languages[1],
+                 f"config.data.parallel_corpus entry {part!r} is not 'SRC-TGT:PREFIX' with two different language "
+                 "codes (letters and digits) and a file prefix, e.g. 'en-fr:/data/para/train.en-fr' for "
+                 "train.en-fr.en and train.en-fr.fr.")
+        entries.append((languages[0], languages[1], prefix))
+    return entries
+
+
+def run_languages(config_data) -> list[str]:
+    """The languages of a run (`config.data`), sorted: a token's language id is its language's index here."""
+    if config_data.instance_format != "translation_pairs":
+        return []
+    return sorted({language for src, tgt, _ in parallel_corpus_entries(config_data.parallel_corpus)
+                   for language in (src, tgt)})
+
+
+def validate_translation_pairs(config: ml_collections.ConfigDict) -> None:
+    """XLM's translation LM: the parallel corpus and the model and objective it needs."""
+    d, m = config.data, config.model
+    _require(bool(d.parallel_corpus), "config.data.instance_format='translation_pairs' reads parallel text: set "
+             "config.data.parallel_corpus='SRC-TGT:PREFIX' (e.g. 'en-fr:/data/para/train.en-fr').")
+    _require(config.objective == "mlm", f"translation pairs train the masked LM alone (XLM's TLM), so they need "
+             f"config.objective='mlm', got {config.objective!r}.")
+    _require(not d.pack_sequences, "translation pairs are one pair per row; turn config.data.pack_sequences off.")
+    _require(m.type_vocab_size >= 2, "translation pairs give the target side segment id 1, so they need "
+             f"config.model.type_vocab_size >= 2, got {m.type_vocab_size}.")
+    languages = run_languages(d)
+    _require(m.num_languages >= len(languages),
+             f"config.data.parallel_corpus has {len(languages)} languages {languages}, but config.model.num_languages "
+             f"is {m.num_languages}; set config.model.num_languages={len(languages)} (one embedding per language).")
+    _require(not d.eval_corpus, "translation pairs hold out config.data.eval_fraction of the parallel lines; leave "
+             "config.data.eval_corpus empty.")
+    _require(d.eval_fraction > 0, "translation pairs hold out config.data.eval_fraction of the parallel lines for "
+             "evaluation; set it above 0 (e.g. 0.05).")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -551,7 +604,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     d = config.data
     _require(d.instance_format in _INSTANCE_FORMATS,
              f"config.data.instance_format={d.instance_format!r} is not one of {_INSTANCE_FORMATS}.")
-    _require(d.instance_format == "sentence_pairs" or config.objective in SINGLE_SEGMENT_OBJECTIVES,
+    _require(d.instance_format != "full_sentences" or config.objective in SINGLE_SEGMENT_OBJECTIVES,
              f"config.data.instance_format='full_sentences' packs text without sentence pairs, so it needs "
              f"config.objective='mlm', 'mlm_sbo' or 'electra' (got {config.objective!r}); use 'sentence_pairs' for "
              "NSP/SOP.")
@@ -571,7 +624,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(d.docs_per_shard > 0, f"config.data.docs_per_shard must be positive, got {d.docs_per_shard}.")
     _require(not d.pack_sequences or d.instance_format == "sentence_pairs",
              "config.data.pack_sequences packs sentence-pair instances, but config.data.instance_format is "
-             "'full_sentences', whose rows are already full; turn pack_sequences off.")
+             f"{d.instance_format!r}, whose rows are already full; turn pack_sequences off.")
     # A full packed row has at least [CLS] and two [SEP] that are never masked; masking.py takes round(rate * n).
     full_row_predictions = round((d.max_seq_length - 3) * mk.mask_rate)
     _require(not d.pack_sequences or mk.max_predictions_per_seq >= full_row_predictions,
@@ -579,6 +632,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"{mk.mask_rate} selects up to {full_row_predictions}, but config.masking.max_predictions_per_seq is "
              f"{mk.max_predictions_per_seq} per row; raise it to {full_row_predictions} (MLPerf uses 76 at 512) so "
              "that packed instances are masked at the same rate as unpacked ones.")
+    _require(m.num_languages >= 0 and (m.num_languages == 0 or (config.objective in ("mlm", "mlm_nsp", "mlm_sop")
+                                                               and not config.distill.recipe)),
+             f"config.model.num_languages must be 0 (no language table) or positive with objective 'mlm', "
+             f"'mlm_nsp' or 'mlm_sop' and no distillation, got {m.num_languages} with {config.objective!r}.")
+    if d.instance_format == "translation_pairs":
+        validate_translation_pairs(config)
     if config.objective == "electra":
         validate_electra(config)
     if config.distill.recipe or config.teacher_checkpoint:

@@ -44,7 +44,7 @@ DOC, FIRST_SENTENCE, END_SENTENCE, TARGET_LENGTH = range(4)
 IS_NEXT, NOT_NEXT = 0, 1  # next_sentence_labels for NSP, as in BERT and HF
 IN_ORDER, SWAPPED = 0, 1  # next_sentence_labels for SOP, as in ALBERT
 OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "mlm_sbo", "electra")
-INSTANCE_FORMATS = ("sentence_pairs", "full_sentences")
+INSTANCE_FORMATS = ("sentence_pairs", "full_sentences", "translation_pairs")
 
 _FEATURE_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels")
 _PACKED_PREFETCH = 4  # packed batches built ahead in a background thread when there are no workers
@@ -348,6 +348,10 @@ def _check_options(source, objective: str, instance_format: str, pack_sequences:
         raise InputError(f"config.data.instance_format='full_sentences' packs sentences across documents, so it "
                          f"has no sentence pairs for config.objective={objective!r}; use one of "
                          f"{SINGLE_SEGMENT_OBJECTIVES} with it, or config.data.instance_format='sentence_pairs' for NSP or SOP.")
+    if instance_format == "translation_pairs" and (objective != "mlm" or not hasattr(source, "instance_builder")):
+        raise InputError("config.data.instance_format='translation_pairs' builds XLM's TLM rows from a parallel corpus "
+                         f"(config.data.parallel_corpus) with config.objective='mlm'; got objective {objective!r} and "
+                         f"{type(source).__name__} data (a monolingual corpus has no translation pairs).")
     if pack_sequences and instance_format != "sentence_pairs":
         raise InputError("config.data.pack_sequences packs sentence-pair instances, but "
                          f"config.data.instance_format is {instance_format!r}, whose rows are already full; "
@@ -379,6 +383,16 @@ def _report_not_next_fraction(index: np.ndarray) -> None:
         logging.info("%.1f%% of the NSP pairs will be NotNext.", 100 * fraction)
 
 
+def _builder(source, *, max_seq_length: int, short_seq_prob: float, seed: int, objective: str, instance_format: str,
+             special_ids: SpecialIds):
+    """The instance builder of a split: `_InstanceBuilder`, or the one a parallel corpus's source gives
+    (`translation_pairs.ParallelSource`, XLM's TLM rows), which has the same interface."""
+    if instance_format == "translation_pairs":
+        return source.instance_builder(max_seq_length=max_seq_length, special_ids=special_ids)
+    return _InstanceBuilder(source, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, seed=seed,
+                            objective=objective, instance_format=instance_format, special_ids=special_ids)
+
+
 def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: float, batch_size: int,
                               seed: int, shuffle: bool = True, num_epochs: int | None = None,
                               process_index: int = 0, process_count: int = 1, num_workers: int = 0,
@@ -396,7 +410,8 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
     processes never overlap and any process count sees the same global stream. `batch_size` is per
     process. `special_ids` are the tokenizer's [CLS]/[SEP]/[PAD]. Yields {'input_ids', 'segment_ids',
     'attention_mask': int32 [batch, seq],
-    'next_sentence_labels', 'mask_seeds': int32 [batch]}.
+    'next_sentence_labels', 'mask_seeds': int32 [batch]}; 'translation_pairs' (a ParallelSource) adds
+    'position_ids' and 'language_ids': int32 [batch, seq] (see translation_pairs.py).
 
     With `pack_sequences`, up to `max_instances_per_pack` (K) whole instances share each row and
     batches hold `instance_packing.PACKED_FEATURE_KEYS`: 'input_ids', 'segment_ids', 'attention_mask'
@@ -420,7 +435,7 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
         dataset = dataset.repeat(num_epochs)
     else:
         _check_options(source, objective, instance_format, pack_sequences, max_instances_per_pack)
-        build = _InstanceBuilder(source, **options)
+        build = _builder(source, **options)
         dataset = grain.MapDataset.source(np.arange(len(build))).seed(seed)
         if shuffle:
             dataset = dataset.shuffle()  # before repeat: each epoch reshuffles, epochs never mix
@@ -591,10 +606,13 @@ def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examp
         padding["languages"] = np.int32(0)
     else:
         _check_options(source, objective, instance_format)
-        build = _InstanceBuilder(source, **options)
+        build = _builder(source, **options)
         chosen = np.random.default_rng(seed).permutation(len(build))[:num_examples]
         examples = [build(int(i), np.random.default_rng([seed, int(i)])) | {"mask_seeds": mask_seed(seed, int(i), 0)}
                     for i in chosen]
+    for key in ("position_ids", "language_ids"):  # TLM rows carry them: the filler rows get zeros
+        if examples and key in examples[0]:
+            padding[key] = np.zeros(max_seq_length, np.int32)
     batches = []
     for start in range(0, len(examples), batch_size):
         rows = examples[start:start + batch_size]

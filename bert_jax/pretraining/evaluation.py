@@ -15,7 +15,7 @@ import numpy as np
 
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
-from bert_jax.data import pipeline, vocab
+from bert_jax.data import pipeline, translation_pairs, vocab
 from bert_jax.pretraining import losses, run_checkpoint
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import parallel
@@ -62,7 +62,9 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
             source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"),
                                                    source="--corpus")
         else:
-            _, sources = corpus_lib.prepare_default_or_given(config.data, workdir, tokenizer=tokenizer)
+            prepare = (translation_pairs.prepare_default_or_given if config.data.instance_format == "translation_pairs"
+                       else corpus_lib.prepare_default_or_given)
+            _, sources = prepare(config.data, workdir, tokenizer=tokenizer)
             source = sources["eval"]
         batches = eval_batches(source, config, run.mesh, tokenizer.special_ids)
     metrics = run_evaluation(steps_lib.make_eval_step(run.setup, run.mesh), run.state.params, batches, run.mesh,

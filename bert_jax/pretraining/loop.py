@@ -19,14 +19,15 @@ from absl import logging
 
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
-from bert_jax.data import languages, pipeline, tokenizer_factory
+from bert_jax.data import languages, pipeline, tokenizer_factory, translation_pairs
 from bert_jax.pretraining import evaluation, losses, resume_check, run_checkpoint, teacher
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import atomic, multihost, numerics, parallel, preemption, reporting, workdir_lock
 from bert_jax.runtime import checkpoint as checkpoint_lib
 
 _TRAIN_KEYS = ("input_ids", "segment_ids", "attention_mask", "next_sentence_labels", "mask_seeds",
-               "position_ids", "pair_positions", "pair_weights")  # the last three only in packed batches
+               "position_ids", "pair_positions", "pair_weights",  # these three only in packed batches
+               "language_ids")  # with position_ids, in translation-pair batches
 _SUMMED_SUFFIXES = ("_loss_sum", "_correct", "_count")
 
 
@@ -158,6 +159,15 @@ def _prepare_data(config, workdir: str):
     before anything of the old run changes: config.json is written, and the corpus tokenized, only after
     the check (every process checks, as every process restores).
     """
+    if config.data.instance_format == "translation_pairs":  # XLM's TLM: parallel text
+        _, tokenizer = _process_zero_first(lambda: translation_pairs.default_or_given_inputs(config.data, workdir),
+                                           "prepare the data")
+        fingerprint = translation_pairs.corpus_fingerprint(config.data)
+        plan = _check_resume(config, workdir, tokenizer, fingerprint)
+        _write_config(config, workdir)
+        sources = _process_zero_first(lambda: translation_pairs.tokenize_splits(config.data, workdir, tokenizer),
+                                      "prepare the data")
+        return tokenizer, sources, fingerprint, plan
     corpus, tokenizer = _process_zero_first(lambda: corpus_lib.default_or_given_inputs(config.data, workdir),
                                             "prepare the data")
     fingerprint = corpus_lib.corpus_fingerprint(corpus, config.data.eval_corpus,
@@ -224,6 +234,8 @@ def _absolute_paths(config):
     config.data.corpus, config.data.eval_corpus = absolute_corpus(config.data.corpus), absolute_corpus(
         config.data.eval_corpus)
     config.data.tokenizer_model = absolute(config.data.tokenizer_model)
+    config.data.parallel_corpus = ",".join(f"{pair}:{absolute(prefix)}" if prefix else pair for pair, _, prefix in (
+        p.strip().partition(":") for p in config.data.parallel_corpus.split(",") if p.strip()))
     config.train.init_checkpoint = absolute(config.train.init_checkpoint)
     config.teacher_checkpoint = absolute(config.teacher_checkpoint)
     return config

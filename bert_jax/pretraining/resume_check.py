@@ -84,6 +84,8 @@ _FIELDS = {
     "data.preprocess_workers": (_SAFE, ""),
     "data.docs_per_shard": (_SAFE, "the corpus is tokenized again into other shards, in the same order"),
     "data.corpus": (_SAFE, _NOT_COMPARED),
+    "data.parallel_corpus": (_SAFE, _NOT_COMPARED),  # compared by the fingerprint of its pairs and files
+    "model.num_languages": (_MODEL, _SHAPE),
     "data.eval_corpus": (_SAFE, _NOT_COMPARED),
     "data.num_workers": (_SAFE, _NOT_COMPARED),
     "data.max_instances_per_pack": (_SAFE, _NOT_COMPARED),
