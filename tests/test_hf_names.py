@@ -14,7 +14,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 from bert_jax import config as config_lib  # noqa: E402
 from bert_jax.hf import names as hf_names
-from bert_jax.model import pretraining_heads
+from bert_jax.model import encoder, pretraining_heads
 
 SEQ = 12
 PAD = 0  # bert_jax tokenizers put [PAD] at id 0
@@ -293,3 +293,16 @@ def test_spanbert_exports_as_a_masked_lm_without_its_span_boundary_head(tmp_path
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     diffs = _max_diffs(model, config, hf_model.eval().float())
     assert set(diffs) == {"mlm", "hidden"} and max(diffs.values()) <= 1e-5, diffs
+
+
+def test_a_language_table_has_no_transformers_class():
+    """XLM's language embeddings would be dropped by any BERT-family export: refused in one line, for pretraining
+    exports (hf_architecture) and for every other writer of an HF config (encoder_config_dict)."""
+    for name in ("bert", "roberta"):
+        config = _config(name)
+        config.model.num_languages = 2
+        with pytest.raises(config_lib.InputError, match=r"num_languages=2\), which no transformers BERT"):
+            hf_names.hf_architecture(config)
+    with pytest.raises(config_lib.InputError, match="language embeddings"):
+        hf_names.encoder_config_dict(encoder.BertConfig(num_languages=3), "bert", pad_token_id=PAD, bos_token_id=None,
+                                     eos_token_id=None)

@@ -130,9 +130,19 @@ class HFCheckpoint(NamedTuple):
     unexpected_keys: list
 
 
+def check_no_language_table(m: encoder.BertConfig) -> None:
+    """transformers' BERT-family classes have no language embeddings (XLM's, `num_languages` > 0): refused,
+    rather than written without the table and so computing another function."""
+    if m.num_languages:
+        raise InputError(f"this model has XLM's language embeddings (config.model.num_languages={m.num_languages}), "
+                         "which no transformers BERT, ALBERT or RoBERTa class has; use it within bert_jax "
+                         "(finetune, predict, embed), or pretrain with num_languages=0 to export.")
+
+
 def hf_architecture(config) -> str:
     """The HF class that represents `config.model` + `config.objective` exactly (see the module table)."""
     model_config = encoder.BertConfig.from_config(config.model)
+    check_no_language_table(model_config)
     albert_shaped = model_config.factorized or model_config.num_hidden_groups > 0
     objective = config.objective
     if objective == "mlm_sop":
@@ -184,6 +194,7 @@ def hf_config_dict(config, *, pad_token_id: int, bos_token_id: int | None = None
 def encoder_config_dict(m: encoder.BertConfig, model_type: str, *, pad_token_id: int, bos_token_id: int | None,
                         eos_token_id: int | None) -> dict:
     """The encoder's fields of an HF config.json of `model_type` (bert | albert | roberta)."""
+    check_no_language_table(m)
     result = {
         "model_type": model_type,
         "vocab_size": m.vocab_size, "hidden_size": m.hidden_size, "num_hidden_layers": m.num_hidden_layers,
