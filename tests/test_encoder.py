@@ -210,8 +210,8 @@ def test_all_hidden_states_are_each_layers_output(groups):
         np.testing.assert_allclose(np.asarray(states[i + 1]), np.asarray(hidden), atol=1e-5)
 
 
-_TINY = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-             max_position_embeddings=40)
+_TINY = {"vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+         "intermediate_size": 64, "max_position_embeddings": 40}
 
 
 def _param_dict(module):
