@@ -165,7 +165,7 @@ def test_tokenizer_larger_than_model_vocab_is_refused(tmp_path, corpus_file, sma
         loop.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-@pytest.mark.parametrize("recipe", ["albert", "roberta"])
+@pytest.mark.parametrize("recipe", [pytest.param("albert", marks=pytest.mark.slow), "roberta"])
 def test_recipes_train_and_evaluate(tmp_path, corpus_file, small_tokenizer, recipe):
     """ALBERT (SOP, n-gram static masks, factorized + shared) and RoBERTa (MLM, packed) end to end."""
     config = _small_config(corpus_file, "", small_tokenizer.model_path, num_steps=3)
@@ -187,6 +187,7 @@ def test_recipes_train_and_evaluate(tmp_path, corpus_file, small_tokenizer, reci
     assert offline["mlm_loss"] == pytest.approx(final["mlm_loss"], rel=1e-6)
 
 
+@pytest.mark.slow  # long end-to-end case: `-m slow`, to keep CI under 20 minutes
 def test_relative_paths_are_stored_absolute(tmp_path, corpus_file, small_tokenizer, monkeypatch):
     """A run started with relative paths can be evaluated and resumed from any other directory."""
     here = tmp_path / "here"

@@ -155,6 +155,7 @@ def _check_restored(state, setup, expected):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # long end-to-end case: `-m slow`, to keep CI under 20 minutes
 def test_checkpoint_restores_across_fsdp_sizes(tmp_path):
     """fsdp 4 -> 1 (and a step trained there) -> 4: the same values, each time on the new run's shardings."""
     config = fsdp_config()

@@ -111,6 +111,7 @@ def _checkpoint_names(workdir) -> list[str]:
     return sorted(os.listdir(checkpoint_lib.checkpoint_dir(str(workdir))))
 
 
+@pytest.mark.slow  # long end-to-end case: `-m slow`, to keep CI under 20 minutes
 def test_three_sigkills_resume_bitwise_with_every_step_logged_once(reference, corpus_file, small_tokenizer, tmp_path):
     workdir = tmp_path / "killed"
     command = _command(corpus_file, small_tokenizer.model_path, workdir)

@@ -274,6 +274,7 @@ def test_packing_switched_on_is_refused_and_with_the_flag_restarts_the_data_wher
                             "(24 examples into the old stream)") for m in _messages(caplog, logging.WARNING))
 
 
+@pytest.mark.slow  # long end-to-end case: `-m slow`, to keep CI under 20 minutes
 def test_a_document_added_to_the_corpus_is_refused_and_accepted_with_the_flag(trained, tmp_path, caplog):
     workdir, config = _copy(trained, tmp_path, train__num_train_steps=4)
     corpus = pathlib.Path(trained[1])

@@ -251,6 +251,7 @@ def test_several_seeds_are_run_and_summarised(pretrained, tmp_path):
     assert all((tmp_path / "run" / f"seed_{s}" / "predictions_validation.tsv").is_file() for s in (5, 6))
 
 
+@pytest.mark.slow  # long end-to-end case: `-m slow`, to keep CI under 20 minutes
 def test_starts_from_a_pretraining_workdir(tmp_path, corpus_file, small_tokenizer):
     """init_checkpoint may be a pretraining run itself: its newest checkpoint's encoder is what is loaded."""
     from test_loop import _small_config

@@ -167,6 +167,7 @@ def _steps(workdir) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
 
 
+@pytest.mark.slow  # long end-to-end case: `-m slow`, to keep CI under 20 minutes
 def test_a_second_pretraining_run_is_refused_and_the_first_resumes(tmp_path, corpus_file, small_tokenizer):
     workdir, cache = tmp_path / "run", tmp_path / "jax_cache"
     command = _command(corpus_file, small_tokenizer.model_path, workdir, **{"train.num_train_steps": 100000})
