@@ -11,12 +11,7 @@ import difflib
 
 import ml_collections
 
-
-class InputError(ValueError):
-    """A problem with what the user gave us (config, files, corpus), with a message saying how to fix it.
-
-    Entrypoints print these as one line and exit non-zero instead of showing a stack trace.
-    """
+from bert_jax.errors import InputError
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -179,6 +174,12 @@ def default_config() -> ml_collections.ConfigDict:
     # PREFIX.SRC and PREFIX.TGT (XLM's naming: 'en-fr:/data/para/train.en-fr' reads train.en-fr.en and
     # train.en-fr.fr), one sentence per line, aligned by line. `eval_fraction` of the pairs are held out.
     config.data.parallel_corpus = ""
+    # XLM trains MLM and TLM together: with 'translation_pairs' and a language-tagged monolingual `corpus`
+    # (or `language_folders`), tlm_ratio of the training rows are translation pairs and the rest monolingual
+    # MLM rows (RoBERTa-style full rows of each language's text, sampled by language_alpha), one shuffled
+    # stream; the run's languages are the union of both corpora's. 1.0 or an empty `corpus`: TLM only.
+    # The held-out set adds the pairs to each language's monolingual text, reported as mlm_accuracy/tlm.
+    config.data.tlm_ratio = 0.5
     config.data.short_seq_prob = 0.1  # as in google-research/bert: sometimes build shorter instances
     # SentencePiece model to use; empty: train one on the corpus and cache it in the workdir.
     config.data.tokenizer_model = ""
@@ -362,12 +363,42 @@ def parallel_corpus_entries(spec: str) -> list[tuple[str, str, str]]:
     return entries
 
 
+TLM_GROUP = "tlm"  # the held-out translation pairs' name among the per-language eval figures of a mixed run
+
+
+def mixes_monolingual(config_data) -> bool:
+    """Whether a 'translation_pairs' run also trains MLM on the monolingual `corpus` (tlm_ratio below 1)."""
+    return (config_data.instance_format == "translation_pairs" and bool(config_data.corpus.strip())
+            and config_data.tlm_ratio < 1.0)
+
+
+def monolingual_languages(config_data) -> dict[str, str]:
+    """{language: its corpus spec} of a mixed run's monolingual corpus, which has to be language-tagged."""
+    from bert_jax.data import languages  # here: languages.py imports this module
+
+    by_language = languages.parse(config_data.corpus, language_folders=config_data.language_folders)
+    _require(by_language is not None, f"config.data.corpus={config_data.corpus!r} has no language tags, but mixed "
+             "with translation pairs (config.data.tlm_ratio < 1) its rows need a language id; tag it, e.g. "
+             "'en:/data/en.txt,fr:/data/fr/', or set config.data.tlm_ratio=1.0 for TLM only.")
+    return by_language
+
+
 def run_languages(config_data) -> list[str]:
-    """The languages of a run (`config.data`), sorted: a token's language id is its language's index here."""
+    """The languages of a run (`config.data`), sorted: a token's language id is its language's index here.
+    A translation-pair run's are its parallel corpus's, with those of a mixed-in monolingual corpus."""
     if config_data.instance_format != "translation_pairs":
         return []
-    return sorted({language for src, tgt, _ in parallel_corpus_entries(config_data.parallel_corpus)
-                   for language in (src, tgt)})
+    languages = {language for src, tgt, _ in parallel_corpus_entries(config_data.parallel_corpus)
+                 for language in (src, tgt)}
+    if mixes_monolingual(config_data):
+        languages |= set(monolingual_languages(config_data))
+    return sorted(languages)
+
+
+def eval_groups(config_data) -> tuple[str, ...]:
+    """The names of the held-out set's per-language MLM sums, in id order: the recorded languages, then
+    `TLM_GROUP` for the translation pairs of a mixed run."""
+    return tuple(config_data.languages) + ((TLM_GROUP,) if mixes_monolingual(config_data) else ())
 
 
 def validate_translation_pairs(config: ml_collections.ConfigDict) -> None:
@@ -380,12 +411,18 @@ def validate_translation_pairs(config: ml_collections.ConfigDict) -> None:
     _require(not d.pack_sequences, "translation pairs are one pair per row; turn config.data.pack_sequences off.")
     _require(m.type_vocab_size >= 2, "translation pairs give the target side segment id 1, so they need "
              f"config.model.type_vocab_size >= 2, got {m.type_vocab_size}.")
+    _require(0.0 < d.tlm_ratio <= 1.0, f"config.data.tlm_ratio is the share of training rows that are translation "
+             f"pairs and must be in (0, 1] (1: TLM only; for MLM only use another instance_format), got {d.tlm_ratio}.")
     languages = run_languages(d)
+    where = ("config.data.parallel_corpus and config.data.corpus have" if mixes_monolingual(d)
+             else "config.data.parallel_corpus has")
     _require(m.num_languages >= len(languages),
-             f"config.data.parallel_corpus has {len(languages)} languages {languages}, but config.model.num_languages "
+             f"{where} {len(languages)} languages {languages}, but config.model.num_languages "
              f"is {m.num_languages}; set config.model.num_languages={len(languages)} (one embedding per language).")
-    _require(not d.eval_corpus, "translation pairs hold out config.data.eval_fraction of the parallel lines; leave "
-             "config.data.eval_corpus empty.")
+    _require(TLM_GROUP not in languages or not mixes_monolingual(d), f"language {TLM_GROUP!r} would share its "
+             "held-out figure's name with the translation pairs' (mlm_accuracy/tlm); rename it in the corpus.")
+    _require(not d.eval_corpus or mixes_monolingual(d), "translation pairs hold out config.data.eval_fraction of the "
+             "parallel lines; leave config.data.eval_corpus empty.")
     _require(d.eval_fraction > 0, "translation pairs hold out config.data.eval_fraction of the parallel lines for "
              "evaluation; set it above 0 (e.g. 0.05).")
 

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 from bert_jax import cli
 from bert_jax import config as config_lib
-from bert_jax.data import corpus, sharded_corpus, translation_pairs
+from bert_jax.data import corpus, sharded_corpus, tlm_mixture
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: the tokenizer and corpus caches go here.")
@@ -28,7 +28,8 @@ cli.refuse_empty("workdir")
 def prepare(config, workdir: str) -> dict:
     """Tokenizer and tokenized splits of `config` in `workdir`; returns their statistics."""
     config = config_lib.validate(config)
-    prepare_locked = (translation_pairs.prepare_locked if config.data.instance_format == "translation_pairs"
+    prepare_locked = (tlm_mixture.data_module(config.data).prepare_locked
+                      if config.data.instance_format == "translation_pairs"
                       else corpus.prepare_locked)
     tokenizer, sources = prepare_locked(config.data, workdir)
     summary = {"tokenizer": tokenizer.model_path, "vocab_size": tokenizer.vocab_size,

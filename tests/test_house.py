@@ -26,6 +26,7 @@ FORBIDDEN = {
 # Library modules whose tests live in a file not named after them.
 TEST_HOMES = {
     "cli": "test_bad_inputs.py",  # one-line errors of every command
+    "errors": "test_config.py",  # InputError, raised throughout
     "hf.distilbert_names": "test_distill_hf.py",
     "pretraining.teacher": "test_distillation.py",
     "model.pooling": "test_sentence_losses.py",

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bert_jax.config import InputError
+from bert_jax.errors import InputError
 
 # ISO 639 code with optional script/region subtags, in either spelling: en, pt_BR, zh-Hant, sr-Latn-RS.
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*$")

@@ -425,12 +425,16 @@ def make_pretraining_iterator(source, *, max_seq_length: int, short_seq_prob: fl
     probability q_i proportional to p_i^language_alpha (p_i: its share of the instances), exactly
     round(q_i * N) of each epoch's N = all-instances positions, by `mixture.Mixture` (`shuffle` is implied);
     each unpacked row carries its int32 `languages` id (packed rows may mix languages and carry none).
+    A `tlm_mixture.MixedSource` mixes monolingual rows and translation pairs by its tlm_ratio the same way.
     """
     if not dynamic_masking and dupe_factor < 1:
         raise InputError(f"config.masking.dupe_factor must be at least 1 for static masking, got {dupe_factor}.")
     options = {"max_seq_length": max_seq_length, "short_seq_prob": short_seq_prob, "seed": seed,
                "objective": objective, "instance_format": instance_format, "special_ids": special_ids}
-    if isinstance(source, LanguageSources):
+    if hasattr(source, "mixed_stream"):  # tlm_mixture.MixedSource: XLM's MLM and TLM rows in one stream
+        build, dataset = source.mixed_stream(options, language_alpha)
+        dataset = dataset.repeat(num_epochs)
+    elif isinstance(source, LanguageSources):
         build, dataset = _language_stream(source, options, language_alpha, pack_sequences, max_instances_per_pack)
         dataset = dataset.repeat(num_epochs)
     else:
@@ -601,15 +605,15 @@ def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examp
                "segment_ids": np.zeros(max_seq_length, np.int32),
                "attention_mask": np.zeros(max_seq_length, np.int32),
                "next_sentence_labels": np.int32(0), "mask_seeds": np.int32(0)}
-    if isinstance(source, LanguageSources):
+    if hasattr(source, "eval_examples"):  # tlm_mixture.MixedSource
+        examples = source.eval_examples(options, num_examples)
+        padding["languages"] = np.int32(0)
+    elif isinstance(source, LanguageSources):
         examples = _language_eval_examples(source, options, num_examples, language_ids)
         padding["languages"] = np.int32(0)
     else:
         _check_options(source, objective, instance_format)
-        build = _builder(source, **options)
-        chosen = np.random.default_rng(seed).permutation(len(build))[:num_examples]
-        examples = [build(int(i), np.random.default_rng([seed, int(i)])) | {"mask_seeds": mask_seed(seed, int(i), 0)}
-                    for i in chosen]
+        examples = fixed_examples(_builder(source, **options), seed, num_examples)
     for key in ("position_ids", "language_ids"):  # TLM rows carry them: the filler rows get zeros
         if examples and key in examples[0]:
             padding[key] = np.zeros(max_seq_length, np.int32)
@@ -623,6 +627,14 @@ def make_eval_batches(source, *, max_seq_length: int, batch_size: int, num_examp
         batch["example_weights"] = weights
         batches.append(batch)
     return batches
+
+
+def fixed_examples(build, seed: int, num_examples: int, offset: int = 0) -> list[dict[str, np.ndarray]]:
+    """The first `num_examples` instances of a seeded shuffle of `build`'s, each from its own fixed rng, with
+    its mask seed (`offset` + instance keys it, so builders sharing a held-out set give distinct seeds)."""
+    chosen = np.random.default_rng(seed).permutation(len(build))[:num_examples]
+    return [build(int(i), np.random.default_rng([seed, int(i)])) | {"mask_seeds": mask_seed(seed, offset + int(i), 0)}
+            for i in chosen]
 
 
 def _language_eval_examples(source: LanguageSources, options: dict, num_examples: int,

@@ -15,7 +15,7 @@ import numpy as np
 
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
-from bert_jax.data import pipeline, translation_pairs, vocab
+from bert_jax.data import pipeline, tlm_mixture, vocab
 from bert_jax.pretraining import losses, run_checkpoint
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import parallel
@@ -37,7 +37,8 @@ def eval_batches(source, config, mesh, special_ids: vocab.SpecialIds) -> list[di
 def run_evaluation(eval_step, params, batches, mesh, eval_seed: int, teacher=None, languages=()) -> dict[str, float]:
     """Sums the statistics of every batch; reports mlm_loss, mlm_accuracy, nsp_/sop_ metrics (distillation:
     the distill_* terms against `teacher`), num_examples; with a multilingual run's `languages` (the names
-    of its language ids), also mlm_accuracy/<language> and mlm_loss/<language>, from the same pass."""
+    of its language ids, then 'tlm' for a mixed run's translation pairs: `config.eval_groups`), also
+    mlm_accuracy/<language> and mlm_loss/<language>, from the same pass."""
     base_key = jax.random.key(eval_seed)
     sharding = parallel.batch_sharding(mesh)
     totals = None
@@ -62,12 +63,12 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
             source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"),
                                                    source="--corpus")
         else:
-            prepare = (translation_pairs.prepare_default_or_given if config.data.instance_format == "translation_pairs"
-                       else corpus_lib.prepare_default_or_given)
+            prepare = (tlm_mixture.data_module(config.data).prepare_default_or_given
+                       if config.data.instance_format == "translation_pairs" else corpus_lib.prepare_default_or_given)
             _, sources = prepare(config.data, workdir, tokenizer=tokenizer)
             source = sources["eval"]
         batches = eval_batches(source, config, run.mesh, tokenizer.special_ids)
     metrics = run_evaluation(steps_lib.make_eval_step(run.setup, run.mesh), run.state.params, batches, run.mesh,
                              config.data.eval_seed, teacher=steps_lib.teacher_of(run.state),
-                             languages=config.data.languages)
+                             languages=config_lib.eval_groups(config.data))
     return {**metrics, "step": run.step}

@@ -19,7 +19,7 @@ from absl import logging
 
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
-from bert_jax.data import languages, pipeline, tokenizer_factory, translation_pairs
+from bert_jax.data import languages, pipeline, tlm_mixture, tokenizer_factory
 from bert_jax.pretraining import evaluation, losses, resume_check, run_checkpoint, teacher
 from bert_jax.pretraining import steps as steps_lib
 from bert_jax.runtime import atomic, multihost, numerics, parallel, preemption, reporting, workdir_lock
@@ -159,13 +159,14 @@ def _prepare_data(config, workdir: str):
     before anything of the old run changes: config.json is written, and the corpus tokenized, only after
     the check (every process checks, as every process restores).
     """
-    if config.data.instance_format == "translation_pairs":  # XLM's TLM: parallel text
-        _, tokenizer = _process_zero_first(lambda: translation_pairs.default_or_given_inputs(config.data, workdir),
+    if config.data.instance_format == "translation_pairs":  # XLM's TLM: parallel text, maybe mixed with MLM
+        data = tlm_mixture.data_module(config.data)
+        _, tokenizer = _process_zero_first(lambda: data.default_or_given_inputs(config.data, workdir),
                                            "prepare the data")
-        fingerprint = translation_pairs.corpus_fingerprint(config.data)
+        fingerprint = data.corpus_fingerprint(config.data)
         plan = _check_resume(config, workdir, tokenizer, fingerprint)
         _write_config(config, workdir)
-        sources = _process_zero_first(lambda: translation_pairs.tokenize_splits(config.data, workdir, tokenizer),
+        sources = _process_zero_first(lambda: data.tokenize_splits(config.data, workdir, tokenizer),
                                       "prepare the data")
         return tokenizer, sources, fingerprint, plan
     corpus, tokenizer = _process_zero_first(lambda: corpus_lib.default_or_given_inputs(config.data, workdir),
@@ -250,7 +251,8 @@ def train_and_evaluate(config, workdir: str, *, import_hf_directory=None) -> dic
     """
     config = _absolute_paths(config)
     corpus_lib.check_workdir_outside_corpus(config.data, workdir)
-    config.data.languages = corpus_lib.corpus_languages(config.data)  # the language ids the run records
+    config.data.languages = (tuple(config_lib.run_languages(config.data)) if config_lib.mixes_monolingual(config.data)
+                             else corpus_lib.corpus_languages(config.data))  # the language ids the run records
     if config.train.init_checkpoint:
         config = _adopt_init_checkpoint(config)
     if config.distill.recipe:
@@ -299,7 +301,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     def evaluate(step: int) -> dict[str, float]:
         metrics = evaluation.run_evaluation(eval_step, state.params, eval_set, mesh, config.data.eval_seed,
-                                            teacher=steps_lib.teacher_of(state), languages=config.data.languages)
+                                            teacher=steps_lib.teacher_of(state), languages=config_lib.eval_groups(config.data))
         logging.info(reporting.eval_log_line(step, metrics))
         writer.write(step, "eval", metrics)
         return metrics

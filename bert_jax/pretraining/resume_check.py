@@ -85,6 +85,7 @@ _FIELDS = {
     "data.docs_per_shard": (_SAFE, "the corpus is tokenized again into other shards, in the same order"),
     "data.corpus": (_SAFE, _NOT_COMPARED),
     "data.parallel_corpus": (_SAFE, _NOT_COMPARED),  # compared by the fingerprint of its pairs and files
+    "data.tlm_ratio": (_DATA, _NOT_COMPARED),  # compared where it mixes anything (`_layout_differences`)
     "model.num_languages": (_MODEL, _SHAPE),
     "data.eval_corpus": (_SAFE, _NOT_COMPARED),
     "data.num_workers": (_SAFE, _NOT_COMPARED),
@@ -161,6 +162,11 @@ def _layout_differences(stored, config) -> list[_Difference]:
                                  "rows would change and the saved open rows would not fit"))
     if sd.num_workers != d.num_workers:
         found.append(_workers_difference(sd, d))
+    there, now = (s.tlm_ratio if config_lib.mixes_monolingual(s) else 1.0 for s in (sd, d))
+    if there != now:  # a TLM-only run ignores the field: only the share it takes effect with counts
+        found.append(_Difference(_DATA, "data.tlm_ratio", f"the share of translation pairs among the training rows "
+                                 f"(config.data.tlm_ratio with a monolingual config.data.corpus) is {there} there and "
+                                 f"{now} now: rows would be mixed at another ratio, another training stream"))
     return found
 
 

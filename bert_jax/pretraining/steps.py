@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from bert_jax import config as config_lib
 from bert_jax.data import vocab
 from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import (
@@ -134,7 +135,7 @@ def make_pretraining_setup(config, mesh, tokenizer=None) -> tuple[Setup, Callabl
                   special_tokens=special_tokens, pair_task=losses.pair_task(config.objective),
                   dynamic_masking=config.masking.dynamic, word_start_table=word_start_table,
                   state_sharding=state_sharding, abstract_state=abstract_state,
-                  num_languages=len(config.data.languages))
+                  num_languages=len(config_lib.eval_groups(config.data)))
     if config.objective in pretraining_heads.OBJECTIVES_WITH_SPAN_BOUNDARY_HEAD:
         setup = dataclasses.replace(setup, sbo_max_span_positions=config.model.sbo_max_span_positions)
     if config.objective == "electra":
