@@ -64,7 +64,7 @@ def _options(tokenizer, seed=0):
 
 
 def test_an_epoch_holds_exactly_tlm_ratio_pairs_and_q_i_of_each_language(mixed, small_tokenizer):
-    config, splits = mixed
+    _, splits = mixed
     train = splits["train"]
     assert train.languages == ["de", "en", "fr"] and [s for s, _, _ in train.parallel.pairs] == [1]
     build = train.builder(_options(small_tokenizer))
@@ -151,8 +151,8 @@ def test_config_errors_are_one_line(tmp_path):
     assert config_lib.eval_groups(config.data) == ("de", "en", "fr", "tlm")
     errors = []
     for field, value, message in (
-            ("model.num_languages", 2, r"parallel_corpus and config.data.corpus have 3 languages \['de', 'en', "
-                                       r"'fr'\], but config.model.num_languages is 2; set config.model.num_languages=3"),
+            ("model.num_languages", 2, (r"parallel_corpus and config.data.corpus have 3 languages \['de', 'en', "
+                                        r"'fr'\], but config.model.num_languages is 2; set config.model.num_languages=3")),
             ("data.tlm_ratio", 0.0, r"tlm_ratio is the share .* must be in \(0, 1\]"),
             ("data.tlm_ratio", 1.5, r"must be in \(0, 1\]"),
             ("data.corpus", str(tmp_path / "en.txt"), "has no language tags, but mixed with translation pairs")):
