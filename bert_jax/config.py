@@ -158,8 +158,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.language_folders = False
     config.data.language_alpha = 0.7
     config.data.tokenizer_alpha = 0.3
-    # Filled when a multilingual run starts, never by hand: its languages in id order (sorted), so resumed
-    # runs and `bert_jax.evaluate` give every example the same language id. Empty: one language.
+    # Filled when a multilingual run (or one mixing TLM with MLM) starts, never by hand: its languages in id
+    # order (sorted), so resumed runs and `bert_jax.evaluate` give every example the same language id.
+    # Empty: one language, or TLM only (whose ids index the parallel corpus's sorted languages).
     config.data.languages = ()
     config.data.eval_fraction = 0.05
     config.data.eval_num_examples = 256  # size of the fixed evaluation set (instances)

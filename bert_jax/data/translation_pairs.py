@@ -22,7 +22,7 @@ A row is `[CLS] src [SEP] tgt [SEP]` + padding, masked on both sides by the devi
 - long pairs lose tokens on the longer side (`pipeline.truncate_seq_pair`), keeping both; half of the
   rows put the target first, since XLM trains both directions.
 Monolingual rows carry the same keys through `monolingual_features`, so a mixture of the two batches
-into one stream.
+into one stream (`tlm_mixture.py`, with `config.data.tlm_ratio`).
 """
 
 from __future__ import annotations
