@@ -9,8 +9,9 @@ import pytest
 from conftest import make_documents, write_corpus
 
 from bert_jax import config as config_lib
+from bert_jax import prepare_corpus
 from bert_jax.config import InputError
-from bert_jax.data import mixture, pipeline, tlm_mixture
+from bert_jax.data import mixture, pipeline, tlm_mixture, tokenizer_factory
 from bert_jax.pretraining import evaluation, loop, resume_check
 
 MAX_SEQ_LENGTH = 32
@@ -226,3 +227,23 @@ def test_a_mixed_run_reports_each_language_and_the_pairs(tmp_path, small_tokeniz
         assert offline[name] == pytest.approx(in_run[name], rel=1e-6), name
     assert loop.train_and_evaluate(_config(corpus, parallel, small_tokenizer.model_path, num_steps=3),
                                    workdir)["step"] == 3
+
+
+def test_prepare_corpus_trains_one_tokenizer_on_both_corpora(tmp_path):
+    corpus, parallel = _corpora(tmp_path)
+    with open(tmp_path / "de.txt", "a", encoding="utf-8") as f:
+        f.write("\n" + "\n".join(f"Über {word} ß." for word in _WORDS) + "\n")  # ü and ß: only in de's text
+    prefix = _write_pair(tmp_path, "train.en-fr", 80, 0)
+    with open(f"{prefix}.fr", encoding="utf-8") as f:
+        french = [line.replace("e", "é") for line in f]  # é: only on the French side of the pairs
+    with open(f"{prefix}.fr", "w", encoding="utf-8") as f:
+        f.writelines(french)
+    config = _config(corpus, parallel, "")
+    config.data.tokenizer_vocab_size = 120
+    summary = prepare_corpus.prepare(config, str(tmp_path / "run"))
+    json.dumps(summary)  # what the command prints
+    assert set(summary["splits"]["train"]["monolingual"]["languages"]) == {"de", "en"}
+    assert summary["splits"]["train"]["parallel"]["documents"] > 50
+    tokenizer = tokenizer_factory.load_tokenizer(summary["tokenizer"])
+    for text in ("Über ß", french[0]):
+        assert tokenizer.special_ids.unk not in tokenizer.encode(text), text
