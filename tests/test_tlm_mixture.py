@@ -212,7 +212,7 @@ def test_a_mixed_run_reports_each_language_and_the_pairs(tmp_path, small_tokeniz
     workdir = str(tmp_path / "run")
     caplog.set_level("INFO")
     final = loop.train_and_evaluate(_config(corpus, parallel, small_tokenizer.model_path), workdir)
-    assert "Sampling 3 languages" in caplog.text and "tlm" in caplog.text
+    assert "Mixing MLM and TLM: 50% of the rows are translation pairs" in caplog.text
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
         in_run = [m for m in map(json.loads, f) if m["split"] == "eval"][-1]
     for group in ("de", "en", "tlm"):

@@ -29,6 +29,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from absl import logging
 
 from bert_jax import config as config_lib
 from bert_jax.data import corpus as corpus_lib
@@ -97,6 +98,8 @@ class MixedSource:
             raise config_lib.InputError(f"{names[sizes.index(0)]!r} has no training instances; give it text or "
                                         "leave it out.")
         mix = mixture.Mixture(sizes, weights(sizes[:-1], alpha, self.tlm_ratio), seed=options["seed"])
+        logging.info("Mixing MLM and TLM: %.0f%% of the rows are translation pairs (config.data.tlm_ratio), the "
+                     "languages share the rest by q_i; row 'tlm' below is the pairs.", 100 * self.tlm_ratio)
         pipeline._log_sampling_table(names, mix, alpha)
         dataset = grain.MapDataset.range(len(mix)).seed(options["seed"])
         return build, dataset.map_with_index(pipeline._MixtureInstances(mix, build.offsets))
