@@ -151,9 +151,10 @@ def default_config() -> ml_collections.ConfigDict:
     # 'en:/d/en.txt,ru:/d/ru/,ja:tfds:NAME', or with `language_folders` one folder whose every subfolder is a
     # language named by the folder (en/, ru/, pt_BR/). Each language is held out and tokenized on its own
     # (eval_fraction of each, or its part of eval_corpus); training samples language i with probability
-    # q_i proportional to p_i^language_alpha (p_i: its share of the training instances; XLM-R's 0.7: 1 is in
-    # proportion, 0 uniform), and a tokenizer trained here learns from a sample of the text resampled with
-    # tokenizer_alpha (XLM's 0.3-0.5), so low-resource languages get pieces of their own. The held-out set
+    # q_i proportional to p_i^language_alpha (p_i: its share of the training instances; 0.7 is M-BERT's
+    # smoothing, XLM-R used 0.3; 1 is in proportion, 0 uniform), and a tokenizer trained here learns from a
+    # sample of the text resampled with tokenizer_alpha (XLM's 0.3-0.5), so low-resource languages get pieces
+    # of their own. The held-out set
     # then holds eval_num_examples instances of each language, reported as mlm_accuracy/<language> too.
     config.data.language_folders = False
     config.data.language_alpha = 0.7
