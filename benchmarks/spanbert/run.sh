@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# SpanBERT against BERT at the BERT-Tiny shape, the same steps, batch, corpus (the embedded stdlib-docstring
+# default) and tokenizer, then both fine-tuned on cloze-style QA built from the installed man pages.
+# See RESULTS.md.
+#
+#   bash benchmarks/spanbert/run.sh [OUT]        (from the repository root; OUT default /tmp/evid)
+#
+# STEPS (default 1500) pretraining steps each, warmup 10%.
+set -euo pipefail
+OUT=${1:-/tmp/evid}
+STEPS=${STEPS:-1500}
+HERE=benchmarks/spanbert
+export GLIBC_TUNABLES=glibc.malloc.hugetlb=1   # the CPU speed-up bert_jax.benchmark recommends; used throughout
+mkdir -p "$OUT"
+
+# 1. the QA data (train.json / dev.json, SQuAD v1.1) and the heuristic baseline on it
+python $HERE/build_qa.py --out "$OUT/qa"
+python $HERE/baseline_qa.py "$OUT/qa/dev.json"
+
+# 2. pretraining: (a) BERT (MLM, token masking, single full-sentence segments) trains the 8,192-piece
+#    tokenizer; (b) SpanBERT (MLM + SBO, span masking) reuses that file.
+python -m bert_jax.pretrain --config=$HERE/bert_1seq.py --workdir="$OUT/pre_bert" \
+  --config.train.num_train_steps=$STEPS --config.train.warmup_steps=$((STEPS / 10))
+python -m bert_jax.pretrain --config=$HERE/spanbert_tiny.py --workdir="$OUT/pre_spanbert" \
+  --config.data.tokenizer_model="$OUT/pre_bert/tokenizer/spm.model" \
+  --config.train.num_train_steps=$STEPS --config.train.warmup_steps=$((STEPS / 10))
+
+# 3. the same QA fine-tune from each (128 tokens = the model's positions, stride 64, lr 1e-3, 3 epochs,
+#    batch 32; the checkpoint of the best dev F1... i.e. the task's selection key, one evaluation per epoch)
+for m in bert spanbert; do
+  python -m bert_jax.finetune --config=configs/finetune/own_data.py --config.task=qa \
+    --config.init_checkpoint="$OUT/pre_$m" --config.data.train_file="$OUT/qa/train.json" \
+    --config.data.validation_file="$OUT/qa/dev.json" --config.data.max_seq_length=128 \
+    --config.data.doc_stride=64 --config.data.max_query_length=48 --config.train.learning_rate=1e-3 \
+    --config.train.num_train_epochs=3 --config.train.global_batch_size=32 --workdir="$OUT/ft_$m"
+done
+
+# 4. the figures of RESULTS.md (held-out = the trainer's last evaluation)
+python - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+for m in ("bert", "spanbert"):
+    evals = [json.loads(l) for l in open(f"{out}/pre_{m}/metrics.jsonl") if '"eval"' in l]
+    ft = json.load(open(f"{out}/ft_{m}/metrics.json"))
+    print(m, "held-out:", json.dumps({k: v for k, v in evals[-1].items() if k != "split"}))
+    print(m, "fine-tune:", json.dumps(ft["seeds"][0]["best"]))
+PY
