@@ -35,13 +35,40 @@ for m in bert spanbert; do
     --config.train.num_train_epochs=3 --config.train.global_batch_size=32 --workdir="$OUT/ft_$m"
 done
 
+# 3b. a randomly initialised encoder through the same fine-tune (a 1-step "pretraining" at lr 1e-9 gives the
+#     initialised parameters in a workdir the fine-tune reads)
+python -m bert_jax.pretrain --config=$HERE/bert_1seq.py --workdir="$OUT/pre_random" \
+  --config.data.tokenizer_model="$OUT/pre_bert/tokenizer/spm.model" \
+  --config.train.num_train_steps=1 --config.train.warmup_steps=0 --config.train.learning_rate=1e-9
+python -m bert_jax.finetune --config=configs/finetune/own_data.py --config.task=qa \
+  --config.init_checkpoint="$OUT/pre_random" --config.data.train_file="$OUT/qa/train.json" \
+  --config.data.validation_file="$OUT/qa/dev.json" --config.data.max_seq_length=128 \
+  --config.data.doc_stride=64 --config.data.max_query_length=48 --config.train.learning_rate=1e-3 \
+  --config.train.num_train_epochs=3 --config.train.global_batch_size=32 --workdir="$OUT/ft_random"
+
+# 3c. held-out MLM accuracy of each model under the other's masking: a copy of the last checkpoint whose stored
+#     config says masking.kind=span (BERT) / token (SpanBERT); bert_jax.evaluate reads the config from there.
+for m in bert spanbert; do
+  kind=$([[ $m == bert ]] && echo span || echo token)
+  rm -rf "$OUT/x_$m"; mkdir -p "$OUT/x_$m/checkpoints"
+  cp -r "$OUT/pre_$m/checkpoints/$STEPS" "$OUT/x_$m/checkpoints/"
+  python - "$OUT/x_$m/checkpoints/$STEPS/meta/metadata" $kind <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); d["config"]["masking"]["kind"] = sys.argv[2]; json.dump(d, open(sys.argv[1], "w"))
+PY
+  python -m bert_jax.evaluate --workdir="$OUT/x_$m" | tail -1
+done
+python $HERE/unigram_baseline.py "$OUT/pre_bert"
+
 # 4. the figures of RESULTS.md (held-out = the trainer's last evaluation)
 python - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
 for m in ("bert", "spanbert"):
     evals = [json.loads(l) for l in open(f"{out}/pre_{m}/metrics.jsonl") if '"eval"' in l]
-    ft = json.load(open(f"{out}/ft_{m}/metrics.json"))
     print(m, "held-out:", json.dumps({k: v for k, v in evals[-1].items() if k != "split"}))
-    print(m, "fine-tune:", json.dumps(ft["seeds"][0]["best"]))
+for m in ("bert", "spanbert", "random"):
+    ft = json.load(open(f"{out}/ft_{m}/metrics.json"))
+    print(m, "fine-tune:", json.dumps(ft["seeds"][0]["best"]), "history:",
+          json.dumps([h.get("validation", h) for h in ft["seeds"][0]["history"]]))
 PY
