@@ -35,7 +35,9 @@ def main():
             top = int(np.argmax(counts["train"]))
             ev = counts["eval"]
             acc = float(ev[top]) / float(ev.sum()) if top < len(ev) else 0.0
-            print(json.dumps({"dataset": os.path.relpath(d, workdir), "most_frequent_train_token_id": top,
+            meta = index.get("metadata", {})
+            print(json.dumps({"dataset": os.path.relpath(d, workdir), "language": meta.get("language"),
+                              "corpus": meta.get("corpus"), "most_frequent_train_token_id": top,
                               "eval_tokens": int(ev.sum()), "unigram_baseline_accuracy": round(acc, 4)}))
 
 
