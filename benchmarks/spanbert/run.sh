@@ -26,7 +26,7 @@ python -m bert_jax.pretrain --config=$HERE/spanbert_tiny.py --workdir="$OUT/pre_
   --config.train.num_train_steps=$STEPS --config.train.warmup_steps=$((STEPS / 10))
 
 # 3. the same QA fine-tune from each (128 tokens = the model's positions, stride 64, lr 1e-3, 3 epochs,
-#    batch 32; the checkpoint of the best dev F1... i.e. the task's selection key, one evaluation per epoch)
+#    batch 32; one dev evaluation per epoch, the best dev F1 (the qa task's selection key) is kept)
 for m in bert spanbert; do
   python -m bert_jax.finetune --config=configs/finetune/own_data.py --config.task=qa \
     --config.init_checkpoint="$OUT/pre_$m" --config.data.train_file="$OUT/qa/train.json" \
