@@ -114,6 +114,24 @@ def test_switching_to_spanberts_objective_or_its_table_is_refused(corpus_file, s
                                                          train__allow_changed_data=True), small_tokenizer)
 
 
+def test_sampling_exponents_count_only_where_they_act(corpus_file, small_tokenizer):
+    """A monolingual run ignores language_alpha and tokenizer_alpha: changing them never refuses its resume. A
+    multilingual one samples with them: another language_alpha is another stream, another tokenizer_alpha a
+    tokenizer it was not trained with (unless the tokenizer was given)."""
+    stored = _config(corpus_file, "")
+    _check(_meta(stored, small_tokenizer), _changed(stored, data__language_alpha=0.3, data__tokenizer_alpha=0.5),
+           small_tokenizer)
+    multilingual = _changed(stored, data__languages=("de", "en"))
+    with pytest.raises(config_lib.InputError, match=r"other data: config\.data\.language_alpha is 0\.7 there and 0\.3 now"):
+        _check(_meta(multilingual, small_tokenizer), _changed(multilingual, data__language_alpha=0.3), small_tokenizer)
+    with pytest.raises(config_lib.InputError, match=r"another model: config\.data\.tokenizer_alpha is 0\.3 there and "
+                       r"0\.5 now: the tokenizer is not trained again"):
+        _check(_meta(multilingual, small_tokenizer), _changed(multilingual, data__tokenizer_alpha=0.5,
+                                                             train__allow_changed_data=True), small_tokenizer)
+    given = _changed(multilingual, data__tokenizer_model=small_tokenizer.model_path)
+    _check(_meta(given, small_tokenizer), _changed(given, data__tokenizer_alpha=0.5), small_tokenizer)
+
+
 def test_data_changes_alone_name_the_flag_as_a_way_out(corpus_file, small_tokenizer):
     stored = _config(corpus_file, small_tokenizer.model_path)
     with pytest.raises(config_lib.InputError, match=r"were written with other data: config\.train\.seed is 0 there "

@@ -63,9 +63,8 @@ _FIELDS = {
     "data.tokenizer_vocab_size": (_MODEL, ("the tokenizer is not trained again on resume, so config.json would "
                                            "record a vocabulary the run does not have")),
     "data.tokenizer_model": (_SAFE, _NOT_COMPARED),
-    "data.tokenizer_alpha": (_MODEL, ("the tokenizer is not trained again on resume, so config.json would "
-                                      "record a sampling of the text it was not trained on")),
-    "data.language_alpha": (_DATA, "languages would be sampled at other rates: another training stream"),
+    "data.tokenizer_alpha": (_MODEL, _NOT_COMPARED),  # where the run trained its own tokenizer (`_alpha_differences`)
+    "data.language_alpha": (_DATA, _NOT_COMPARED),  # where there are languages to sample (`_alpha_differences`)
     "data.language_folders": (_SAFE, _NOT_COMPARED),
     "data.languages": (_SAFE, _NOT_COMPARED),
     "model.hidden_dropout_prob": (_WARN, "the dropout changes"),
@@ -167,6 +166,25 @@ def _layout_differences(stored, config) -> list[_Difference]:
         found.append(_Difference(_DATA, "data.tlm_ratio", f"the share of translation pairs among the training rows "
                                  f"(config.data.tlm_ratio with a monolingual config.data.corpus) is {there} there and "
                                  f"{now} now: rows would be mixed at another ratio, another training stream"))
+    return found
+
+
+def _alpha_differences(stored, config) -> list[_Difference]:
+    """The sampling exponents, only where they act: `language_alpha` when the stored run sampled languages
+    (it recorded them), `tokenizer_alpha` when it also trained its own tokenizer on that sample. A
+    monolingual run ignores both, so a changed default or config file never refuses its resume."""
+    sd, d, found = stored.data, config.data, []
+    if not sd.languages:
+        return found
+    if sd.language_alpha != d.language_alpha:
+        found.append(_Difference(_DATA, "data.language_alpha", f"config.data.language_alpha is {sd.language_alpha} "
+                                 f"there and {d.language_alpha} now: languages would be sampled at other rates, "
+                                 "another training stream"))
+    if not sd.tokenizer_model and sd.tokenizer_alpha != d.tokenizer_alpha:
+        found.append(_Difference(_MODEL, "data.tokenizer_alpha", f"config.data.tokenizer_alpha is "
+                                 f"{sd.tokenizer_alpha} there and {d.tokenizer_alpha} now: the tokenizer is not "
+                                 "trained again on resume, so config.json would record a sampling of the text it "
+                                 "was not trained on"))
     return found
 
 
@@ -290,6 +308,7 @@ def check_resume(meta: dict, config, *, tokenizer, corpus_fingerprint: dict, dir
     """
     stored = config_lib.from_stored(meta["config"])
     differences = (_field_differences(stored, config) + _layout_differences(stored, config)
+                   + _alpha_differences(stored, config)
                    + _tokenizer_differences(meta, stored, config, tokenizer)
                    + _corpus_differences(meta.get("corpus"), corpus_fingerprint, stored, step))
     allow_data = config.train.allow_changed_data
