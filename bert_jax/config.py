@@ -361,6 +361,9 @@ def parallel_corpus_entries(spec: str) -> list[tuple[str, str, str]]:
                  f"config.data.parallel_corpus entry {part!r} is not 'SRC-TGT:PREFIX' with two different language "
                  "codes (letters and digits) and a file prefix, e.g. 'en-fr:/data/para/train.en-fr' for "
                  "train.en-fr.en and train.en-fr.fr.")
+        _require(not any((src, tgt) == (languages[0], languages[1]) for src, tgt, _ in entries),
+                 f"config.data.parallel_corpus names {pair!r} twice; give each language pair once (put its "
+                 "lines into one pair of files).")
         entries.append((languages[0], languages[1], prefix))
     return entries
 
@@ -394,6 +397,12 @@ def run_languages(config_data) -> list[str]:
                  for language in (src, tgt)}
     if mixes_monolingual(config_data):
         languages |= set(monolingual_languages(config_data))
+    by_case = {}
+    for language in sorted(languages):
+        _require(language.lower() not in by_case, f"{by_case.get(language.lower())!r} and {language!r} name one "
+                 "language in two spellings across config.data.corpus and config.data.parallel_corpus; write it the "
+                 "same way in both, or it would get two language ids.")
+        by_case[language.lower()] = language
     return sorted(languages)
 
 
@@ -671,12 +680,19 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"{mk.mask_rate} selects up to {full_row_predictions}, but config.masking.max_predictions_per_seq is "
              f"{mk.max_predictions_per_seq} per row; raise it to {full_row_predictions} (MLPerf uses 76 at 512) so "
              "that packed instances are masked at the same rate as unpacked ones.")
-    _require(m.num_languages >= 0 and (m.num_languages == 0 or (config.objective in ("mlm", "mlm_nsp", "mlm_sop")
-                                                               and not config.distill.recipe)),
-             f"config.model.num_languages must be 0 (no language table) or positive with objective 'mlm', "
-             f"'mlm_nsp' or 'mlm_sop' and no distillation, got {m.num_languages} with {config.objective!r}.")
+    _require(not d.parallel_corpus or d.instance_format == "translation_pairs",
+             f"config.data.parallel_corpus is set, but parallel text is read only with "
+             f"config.data.instance_format='translation_pairs' (got {d.instance_format!r}); set that, or leave "
+             "parallel_corpus empty.")
     if d.instance_format == "translation_pairs":
         validate_translation_pairs(config)
+    # Only translation-pair batches carry language ids: any other run would feed every token language 0.
+    _require(m.num_languages >= 0 and (m.num_languages == 0 or (d.instance_format == "translation_pairs"
+                                                               and not config.distill.recipe)),
+             f"config.model.num_languages={m.num_languages} adds XLM's language embeddings, which only "
+             "translation-pair runs (config.data.instance_format='translation_pairs', without distillation) feed "
+             f"language ids; with instance_format {d.instance_format!r} every token would be language 0: set "
+             "config.model.num_languages=0 (a multilingual corpus needs no language table, as in XLM-R).")
     if config.objective == "electra":
         validate_electra(config)
     if config.distill.recipe or config.teacher_checkpoint:

@@ -113,3 +113,16 @@ def test_permuted_is_a_permutation_that_depends_on_its_keys(size):
     if size >= 17:
         assert image != list(range(size))
         assert image != [mixture.permuted(i, size, mixture._round_keys(6, size)) for i in range(size)]
+
+
+def test_a_component_rounding_to_no_slot_is_refused_by_name():
+    """A positive weight whose share of an epoch rounds to 0 would never be drawn: `starved` finds it and the
+    pipeline refuses it in one line, naming it and the fix."""
+    from bert_jax.config import InputError
+    from bert_jax.data import pipeline
+
+    mix = mixture.Mixture([1000, 5, 500], [0.6999, 0.0001, 0.3], seed=0)
+    assert mix.counts.tolist()[1] == 0 and mix.starved() == [1]
+    assert mixture.Mixture([1000, 5], [0.5, 0.5], seed=0).starved() == []
+    with pytest.raises(InputError, match=r"'tlm' would get no row in an epoch of 1,505 rows .*; raise it"):
+        pipeline.check_not_starved(mix, ["en", "tlm", "ru"], "raise it")

@@ -150,9 +150,49 @@ def test_config_validation(tmp_path):
     config.objective = "mlm_nsp"
     with pytest.raises(InputError, match="need config.objective='mlm'"):
         config_lib.validate(config)
-    config.objective = "electra"
-    with pytest.raises(InputError, match="num_languages must be 0"):
+    config.objective = "mlm_sbo"  # the objective is named first, not the language table it then cannot feed
+    with pytest.raises(InputError, match="need config.objective='mlm', got 'mlm_sbo'"):
         config_lib.validate(config)
+
+
+def test_inputs_that_would_train_on_other_data_than_asked_are_refused():
+    """A language table no batch feeds, parallel text no run reads, one pair named twice (its lines would be
+    trained on twice) and one language in two spellings (two ids): each refused in one line."""
+    config = config_lib.default_config()
+    config.objective = "mlm"
+    config.data.instance_format = "full_sentences"
+    config.model.num_languages = 2
+    with pytest.raises(InputError, match=r"num_languages=2 adds XLM's language embeddings.*every token would be "
+                                         r"language 0: set config.model.num_languages=0"):
+        config_lib.validate(config)
+    config.model.num_languages = 0
+    config.data.parallel_corpus = "en-fr:/p/a"
+    with pytest.raises(InputError, match=r"parallel text is read only with config.data.instance_format="
+                                         r"'translation_pairs' \(got 'full_sentences'\)"):
+        config_lib.validate(config)
+    config.data.instance_format, config.model.num_languages = "translation_pairs", 3
+    config.data.parallel_corpus = "en-fr:/p/a,de-en:/p/b,en-fr:/p/c"
+    with pytest.raises(InputError, match="names 'en-fr' twice; give each language pair once"):
+        config_lib.validate(config)
+    config.data.parallel_corpus = "en-fr:/p/a"
+    config.data.corpus = "EN:/m/en.txt,de:/m/de.txt"
+    with pytest.raises(InputError, match="'EN' and 'en' name one language in two spellings"):
+        config_lib.validate(config)
+
+
+def test_evaluating_a_translation_pair_run_on_monolingual_text_is_refused(monkeypatch):
+    """`evaluate --corpus` builds plain text rows, which carry none of a TLM run's language ids."""
+    from types import SimpleNamespace
+
+    from bert_jax.pretraining import run_checkpoint
+
+    config = config_lib.default_config()
+    config.data.instance_format = "translation_pairs"
+    run = SimpleNamespace(config=config, tokenizer=None)
+    monkeypatch.setattr(run_checkpoint, "restore_run_checkpoint", lambda workdir, step: run)
+    with pytest.raises(InputError, match="--corpus evaluates monolingual text rows, but this run trained on "
+                                         "translation pairs"):
+        evaluation.evaluate_checkpoint("RUN", corpus="en:/m/en.txt")
 
 
 # ------------------------------------------------------------------ tokenized splits through the pipeline

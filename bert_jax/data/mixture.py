@@ -115,6 +115,10 @@ class Mixture:
         visit, step = divmod(walked, size)
         return component, permuted(step, size, _round_keys(_WALK_DOMAIN, self.seed, component, visit)), visit
 
+    def starved(self) -> list[int]:
+        """The components with a positive weight that round to no slot in an epoch: they would never be drawn."""
+        return [i for i, (w, c) in enumerate(zip(self.weights, self.counts)) if w > 0 and c == 0]
+
     def table(self) -> list[dict[str, float]]:
         """Per component: instances, p (share of the instances), q (sampling weight), slots per epoch, and
         the epochs of the stream it takes to see each of its instances once (below 1: it repeats)."""

@@ -486,9 +486,19 @@ def _language_stream(source: LanguageSources, options: dict, alpha: float, pack_
         empty = source.languages[sizes.index(0)]
         raise InputError(f"language {empty!r} has no training instances; give it text or leave it out.")
     mix = mixture.Mixture(sizes, mixture.alpha_weights(sizes, alpha), seed=options["seed"])
+    check_not_starved(mix, source.languages, "lower config.data.language_alpha (0: every language alike) or give "
+                      "it more text")
     _log_sampling_table(source.languages, mix, alpha)
     dataset = grain.MapDataset.range(len(mix)).seed(options["seed"])
     return build, dataset.map_with_index(_MixtureInstances(mix, build.offsets))
+
+
+def check_not_starved(mix: mixture.Mixture, names: Sequence[str], fix: str) -> None:
+    """Refuses a mixture in which a component would never be drawn: its share of an epoch rounds to no row."""
+    starved = [names[i] for i in mix.starved()]
+    if starved:
+        raise InputError(f"{', '.join(map(repr, starved))} would get no row in an epoch of {len(mix):,} rows (its "
+                         f"sampling share rounds to 0), so it would never be trained on; {fix}.")
 
 
 def _log_sampling_table(languages: Sequence[str], mix: mixture.Mixture, alpha: float) -> None:

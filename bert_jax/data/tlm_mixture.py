@@ -98,6 +98,8 @@ class MixedSource:
             raise config_lib.InputError(f"{names[sizes.index(0)]!r} has no training instances; give it text or "
                                         "leave it out.")
         mix = mixture.Mixture(sizes, weights(sizes[:-1], alpha, self.tlm_ratio), seed=options["seed"])
+        pipeline.check_not_starved(mix, names, "move config.data.tlm_ratio away from 0 and 1 (or use 1.0 for TLM "
+                                   "only), lower config.data.language_alpha, or give it more text")
         logging.info("Mixing MLM and TLM: %.0f%% of the rows are translation pairs (config.data.tlm_ratio), the "
                      "languages share the rest by q_i; row 'tlm' below is the pairs.", 100 * self.tlm_ratio)
         pipeline._log_sampling_table(names, mix, alpha)

@@ -58,6 +58,11 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, corpus: str = 
     """Evaluates a run's checkpoint on `corpus` (text files), or on the run's own held-out split if empty."""
     run = run_checkpoint.restore_run_checkpoint(workdir, step)
     config, tokenizer = run.config, run.tokenizer
+    if corpus and config.data.instance_format == "translation_pairs":
+        raise config_lib.InputError(
+            "--corpus evaluates monolingual text rows, but this run trained on translation pairs (XLM's TLM rows "
+            "with language ids), which --corpus cannot build; evaluate without --corpus to score the run's own "
+            "held-out pairs (and languages, when it mixed in monolingual text).")
     with tempfile.TemporaryDirectory() as scratch:
         if corpus:
             source = corpus_lib.build_eval_source(corpus, tokenizer, os.path.join(scratch, "tfds"),
