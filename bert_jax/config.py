@@ -11,6 +11,7 @@ import difflib
 
 import ml_collections
 
+from bert_jax import encoder_flags
 from bert_jax.errors import InputError
 
 
@@ -68,6 +69,35 @@ def default_config() -> ml_collections.ConfigDict:
     # and segment embeddings, fed per token by translation-pair batches (`language_ids`). 0: no table, as in
     # BERT (the parameter tree and exports are BERT's). Fine-tuning and prediction feed language 0.
     config.model.num_languages = 0
+    # The block's architecture (bert_jax/encoder_flags.py). The defaults are BERT's 2018 block, unchanged;
+    # ModernBERT, NeoBERT and MosaicBERT are settings of these (configs/modernbert_base.py, neobert.py,
+    # mosaicbert_base.py). 'post': norm after each residual add (BERT); 'pre': norm before each sub-layer, the
+    # residual stream left unnormalised (ModernBERT, NeoBERT).
+    config.model.norm_placement = "post"
+    config.model.norm_kind = "layernorm"  # 'layernorm' | 'rmsnorm' (scale only, no mean; NeoBERT)
+    config.model.final_norm = False  # a norm after the last layer; pre-norm stacks need it (ModernBERT, NeoBERT)
+    # The norm after the embedding sum (BERT, ModernBERT). With pre-norm it is also layer 0's attention norm,
+    # so layer 0 has none of its own (ModernBERT); False: no embedding norm (NeoBERT).
+    config.model.embedding_norm = True
+    # 'gelu': BERT's feed-forward layer, dense -> hidden_act -> dense. 'geglu' | 'swiglu': gated (Shazeer
+    # 2020): act(x W_a) * (x W_g) -> dense, with act = hidden_act (GeGLU; ModernBERT, MosaicBERT) or SiLU
+    # (SwiGLU; NeoBERT); W_a and W_g are one intermediate_size-wide half each of the `intermediate` kernel.
+    config.model.ffn_activation = "gelu"
+    # 'learned': a table of max_position_embeddings positions added to the embeddings (BERT); 'rotary':
+    # RoPE on queries and keys in every layer (Su et al. 2021; ModernBERT, NeoBERT); 'alibi': a per-head
+    # linear distance penalty on the attention scores, -m_h |i - j| (Press et al. 2022; MosaicBERT).
+    config.model.position_encoding = "learned"
+    config.model.rope_theta = 10000.0  # RoPE base of the global-attention layers (ModernBERT: 160000)
+    config.model.local_rope_theta = 0.0  # RoPE base of the local-window layers; 0 = rope_theta (ModernBERT: 10000)
+    # False: no bias in any dense layer or norm (ModernBERT); the MLM head's vocabulary bias is always kept.
+    config.model.use_bias = True
+    # Local attention (ModernBERT): with a window w > 0, layer i attends to the whole row only when
+    # i % global_attention_every_n_layers == 0, and the other layers to the keys within w // 2 tokens of
+    # the query (ModernBERT: w 128, every 3rd layer global). 0: every layer global (BERT).
+    config.model.local_attention_window = 0
+    config.model.global_attention_every_n_layers = 1
+    # True: the MLM head's output matrix is the word-embedding table (BERT, ModernBERT); False: its own.
+    config.model.tie_word_embeddings = True
 
     # Pretraining objective: 'mlm_nsp' (BERT: masked LM + next-sentence prediction), 'mlm_sop' (ALBERT:
     # masked LM + sentence-order prediction), 'mlm' (RoBERTa: masked LM only, no pair head or pooler),
@@ -630,6 +660,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(m.vocab_pad_multiple >= 0,
              f"config.model.vocab_pad_multiple must be 0 (no padding) or positive, got {m.vocab_pad_multiple}.")
     check_remat_policy(m.remat_policy)
+    encoder_flags.validate_block(m)
     for name in ("sbo_max_span_positions", "sbo_position_embedding_size"):
         _require(m[name] >= 1, f"config.model.{name} must be at least 1, got {m[name]} (SpanBERT: 15 and 200).")
 

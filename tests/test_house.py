@@ -51,6 +51,7 @@ TEST_HOMES = {
     "hf.files": "test_hf_convert.py",
     "hf.task_names": "test_hf_export.py",  # with the fine-tuned models it names
     "model.pretraining_heads": "test_encoder.py",
+    "encoder_flags": "test_modern_block.py",  # the block flags, with the model they shape
     "model.task_heads": "test_runner.py",
     "pretraining.losses": "test_steps.py",
     "runtime.numerics": "test_reliability.py",

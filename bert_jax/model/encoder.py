@@ -1,9 +1,12 @@
-"""The BERT encoder in Flax NNX: embeddings, post-LN transformer layers, pooler.
+"""The BERT encoder in Flax NNX: embeddings, transformer layers, pooler.
 
-Follows google-research/bert `modeling.py` and HF's `BertModel` (so that parameter counts and, later,
-weights match them), with names from the paper. Pure computation: no flags, files or logging here.
-Parameters are float32; `dtype` is the compute dtype of the matmuls (bfloat16 on accelerators), while
-LayerNorm statistics and the attention softmax always run in float32.
+By default the 2018 block of google-research/bert `modeling.py` and HF's `BertModel` (so that parameter
+counts and weights match them), with names from the paper. The block flags of `encoder_flags.py` turn the
+same modules into the 2024 encoders' blocks: pre-norm, RMSNorm, gated FFNs, rotary or ALiBi positions,
+no biases, alternating local/global attention, an untied decoder (ModernBERT, NeoBERT, MosaicBERT).
+Pure computation: no flags, files or logging here. Parameters are float32; `dtype` is the compute dtype
+of the matmuls (bfloat16 on accelerators), while norm statistics and the attention softmax always run in
+float32.
 
 Packed rows (several instances in one row, MLPerf BERT) are told apart by `attention_mask`: 0 is
 padding and k >= 1 the k-th instance of the row; with `position_ids` given, a token attends only to
@@ -21,6 +24,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bert_jax import config as config_lib
+from bert_jax import encoder_flags
+from bert_jax.model import positions as positions_lib
 
 _NEG_INF = -1e9  # additive attention bias for padding; finite so fully padded rows stay NaN-free
 
@@ -37,6 +42,7 @@ class BertConfig:
 
     The five fields after num_hidden_groups are the speed switches documented in `bert_jax/config.py`; none
     changes the function computed or the parameters. The sbo_* fields size SpanBERT's span-boundary head.
+    The fields from norm_placement on are the block flags (`encoder_flags.py`; documented in config.py).
     """
 
     vocab_size: int = 30522
@@ -62,10 +68,23 @@ class BertConfig:
     sbo_max_span_positions: int = 15  # SpanBERT's span-boundary head: rows of its span-position table
     sbo_position_embedding_size: int = 200  # and their width
     num_languages: int = 0  # XLM's language embeddings; 0 = no table (BERT)
+    norm_placement: str = "post"
+    norm_kind: str = "layernorm"
+    final_norm: bool = False
+    embedding_norm: bool = True
+    ffn_activation: str = "gelu"
+    position_encoding: str = "learned"
+    rope_theta: float = 10000.0
+    local_rope_theta: float = 0.0
+    use_bias: bool = True
+    local_attention_window: int = 0
+    global_attention_every_n_layers: int = 1
+    tie_word_embeddings: bool = True
 
     def __post_init__(self):
         config_lib.check_attention_switches(self.attention_impl, self.attention_probs_dropout_prob, self.dtype)
         config_lib.check_remat_policy(self.remat_policy)
+        encoder_flags.validate_block(self)
 
     @classmethod
     def from_config(cls, model_config) -> "BertConfig":
@@ -86,6 +105,15 @@ class BertConfig:
     def factorized(self) -> bool:
         return self.embedding_width != self.hidden_size
 
+    @property
+    def gated(self) -> bool:
+        """The feed-forward layer is a GLU: its `intermediate` kernel holds the input and the gate halves."""
+        return self.ffn_activation != "gelu"
+
+    @property
+    def pre_norm(self) -> bool:
+        return self.norm_placement == "pre"
+
 
 def get_activation(name: str):
     if name == "gelu":
@@ -99,18 +127,25 @@ def get_activation(name: str):
 
 def make_dense(config: BertConfig, in_features: int, out_features: int, rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(
-        in_features, out_features, dtype=config.compute_dtype,
+        in_features, out_features, use_bias=config.use_bias, dtype=config.compute_dtype,
         kernel_init=nnx.initializers.truncated_normal(config.initializer_range), rngs=rngs)
 
 
-def make_layer_norm(config: BertConfig, features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(features, epsilon=config.layer_norm_eps, dtype=jnp.float32, rngs=rngs)
+def make_norm(config: BertConfig, features: int, rngs: nnx.Rngs) -> nnx.LayerNorm | nnx.RMSNorm:
+    """The block's norm (`norm_kind`), statistics in float32; RMSNorm has a scale only, LayerNorm a bias too
+    unless `use_bias` is off."""
+    if config.norm_kind == "rmsnorm":
+        return nnx.RMSNorm(features, epsilon=config.layer_norm_eps, dtype=jnp.float32, rngs=rngs)
+    return nnx.LayerNorm(features, epsilon=config.layer_norm_eps, use_bias=config.use_bias, dtype=jnp.float32,
+                         rngs=rngs)
 
 
 class BertEmbeddings(nnx.Module):
     """Word + learned position + segment (token type) [+ language] embeddings, then LayerNorm and dropout.
 
-    `type_vocab_size` 0 builds no segment table (DistilBERT): segment ids are then ignored.
+    `type_vocab_size` 0 builds no segment table (DistilBERT, ModernBERT): segment ids are then ignored.
+    Rotary and ALiBi positions act inside attention, so they build no position table; `embedding_norm`
+    False builds no norm (NeoBERT).
     `num_languages` n > 0 adds XLM's language table (`lang_embeddings`), n x width, to the sum before the
     LayerNorm; it is built last, so the other tables initialise as without it, and with n = 0 the module,
     its parameters and its outputs are BERT's exactly.
@@ -123,10 +158,12 @@ class BertEmbeddings(nnx.Module):
         init = nnx.initializers.truncated_normal(config.initializer_range)
         width = config.embedding_width
         self.word_embeddings = nnx.Embed(config.vocab_size, width, embedding_init=init, rngs=rngs)
-        self.position_embeddings = nnx.Embed(config.max_position_embeddings, width, embedding_init=init, rngs=rngs)
+        self.position_embeddings = (
+            nnx.Embed(config.max_position_embeddings, width, embedding_init=init, rngs=rngs)
+            if config.position_encoding == "learned" else None)
         self.token_type_embeddings = (nnx.Embed(config.type_vocab_size, width, embedding_init=init, rngs=rngs)
                                       if config.type_vocab_size else None)
-        self.layer_norm = make_layer_norm(config, width, rngs)
+        self.layer_norm = make_norm(config, width, rngs) if config.embedding_norm else None
         self.dropout = nnx.Dropout(config.hidden_dropout_prob)
         self.projection = make_dense(config, width, config.hidden_size, rngs) if config.factorized else None
         self.dtype = config.compute_dtype
@@ -138,12 +175,13 @@ class BertEmbeddings(nnx.Module):
         """position_ids [batch, seq]: each token's position in its own instance (packed rows, TLM's pairs);
         None: 0..seq-1. language_ids [batch, seq]: each token's language (with a language table only);
         None: language 0 for every token, which is what fine-tuning and prediction feed such a model."""
-        if position_ids is None:
-            positions = self.position_embeddings(jnp.arange(input_ids.shape[1]))[None]  # [1, seq, width]
-        else:
-            positions = self.position_embeddings(position_ids)  # [batch, seq, width]
-        # [batch, seq, embedding_width]
-        embeddings = self.word_embeddings(input_ids) + positions
+        embeddings = self.word_embeddings(input_ids)  # [batch, seq, embedding_width]
+        if self.position_embeddings is not None:
+            if position_ids is None:
+                positions = self.position_embeddings(jnp.arange(input_ids.shape[1]))[None]  # [1, seq, width]
+            else:
+                positions = self.position_embeddings(position_ids)  # [batch, seq, width]
+            embeddings = embeddings + positions
         if self.token_type_embeddings is not None:
             embeddings = embeddings + self.token_type_embeddings(segment_ids)
         if self.language_embeddings is not None:
@@ -151,7 +189,8 @@ class BertEmbeddings(nnx.Module):
                 embeddings = embeddings + self.language_embeddings.embedding[0]
             else:
                 embeddings = embeddings + self.language_embeddings(language_ids)
-        embeddings = self.layer_norm(embeddings)
+        if self.layer_norm is not None:
+            embeddings = self.layer_norm(embeddings)
         embeddings = self.dropout(embeddings, deterministic=deterministic, rngs=rngs).astype(self.dtype)
         if self.projection is not None:
             embeddings = self.projection(embeddings)  # [batch, seq, hidden]
@@ -160,16 +199,21 @@ class BertEmbeddings(nnx.Module):
 
 @flax.struct.dataclass
 class AttentionMask:
-    """Which keys each query may see, in the form the configured attention kernel takes.
+    """Which keys each query may see, and the positional terms of one kind of layer, in the form the
+    configured attention kernel takes.
 
-    'xla' takes an additive `bias`; `jax.nn.dot_product_attention` ('dot_product', 'cudnn') takes
-    sequence lengths for suffix padding (so cuDNN can skip the padded blocks) and a boolean `mask` for
-    packed rows. Unused fields are None.
+    'xla' takes one additive `bias` that already holds padding, packing, the local window and ALiBi;
+    `jax.nn.dot_product_attention` ('dot_product', 'cudnn') takes sequence lengths for suffix padding (so
+    cuDNN can skip the padded blocks), a boolean `mask` for packed rows, the window as its
+    `local_window_size` and ALiBi as its `bias`. Unused fields are None.
     """
 
-    bias: jax.Array | None = None  # [batch, 1, 1 or seq, seq] float32: 0 visible, -1e9 hidden
+    bias: jax.Array | None = None  # [batch, 1 or heads, 1 or seq, seq] float32: 0 visible, -1e9 hidden (+ ALiBi)
     mask: jax.Array | None = None  # [batch, 1, seq, seq] bool: True where query i may attend key j
     seq_lengths: jax.Array | None = None  # [batch] int32: the real tokens of each row (a prefix)
+    alibi: jax.Array | None = None  # [batch, heads, seq, seq] float32, fused kernels only
+    rotary: tuple[jax.Array, jax.Array] | None = None  # (cos, sin) [batch, seq, 1, head_dim] of this layer's theta
+    window: int = flax.struct.field(pytree_node=False, default=0)  # keys within window // 2 of the query; 0: all
 
 
 def attention_bias_from_mask(attention_mask: jax.Array) -> jax.Array:
@@ -186,18 +230,33 @@ def same_instance(attention_mask: jax.Array) -> jax.Array:
     return (attention_mask[:, :, None] == attention_mask[:, None, :])[:, None]
 
 
-def make_attention_mask(attention_mask: jax.Array, *, packed: bool, attention_impl: str) -> AttentionMask:
-    """attention_mask [batch, seq] (0 padding, k >= 1 instance k) -> the AttentionMask for `attention_impl`."""
+def within_window(seq_length: int, window: int) -> jax.Array:
+    """[1, 1, seq, seq] bool: key j is within window // 2 tokens of query i (ModernBERT's local attention)."""
+    index = jnp.arange(seq_length)
+    return (jnp.abs(index[:, None] - index[None, :]) <= window // 2)[None, None]
+
+
+def make_attention_mask(attention_mask: jax.Array, *, packed: bool, attention_impl: str, window: int = 0,
+                        alibi: jax.Array | None = None, rotary=None) -> AttentionMask:
+    """attention_mask [batch, seq] (0 padding, k >= 1 instance k) -> the AttentionMask for `attention_impl`.
+
+    `window` > 0 limits each query to the keys within window // 2 of it; `alibi` [batch, heads, seq, seq]
+    and `rotary` (cos, sin) are the positional terms of the layers this mask serves.
+    """
     if attention_impl == "xla":
-        if packed:
-            return AttentionMask(bias=jnp.where(same_instance(attention_mask), 0.0, _NEG_INF).astype(jnp.float32))
-        return AttentionMask(bias=attention_bias_from_mask(attention_mask))
+        if not packed and not window and alibi is None:
+            return AttentionMask(bias=attention_bias_from_mask(attention_mask), rotary=rotary)
+        visible = same_instance(attention_mask) if packed else (attention_mask[:, None, None, :] > 0)
+        if window:
+            visible = visible & within_window(attention_mask.shape[1], window)
+        bias = jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)
+        return AttentionMask(bias=bias if alibi is None else bias + alibi, rotary=rotary)
     if packed:
-        return AttentionMask(mask=same_instance(attention_mask))
+        return AttentionMask(mask=same_instance(attention_mask), alibi=alibi, rotary=rotary, window=window)
     # Unpacked padding is a suffix, so a length says it all. At least 1: an all-padding row (the filler
     # rows of an evaluation batch) must not be fully masked, or cuDNN's softmax would divide by zero.
     lengths = jnp.maximum(jnp.sum(attention_mask > 0, axis=-1), 1).astype(jnp.int32)
-    return AttentionMask(seq_lengths=lengths)
+    return AttentionMask(seq_lengths=lengths, alibi=alibi, rotary=rotary, window=window)
 
 
 def fused_attention(query, key, value, attention: AttentionMask, implementation: str) -> jax.Array:
@@ -212,9 +271,10 @@ def fused_attention(query, key, value, attention: AttentionMask, implementation:
                 f"config.model.attention_impl='cudnn' runs cuDNN's flash attention, which needs an NVIDIA GPU, "
                 f"but JAX is running on {jax.default_backend()!r}; use attention_impl='dot_product' (the same "
                 "fused attention through XLA, any device) or 'xla'.")
+    window = (attention.window // 2, attention.window // 2) if attention.window else None
     return jax.nn.dot_product_attention(
-        query, key, value, bias=attention.bias, mask=attention.mask, query_seq_lengths=attention.seq_lengths,
-        key_value_seq_lengths=attention.seq_lengths,
+        query, key, value, bias=attention.alibi, mask=attention.mask, query_seq_lengths=attention.seq_lengths,
+        key_value_seq_lengths=attention.seq_lengths, local_window_size=window,
         implementation="cudnn" if implementation == "cudnn" else None)
 
 
@@ -246,6 +306,9 @@ class BertSelfAttention(nnx.Module):
         query = split(self.query(hidden_states))  # [batch, seq, heads, head_dim]
         key = split(self.key(hidden_states))
         value = split(self.value(hidden_states))
+        if attention.rotary is not None:
+            query = positions_lib.apply_rotary(query, *attention.rotary)
+            key = positions_lib.apply_rotary(key, *attention.rotary)
         scores = None
         if self.attention_impl == "xla" or return_scores:
             scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
@@ -260,43 +323,71 @@ class BertSelfAttention(nnx.Module):
 
 
 def _additive_bias(attention: AttentionMask, seq_length: int) -> jax.Array:
-    """The mask of any kernel's AttentionMask as the einsum path's additive bias, [batch, 1, 1 or seq, seq]."""
+    """Any kernel's AttentionMask as the einsum path's additive bias, [batch, 1 or heads, 1 or seq, seq]."""
     if attention.bias is not None:
         return attention.bias
     if attention.mask is not None:
         visible = attention.mask
     else:  # suffix padding given by lengths
         visible = (jnp.arange(seq_length) < attention.seq_lengths[:, None])[:, None, None, :]
-    return jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)
+    if attention.window:
+        visible = visible & within_window(seq_length, attention.window)
+    bias = jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)
+    return bias if attention.alibi is None else bias + attention.alibi
 
 
 class BertLayer(nnx.Module):
-    """One post-LN transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+    """One transformer layer.
 
-    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+    Post-norm (BERT): x = N(x + Attn(x)); x = N(x + FFN(x)). Pre-norm (ModernBERT, NeoBERT):
+    x = x + Attn(N(x)); x = x + FFN(N(x)), with the residual stream kept in float32. `attention_norm`
+    False (the first layer of a pre-norm stack whose embeddings end in a norm, ModernBERT's Identity)
+    builds no attention norm: its input is already normalised. The FFN is BERT's dense -> act -> dense, or
+    a GLU, act(x W_a) * (x W_g) -> dense, whose `intermediate` kernel holds [W_a | W_g].
+    """
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, attention_norm: bool = True):
         self.attention = BertSelfAttention(config, rngs=rngs)
-        self.attention_layer_norm = make_layer_norm(config, config.hidden_size, rngs)
-        self.intermediate = make_dense(config, config.hidden_size, config.intermediate_size, rngs)
+        self.attention_layer_norm = make_norm(config, config.hidden_size, rngs) if attention_norm else None
+        intermediate_width = config.intermediate_size * (2 if config.gated else 1)
+        self.intermediate = make_dense(config, config.hidden_size, intermediate_width, rngs)
         self.output = make_dense(config, config.intermediate_size, config.hidden_size, rngs)
-        self.output_layer_norm = make_layer_norm(config, config.hidden_size, rngs)
+        self.output_layer_norm = make_norm(config, config.hidden_size, rngs)
         self.dropout = nnx.Dropout(config.hidden_dropout_prob)
-        self.activation = get_activation(config.hidden_act)
+        self.activation = jax.nn.silu if config.ffn_activation == "swiglu" else get_activation(config.hidden_act)
+        self.gated = config.gated
+        self.pre_norm = config.pre_norm
         self.dtype = config.compute_dtype
 
     def __call__(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None,
                  return_scores: bool = False):
         """The layer's output; with `return_scores`, (output, attention scores) as BertSelfAttention gives them."""
-        attention_output = self.attention(hidden_states, attention, deterministic=deterministic, rngs=rngs,
+        attention_input = hidden_states
+        if self.pre_norm and self.attention_layer_norm is not None:
+            attention_input = self.attention_layer_norm(hidden_states).astype(self.dtype)
+        attention_output = self.attention(attention_input, attention, deterministic=deterministic, rngs=rngs,
                                           return_scores=return_scores)
         scores = None
         if return_scores:
             attention_output, scores = attention_output
         attention_output = self.dropout(attention_output, deterministic=deterministic, rngs=rngs)
-        hidden_states = self.attention_layer_norm(hidden_states + attention_output).astype(self.dtype)
-        intermediate = self.activation(self.intermediate(hidden_states))  # [batch, seq, intermediate]
-        layer_output = self.dropout(self.output(intermediate), deterministic=deterministic, rngs=rngs)
-        output = self.output_layer_norm(hidden_states + layer_output).astype(self.dtype)
+        if self.pre_norm:
+            hidden_states = hidden_states.astype(jnp.float32) + attention_output
+            ffn_input = self.output_layer_norm(hidden_states).astype(self.dtype)
+            layer_output = self.dropout(self._feed_forward(ffn_input), deterministic=deterministic, rngs=rngs)
+            output = hidden_states + layer_output  # float32
+        else:
+            hidden_states = self.attention_layer_norm(hidden_states + attention_output).astype(self.dtype)
+            layer_output = self.dropout(self._feed_forward(hidden_states), deterministic=deterministic, rngs=rngs)
+            output = self.output_layer_norm(hidden_states + layer_output).astype(self.dtype)
         return (output, scores) if return_scores else output
+
+    def _feed_forward(self, hidden_states):
+        intermediate = self.intermediate(hidden_states)  # [batch, seq, intermediate (x2 when gated)]
+        if self.gated:
+            activated, gate = jnp.split(intermediate, 2, axis=-1)
+            return self.output(self.activation(activated) * gate)
+        return self.output(self.activation(intermediate))
 
 
 def functional_layer(graphdef, *, deterministic: bool, remat_policy: str = "none"):
@@ -371,7 +462,7 @@ class BertModel(nnx.Module):
     their weights only inside the computation). With ALBERT sharing (`num_hidden_groups` = G > 0) they
     are `layer_groups.0 .. layer_groups.{G-1}`, each applied L/G times in a row (HF's `int(i / (L / G))`
     assignment). `add_pooling_layer=False` drops the pooler for objectives without a pair head
-    (RoBERTa's MLM), so no parameter goes unused.
+    (RoBERTa's MLM), so no parameter goes unused. `final_norm` adds `final_layer_norm` after the last layer.
     """
 
     def __init__(self, config: BertConfig, *, add_pooling_layer: bool = True, rngs: nnx.Rngs):
@@ -382,8 +473,11 @@ class BertModel(nnx.Module):
             self.layer_groups = nnx.List([SharedLayerGroup(config, repeats, rngs=rngs)
                                           for _ in range(config.num_hidden_groups)])
         else:
-            self.layers = nnx.List([BertLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+            first_normalised = config.pre_norm and config.embedding_norm
+            self.layers = nnx.List([BertLayer(config, rngs=rngs, attention_norm=not (i == 0 and first_normalised))
+                                    for i in range(config.num_hidden_layers)])
         self.pooler = BertPooler(config, rngs=rngs) if add_pooling_layer else None
+        self.final_layer_norm = make_norm(config, config.hidden_size, rngs) if config.final_norm else None
 
     def __call__(self, input_ids, segment_ids, attention_mask, *, position_ids=None, language_ids=None,
                  deterministic: bool = True, rngs: nnx.Rngs | None = None):
@@ -396,19 +490,52 @@ class BertModel(nnx.Module):
         language_ids [batch, seq]: see BertEmbeddings (models with `num_languages` > 0).
         Returns (sequence_output [batch, seq, hidden], pooled_output [batch, hidden] or None).
         """
-        hidden_states = self.embeddings(input_ids, segment_ids, position_ids=position_ids, language_ids=language_ids,
-                                        deterministic=deterministic, rngs=rngs)
-        attention = make_attention_mask(attention_mask, packed=position_ids is not None,
-                                        attention_impl=self.config.attention_impl)
+        hidden_states = self._embed(input_ids, segment_ids, position_ids=position_ids, language_ids=language_ids,
+                                    deterministic=deterministic, rngs=rngs)
+        attention = self.layer_attention(attention_mask, position_ids)
         if self.config.num_hidden_groups:
             for group in self.layer_groups:
-                hidden_states = group(hidden_states, attention, deterministic=deterministic, rngs=rngs)
+                hidden_states = group(hidden_states, attention[0], deterministic=deterministic, rngs=rngs)
         elif self.config.scan_layers:
             hidden_states = self._scan_layers(hidden_states, attention, deterministic=deterministic, rngs=rngs)
         else:
             hidden_states = self._loop_layers(hidden_states, attention, deterministic=deterministic, rngs=rngs)
+        hidden_states = self._finish(hidden_states)
         pooled_output = self.pooler(hidden_states) if self.pooler is not None else None
         return hidden_states, pooled_output
+
+    def _embed(self, input_ids, segment_ids, **kwargs):
+        """The embeddings; a pre-norm stack carries its residual stream in float32 from here on."""
+        hidden_states = self.embeddings(input_ids, segment_ids, **kwargs)
+        return hidden_states.astype(jnp.float32) if self.config.pre_norm else hidden_states
+
+    def _finish(self, hidden_states):
+        """The final norm (if any) and the compute dtype: what the heads and the pooler read."""
+        if self.final_layer_norm is not None:
+            hidden_states = self.final_layer_norm(hidden_states)
+        return hidden_states.astype(self.config.compute_dtype)
+
+    def layer_attention(self, attention_mask, position_ids=None) -> list[AttentionMask]:
+        """One AttentionMask per layer (per application with ALBERT sharing, which is all-global): the local
+        and the global layers share one each, built once per step."""
+        m = self.config
+        packed = position_ids is not None
+        positions = position_ids if packed else jnp.arange(attention_mask.shape[1])[None]  # [batch or 1, seq]
+        alibi = (positions_lib.alibi_bias(positions, m.num_attention_heads)
+                 if m.position_encoding == "alibi" else None)
+
+        def mask(window: int, theta: float) -> AttentionMask:
+            rotary = (positions_lib.rotary_cos_sin(positions, m.hidden_size // m.num_attention_heads, theta)
+                      if m.position_encoding == "rotary" else None)
+            return make_attention_mask(attention_mask, packed=packed, attention_impl=m.attention_impl,
+                                       window=window, alibi=alibi, rotary=rotary)
+
+        global_mask = mask(0, m.rope_theta)
+        if not m.local_attention_window:
+            return [global_mask] * m.num_hidden_layers
+        local_mask = mask(m.local_attention_window, m.local_rope_theta or m.rope_theta)
+        return [global_mask if encoder_flags.is_global_layer(m, i) else local_mask
+                for i in range(m.num_hidden_layers)]
 
     def _loop_layers(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None):
         """One copy of the layer per depth in the program; nnx.remat keeps the dropout stream of the plain loop."""
@@ -417,23 +544,32 @@ class BertModel(nnx.Module):
 
         if self.config.remat_policy != "none":
             apply = nnx.remat(apply, policy=CHECKPOINT_POLICIES[self.config.remat_policy])
-        for layer in self.layers:
-            hidden_states = apply(layer, hidden_states, attention, rngs)
+        for layer, layer_attention in zip(self.layers, attention):
+            hidden_states = apply(layer, hidden_states, layer_attention, rngs)
         return hidden_states
 
     def _scan_layers(self, hidden_states, attention, *, deterministic: bool, rngs: nnx.Rngs | None):
         """The layers in one `jax.lax.scan` over their states stacked here, so the program holds one layer
-        and the parameter tree keeps `layers.0 .. layers.{L-1}` (checkpoints, HF interop, fine-tuning)."""
-        graphdef, _ = nnx.split(self.layers[0])
+        and the parameter tree keeps `layers.0 .. layers.{L-1}` (checkpoints, HF interop, fine-tuning).
+
+        A first layer with no attention norm of its own (pre-norm after an embedding norm) runs before the
+        scan. Every layer is global here (the config refuses scan_layers with local attention)."""
+        layers = list(self.layers)
+        if layers[0].attention_layer_norm is None:
+            hidden_states = self._loop_layers(hidden_states, attention[:1], deterministic=deterministic, rngs=rngs)
+            layers = layers[1:]
+        if not layers:
+            return hidden_states
+        graphdef, _ = nnx.split(layers[0])
         # Every leaf [num_layers, ...]; the stack's gradient hands each layer its own slice back.
-        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(nnx.state(layer) for layer in self.layers))
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(nnx.state(layer) for layer in layers))
         apply = functional_layer(graphdef, deterministic=deterministic, remat_policy=self.config.remat_policy)
 
         def body(carry, layer_inputs):
             state, key = layer_inputs
-            return apply(state, carry, attention, key), None
+            return apply(state, carry, attention[0], key), None
 
-        keys = dropout_keys(rngs, len(self.layers), deterministic)
+        keys = dropout_keys(rngs, len(layers), deterministic)
         hidden_states, _ = jax.lax.scan(body, hidden_states, (stacked, keys))
         return hidden_states
 
@@ -443,35 +579,38 @@ class BertModel(nnx.Module):
 
         What layer-to-layer distillation (TinyBERT) compares: each hidden state [batch, seq, hidden], each
         score tensor [batch, heads, seq, seq] float32 (scaled, before the mask and softmax). Unpacked rows
-        and unshared layers only; dropout applies as in `__call__`, in the plain loop's order.
+        and unshared layers only; dropout applies as in `__call__`, in the plain loop's order. The last
+        entry is the encoder's output (after the final norm, if any).
         """
         if self.config.num_hidden_groups:
             raise ValueError("layer_outputs needs unshared layers (num_hidden_groups 0)")
-        hidden_states = self.embeddings(input_ids, segment_ids, deterministic=deterministic, rngs=rngs)
-        attention = make_attention_mask(attention_mask, packed=False, attention_impl=self.config.attention_impl)
+        hidden_states = self._embed(input_ids, segment_ids, deterministic=deterministic, rngs=rngs)
         outputs, all_scores = [hidden_states], []
-        for layer in self.layers:
+        for layer, attention in zip(self.layers, self.layer_attention(attention_mask)):
             hidden_states, scores = layer(hidden_states, attention, deterministic=deterministic, rngs=rngs,
                                           return_scores=True)
             outputs.append(hidden_states)
             all_scores.append(scores)
+        outputs[-1] = self._finish(outputs[-1])
         return outputs, all_scores
 
     def all_hidden_states(self, input_ids, segment_ids, attention_mask) -> list[jax.Array]:
-        """[embedding output, layer 1 output, ..., layer L output], each [batch, seq, hidden] (no dropout).
+        """[embedding output, layer 1 output, ..., layer L output], each [batch, seq, hidden] (no dropout);
+        the last is the encoder's output (after the final norm, if any).
 
         For feature extraction (the BERT paper's feature-based NER concatenates the last four).
         """
-        hidden_states = self.embeddings(input_ids, segment_ids, deterministic=True, rngs=None)
-        attention = make_attention_mask(attention_mask, packed=False, attention_impl=self.config.attention_impl)
+        hidden_states = self._embed(input_ids, segment_ids, deterministic=True, rngs=None)
+        attention = self.layer_attention(attention_mask)
         outputs = [hidden_states]
         if self.config.num_hidden_groups:
             for group in self.layer_groups:
-                hidden_states, per_repeat = group(hidden_states, attention, deterministic=True, rngs=None,
+                hidden_states, per_repeat = group(hidden_states, attention[0], deterministic=True, rngs=None,
                                                   collect=True)
                 outputs.extend(per_repeat[i] for i in range(per_repeat.shape[0]))
         else:
-            for layer in self.layers:
-                hidden_states = layer(hidden_states, attention, deterministic=True, rngs=None)
+            for layer, layer_attention in zip(self.layers, attention):
+                hidden_states = layer(hidden_states, layer_attention, deterministic=True, rngs=None)
                 outputs.append(hidden_states)
+        outputs[-1] = self._finish(outputs[-1])
         return outputs

@@ -31,13 +31,17 @@ class MaskedLMHead(nnx.Module):
     is the H -> E projection back into the embedding space. The output matmul runs against the
     embeddings zero-padded to a multiple of `vocab_pad_multiple` rows (30522 -> 30592 for BERT), which
     keeps the accelerator's matmul tiles full; the padded logits are dropped, so the parameters and the
-    loss are those of the unpadded vocabulary.
+    loss are those of the unpadded vocabulary. `tie_word_embeddings` False gives the head its own output
+    matrix, `decoder` (NeoBERT), padded the same way.
     """
 
     def __init__(self, config: encoder.BertConfig, *, rngs: nnx.Rngs):
         self.dense = encoder.make_dense(config, config.hidden_size, config.embedding_width, rngs)
-        self.layer_norm = encoder.make_layer_norm(config, config.embedding_width, rngs)
+        self.layer_norm = encoder.make_norm(config, config.embedding_width, rngs)
         self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.float32))
+        self.decoder = (None if config.tie_word_embeddings else nnx.Embed(
+            config.vocab_size, config.embedding_width, rngs=rngs,
+            embedding_init=nnx.initializers.truncated_normal(config.initializer_range)))
         self.activation = encoder.get_activation(config.hidden_act)
         self.dtype = config.compute_dtype
         self.vocab_pad_multiple = config.vocab_pad_multiple
@@ -49,7 +53,8 @@ class MaskedLMHead(nnx.Module):
         if self.gather_masked_positions:
             hidden = gather_positions(sequence_output, masked_positions)  # [batch, num_masked, hidden]
         hidden = self.layer_norm(self.activation(self.dense(hidden))).astype(self.dtype)  # [.., embedding]
-        logits = tied_logits(hidden, word_embeddings, self.vocab_pad_multiple)  # [batch, num_masked or seq, vocab]
+        output_embeddings = word_embeddings if self.decoder is None else self.decoder
+        logits = tied_logits(hidden, output_embeddings, self.vocab_pad_multiple)  # [batch, masked or seq, vocab]
         if not self.gather_masked_positions:
             logits = gather_positions(logits, masked_positions)  # [batch, num_masked, vocab]
         return logits + self.bias[...]
@@ -87,9 +92,9 @@ class SpanBoundaryHead(nnx.Module):
                                              embedding_init=init, rngs=rngs)
         inputs = 2 * config.hidden_size + config.sbo_position_embedding_size
         self.dense = encoder.make_dense(config, inputs, config.hidden_size, rngs)
-        self.layer_norm = encoder.make_layer_norm(config, config.hidden_size, rngs)
+        self.layer_norm = encoder.make_norm(config, config.hidden_size, rngs)
         self.output_dense = encoder.make_dense(config, config.hidden_size, config.embedding_width, rngs)
-        self.output_layer_norm = encoder.make_layer_norm(config, config.embedding_width, rngs)
+        self.output_layer_norm = encoder.make_norm(config, config.embedding_width, rngs)
         self.bias = nnx.Param(jnp.zeros((config.vocab_size,), jnp.float32))
         self.activation = encoder.get_activation(config.hidden_act)
         self.dtype = config.compute_dtype

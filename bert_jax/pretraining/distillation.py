@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bert_jax.errors import InputError
 from bert_jax.pretraining import losses, masking
 
 
@@ -150,11 +151,16 @@ def init_student_from_teacher(student_params: dict, teacher_params: dict, studen
     student = jax.tree.map(lambda x: x, student_params)
     t_embeddings, s_embeddings = teacher_params["bert"]["embeddings"], student["bert"]["embeddings"]
     s_embeddings["word_embeddings"] = t_embeddings["word_embeddings"]
-    s_embeddings["layer_norm"] = t_embeddings["layer_norm"]
-    positions = t_embeddings["position_embeddings"]["embedding"]
+    for name in ("layer_norm", "position_embeddings"):  # absent without an embedding norm / a position table
+        if name in t_embeddings:
+            s_embeddings[name] = t_embeddings[name]
     if "token_type_embeddings" in t_embeddings and "token_type_embeddings" not in s_embeddings:
-        positions = positions + t_embeddings["token_type_embeddings"]["embedding"][0]
-    s_embeddings["position_embeddings"] = {"embedding": positions}
+        if "position_embeddings" not in t_embeddings:
+            raise InputError("the teacher has a segment table and no position table (rotary or ALiBi positions), "
+                             "so its segment-0 row has nowhere to go in a student without a segment table; give "
+                             "the student config.model.type_vocab_size equal to the teacher's.")
+        positions = t_embeddings["position_embeddings"]["embedding"] + t_embeddings["token_type_embeddings"]["embedding"][0]
+        s_embeddings["position_embeddings"] = {"embedding": positions}
     if "projection" in t_embeddings:
         s_embeddings["projection"] = t_embeddings["projection"]
     for i, source in enumerate(every_other_layer(student_layers)):

@@ -106,7 +106,8 @@ def _distillation_flops(config, m: encoder.BertConfig, seq: int, predictions: in
 def _encoder_flops(m: encoder.BertConfig, seq: int) -> float:
     """Training FLOPs per token of the encoder's dense layers (with the embedding projection) and attention."""
     hidden, layers, width = m.hidden_size, m.num_hidden_layers, m.embedding_width
-    dense = layers * (4 * hidden**2 + 2 * hidden * m.intermediate_size)
+    ffn_matrices = 3 if m.gated else 2  # a GLU's input, gate and output matrices
+    dense = layers * (4 * hidden**2 + ffn_matrices * hidden * m.intermediate_size)
     if m.factorized:
         dense += width * hidden
     return 6 * dense + 12 * layers * seq * hidden
