@@ -232,11 +232,23 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.num_train_steps = 1_000_000
     config.train.learning_rate = 1e-4
     config.train.warmup_steps = 10_000
-    config.train.weight_decay = 0.01  # AdamW decoupled decay; LayerNorm scales and biases excluded
+    config.train.weight_decay = 0.01  # decoupled decay; LayerNorm scales and biases excluded
+    # 'adamw' (BERT); 'lamb' (ALBERT: per-tensor trust ratio, LayerNorm and biases excluded from it);
+    # 'stable_adamw' (ModernBERT: AdamW with per-tensor update clipping). All use the adam_* fields.
+    config.train.optimizer = "adamw"
     config.train.adam_b1 = 0.9
     config.train.adam_b2 = 0.999
     config.train.adam_eps = 1e-6
-    config.train.max_grad_norm = 1.0  # global-norm clipping
+    config.train.max_grad_norm = 1.0  # global-norm clipping, before any optimizer
+    # 'linear': warmup, then linear decay over the rest of the run. 'wsd' (warmup-stable-decay): warmup,
+    # constant, then a decay of `decay_steps` steps shaped 'linear' | '1-sqrt' (ModernBERT) | 'cosine',
+    # starting at `decay_start_step` (-1: the last decay_steps of the run). To decay from a stable-phase
+    # checkpoint of step S, resume it with decay_start_step=S and num_train_steps=S+decay_steps.
+    config.train.schedule = "linear"
+    config.train.decay_steps = 0
+    config.train.decay_shape = "linear"
+    config.train.decay_start_step = -1
+    config.train.min_learning_rate_ratio = 0.0  # where either decay ends, as a fraction of learning_rate
     config.train.seed = 0
     config.train.log_every_steps = 100
     config.train.eval_every_steps = 10_000
@@ -302,7 +314,8 @@ def albert_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
     Sentence-order prediction, n-gram masking (n <= 3) with static masks (dupe factor 40 as in ALBERT's
     data script), 128-wide factorized embeddings, all layers sharing one set of weights, tanh GELU, no
-    dropout (ALBERT v2), a 30,000-piece vocabulary, sequences of 512 and batch 4096 (LAMB in the paper).
+    dropout (ALBERT v2), a 30,000-piece vocabulary, sequences of 512, and LAMB at 1.76e-3 with batch 4096
+    for 125k steps.
     """
     config.model.update({"vocab_size": 30000, "embedding_size": 128, "num_hidden_groups": 1,
                          "hidden_act": "gelu_tanh", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
@@ -310,8 +323,10 @@ def albert_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     config.masking.update({"kind": "ngram", "max_ngram": 3, "dynamic": False, "dupe_factor": 40,
                            "max_predictions_per_seq": 20})
     config.data.update({"tokenizer_vocab_size": 30000, "max_seq_length": 512})
+    # LAMB as google-research/albert's optimization.py builds it (weight decay 0.01, betas 0.9/0.999, eps 1e-6).
     config.train.update({"global_batch_size": 4096, "num_train_steps": 125_000, "learning_rate": 1.76e-3,
-                         "warmup_steps": 3125})
+                         "warmup_steps": 3125, "optimizer": "lamb", "weight_decay": 0.01, "adam_b1": 0.9,
+                         "adam_b2": 0.999, "adam_eps": 1e-6})
     return config
 
 
@@ -750,6 +765,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(0 <= t.warmup_steps <= t.num_train_steps,
              f"config.train.warmup_steps ({t.warmup_steps}) must be within [0, num_train_steps "
              f"({t.num_train_steps})].")
+    from bert_jax.pretraining import optim  # here: config.py loads without jax
+
+    optim.validate_train(t)
     for name in ("log_every_steps", "eval_every_steps", "eval_batch_size"):
         _require(t[name] > 0, f"config.train.{name} must be positive, got {t[name]}.")
     _require(t.max_consecutive_nonfinite_steps >= 0,

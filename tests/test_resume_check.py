@@ -6,6 +6,7 @@ its saved position belongs to another layout."""
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import shutil
@@ -338,3 +339,52 @@ def test_a_checkpoint_from_before_the_fingerprint_still_resumes(tmp_path, caplog
     assert any("holds no corpus fingerprint" in m and "held out by their text" in m
                for m in _messages(caplog, logging.WARNING))
     assert checkpoint_lib.Checkpointer(workdir, create=False).all_steps() == [2, 3]
+
+
+def test_decaying_from_a_stable_phase_checkpoint_warns_of_each_change(corpus_file, small_tokenizer, caplog):
+    """A warmup-stable-decay run resumed from its stable phase to decay there (ModernBERT's phases): the
+    learning rate changes only from the resumed step on, so it goes on, naming every changed field."""
+    caplog.set_level(logging.INFO)
+    stored = _config(corpus_file, small_tokenizer.model_path, num_steps=20)
+    stored.train.update({"schedule": "wsd", "decay_steps": 4, "warmup_steps": 2})
+    new = _changed(stored, train__num_train_steps=10, train__decay_start_step=6, train__decay_shape="1-sqrt")
+    config_lib.validate(new)
+    assert _check(_meta(stored, small_tokenizer), new, small_tokenizer).restart_data == ""
+    peak = stored.train.learning_rate
+    warning, = _messages(caplog, logging.WARNING)
+    assert warning == (
+        "resuming step 6 with other settings: config.train.num_train_steps is 20 there and 10 now; "
+        "config.train.decay_shape is 'linear' there and '1-sqrt' now; config.train.decay_start_step is -1 there and 6 "
+        f"now; the learning-rate schedule changes from step 6 on (learning rate at step 6: {peak:.6g} before, "
+        f"{peak:.6g} now)")
+
+
+def test_another_optimizer_is_refused_before_its_state_is_restored(corpus_file, small_tokenizer):
+    stored = _config(corpus_file, small_tokenizer.model_path)
+    with pytest.raises(config_lib.InputError, match=(
+            r"^the checkpoints in /runs/a/checkpoints \(newest: step 6\) were written for another optimizer: "
+            r"config\.train\.optimizer is 'adamw' there and 'lamb' now: the checkpoint's optimizer state would not "
+            r"fit another optimizer's; run with the config they were written with, or give a new --workdir\.$")):
+        _check(_meta(stored, small_tokenizer), _changed(stored, train__optimizer="lamb"), small_tokenizer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["lamb", "stable_adamw"])
+def test_a_stable_phase_checkpoint_decays_in_the_trainer(corpus_file, small_tokenizer, tmp_path, optimizer):
+    """Trains a 'wsd' run into its stable phase, then resumes its step-6 checkpoint with the decay moved
+    there: the logged learning rates of steps 7-10 are the decay's, and nothing before step 6 is trained again."""
+    workdir = str(tmp_path / "run")
+    stable = _config(corpus_file, small_tokenizer.model_path, num_steps=6)
+    stable.train.update({"optimizer": optimizer, "schedule": "wsd", "decay_steps": 4, "decay_start_step": 20})
+    stable.checkpoint.every_steps = 6
+    loop.train_and_evaluate(stable, workdir)
+    decay = _changed(stable, train__num_train_steps=10, train__decay_start_step=6, train__decay_shape="1-sqrt")
+    assert loop.train_and_evaluate(decay, workdir)["step"] == 10
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        logged = {m["step"]: m["learning_rate"] for m in map(json.loads, f) if m["split"] == "train"}
+    assert sorted(logged) == list(range(1, 11))
+    peak = stable.train.learning_rate
+    assert [logged[s] for s in (3, 4, 5, 6)] == pytest.approx([peak] * 4)
+    # the metrics of step s report the rate of the update that made it, schedule(s - 1)
+    assert [logged[s] for s in (7, 8, 9, 10)] == pytest.approx([peak * (1 - math.sqrt((s - 1 - 6) / 4))
+                                                                 for s in (7, 8, 9, 10)], rel=1e-5)

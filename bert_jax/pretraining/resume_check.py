@@ -9,8 +9,10 @@ something else, so every difference from what the new run would use is sorted in
 - other data (corpus, batch size, sequence length, masking, packing, seed, held-out set): refused, unless
   `config.train.allow_changed_data`, which accepts them with a warning; the data iterator then restarts
   where the old stream had got to instead of at its saved state, which belongs to the other stream;
-- the optimizer or its schedule (learning rate, steps, dropout, ...): allowed with a warning, which for
-  the schedule gives the learning rate at the resumed step before and after;
+- another optimizer (AdamW, LAMB, StableAdamW): refused, its state would not fit the checkpoint's;
+- the optimizer's settings or its schedule (learning rate, steps, schedule shape, where the decay starts,
+  dropout, ...): allowed with a warning that names each change and, for the schedule, gives the learning
+  rate at the resumed step before and after (so a stable-phase checkpoint can be decayed from);
 - speed, logging and checkpointing switches that change neither the loss nor the checkpoint: info only.
 
 A value the checkpoint does not hold (one written before it was stored) is unknown: an info line says
@@ -27,7 +29,7 @@ from bert_jax import config as config_lib
 from bert_jax.data import tokenizer_factory
 from bert_jax.pretraining import optim
 
-_MODEL, _DATA, _WARN, _SAFE = "model", "data", "warn", "safe"
+_MODEL, _OPTIMIZER, _DATA, _WARN, _SAFE = "model", "optimizer", "data", "warn", "safe"
 
 _SHAPE = "the parameters would not fit the checkpoint's"
 _FUNCTION = "the trained weights would compute another function"
@@ -35,7 +37,8 @@ _INSTANCES = "the training instances and the held-out set would be built another
 _MASKS = "examples would be masked another way"
 _EVAL = "the held-out set would change, so eval figures before and after would not compare"
 _NOT_COMPARED = None  # compared another way (tokenizer bytes, corpus fingerprint) or only in some layouts
-_SCHEDULE = ("train.num_train_steps", "train.learning_rate", "train.warmup_steps")
+_SCHEDULE = ("train.num_train_steps", "train.learning_rate", "train.warmup_steps", "train.schedule",
+             "train.decay_steps", "train.decay_shape", "train.decay_start_step", "train.min_learning_rate_ratio")
 
 # Every config field: (kind, what resuming with another value would do). tests/test_resume_check.py checks
 # that the table covers the schema, so a new field has to be placed here.
@@ -72,6 +75,7 @@ _FIELDS = {
     "model.dtype": (_WARN, "the compute precision changes"),
     **{f"train.{name}": (_WARN, "the optimizer changes") for name in (
         "weight_decay", "adam_b1", "adam_b2", "adam_eps", "max_grad_norm")},
+    "train.optimizer": (_OPTIMIZER, "the checkpoint's optimizer state would not fit another optimizer's"),
     **{name: (_WARN, "") for name in _SCHEDULE},  # the warning gives the learning rate before and after
     **{f"model.{name}": (_SAFE, "a speed switch") for name in (
         "attention_impl", "vocab_pad_multiple", "scan_layers", "remat_policy", "gather_masked_positions")},
@@ -260,9 +264,11 @@ def _corpus_differences(stored: dict | None, now: dict, stored_config, step: int
 def _refusal(refused: list[_Difference], directory: str, step: int) -> str:
     """The one-line InputError message: every refused difference, then the ways out."""
     model = any(d.kind == _MODEL for d in refused)
+    optimizer = any(d.kind == _OPTIMIZER for d in refused)
     data = any(d.kind == _DATA for d in refused)
-    what = " and ".join(w for w, present in (("for another model", model), ("with other data", data)) if present)
-    if model:
+    what = " and ".join(w for w, present in (("for another model", model), ("for another optimizer", optimizer),
+                                              ("with other data", data)) if present)
+    if model or optimizer:
         way_out = "run with the config they were written with, or give a new --workdir"
         if data:
             way_out += (" (config.train.allow_changed_data=true would accept the data changes, never another "
@@ -312,7 +318,7 @@ def check_resume(meta: dict, config, *, tokenizer, corpus_fingerprint: dict, dir
                    + _tokenizer_differences(meta, stored, config, tokenizer)
                    + _corpus_differences(meta.get("corpus"), corpus_fingerprint, stored, step))
     allow_data = config.train.allow_changed_data
-    refused = [d for d in differences if d.kind == _MODEL or (d.kind == _DATA and not allow_data)]
+    refused = [d for d in differences if d.kind in (_MODEL, _OPTIMIZER) or (d.kind == _DATA and not allow_data)]
     if refused:
         raise config_lib.InputError(_refusal(refused, directory, step))
     _report(differences, stored, config, step)
