@@ -165,3 +165,10 @@ def test_unknown_xla_flag_set_and_bad_results_file_are_clear_errors(tmp_path):
 def test_sequence_longer_than_positions_is_a_clear_error():
     with pytest.raises(config_lib.InputError, match="max_position_embeddings"):
         benchmarking.prepare_config(_tiny_config(), BATCH, 256)  # bert_tiny has 128 positions
+
+
+def test_hf_torch_baseline_refuses_another_optimizer_than_adamw():
+    config = _tiny_config()
+    config.train.optimizer = "lamb"
+    with pytest.raises(config_lib.InputError, match=r"hf_torch baseline steps with torch's AdamW.*optimizer='lamb'"):
+        benchmarking.check_baseline(config, "hf_torch")

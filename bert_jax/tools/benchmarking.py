@@ -361,6 +361,10 @@ def import_baseline(name: str):
 
 def check_baseline(config, name: str) -> None:
     """Raises now, before minutes of work, if baseline `name` cannot run for `config` in this environment."""
+    if name == "hf_torch" and config.train.optimizer != "adamw":
+        raise config_lib.InputError(f"the hf_torch baseline steps with torch's AdamW, so it does not compare with "
+                                    f"config.train.optimizer={config.train.optimizer!r}; benchmark with "
+                                    "--config.train.optimizer=adamw, or use --baseline=hf_flax (this optimizer).")
     _hf_bert_config(config, import_baseline(name))
 
 

@@ -34,7 +34,7 @@ from bert_jax.pretraining import optim
 from bert_jax.runtime import parallel
 
 _BYTES_PER_PARAM = 4  # float32 parameters
-_ADAM_MOMENTS = 2  # AdamW keeps two float32 moments per parameter
+_ADAM_MOMENTS = 2  # AdamW, LAMB and StableAdamW each keep two float32 moments per parameter
 
 
 def _count(tree) -> int:
@@ -126,7 +126,7 @@ def _sbo_head_flops(m: encoder.BertConfig, predictions: int, seq: int) -> float:
 
 
 def memory_bytes(num_params: int) -> dict[str, int]:
-    """float32 parameters and AdamW moments (gradients and activations come on top, during the step)."""
+    """float32 parameters and Adam moments (gradients and activations come on top, during the step)."""
     params = num_params * _BYTES_PER_PARAM
     optimizer = num_params * _BYTES_PER_PARAM * _ADAM_MOMENTS
     return {"param_bytes": params, "optimizer_bytes": optimizer, "param_and_optimizer_bytes": params + optimizer}
