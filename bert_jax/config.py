@@ -43,7 +43,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Speed and memory switches; none changes the loss (tests/test_perf_flags.py) or the checkpoint layout.
     # Attention kernel: 'xla' (einsum + softmax, any device, with attention dropout), 'dot_product'
     # (`jax.nn.dot_product_attention`, XLA's fused attention), 'cudnn' (its cuDNN flash attention, NVIDIA
-    # GPUs only). The last two have no attention dropout: they need attention_probs_dropout_prob = 0.
+    # GPUs only), 'splash' (Pallas splash attention, TPUs only: block-sparse, it skips the blocks that packing
+    # and local windows hide; max_seq_length a multiple of 128, no ALiBi). The fused kernels have no attention
+    # dropout: they need attention_probs_dropout_prob = 0.
     config.model.attention_impl = "xla"
     # The MLM output matmul runs against the word embeddings zero-padded to a multiple of this many rows
     # (0 or 1: unpadded); padded logits are dropped before the loss. 128 keeps matmul tiles aligned.
@@ -391,7 +393,7 @@ _MASKING_KINDS = ("token", "whole_word", "ngram", "span")
 _INSTANCE_FORMATS = ("sentence_pairs", "full_sentences", "translation_pairs")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 _DTYPES = ("float32", "bfloat16")
-ATTENTION_IMPLS = ("xla", "dot_product", "cudnn")
+ATTENTION_IMPLS = ("xla", "dot_product", "cudnn", "splash")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 

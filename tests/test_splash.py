@@ -136,3 +136,47 @@ def test_refusals():
     with pytest.raises(InputError, match="multiple of 128.*max_seq_length to 256"):
         splash.splash_attention(query, query, query, jnp.ones((1, 200), jnp.int32), interpret=True)
     assert not splash.available()
+
+
+def test_encoder_with_splash_equals_xla_on_packed_rows_with_rotary_and_local_window(monkeypatch):
+    """The encoder's wiring of the kernel (segment ids from packed rows, the window, RoPE before the call), run
+    in interpret mode: the same outputs as the einsum path."""
+    import functools
+
+    from flax import nnx
+
+    from bert_jax.model import encoder
+
+    monkeypatch.setattr(splash, "check_usable", lambda seq_length: None)
+    monkeypatch.setattr(splash, "splash_attention", functools.partial(splash.splash_attention, interpret=True))
+    shape = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                 norm_placement="pre", final_norm=True, ffn_activation="geglu", position_encoding="rotary",
+                 local_attention_window=32, global_attention_every_n_layers=2, type_vocab_size=0,
+                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    reference = encoder.BertModel(encoder.BertConfig(**shape), add_pooling_layer=False, rngs=nnx.Rngs(0))
+    kernel = encoder.BertModel(encoder.BertConfig(**shape, attention_impl="splash"), add_pooling_layer=False,
+                               rngs=nnx.Rngs(0))
+    lengths = [50, 60]  # two instances and 18 padding tokens
+    instance = np.concatenate([np.full(n, i + 1) for i, n in enumerate(lengths)] + [np.zeros(18, int)])[None]
+    positions = np.concatenate([np.arange(n) for n in lengths] + [np.zeros(18, int)])[None]
+    ids = jnp.asarray(np.random.default_rng(0).integers(5, 50, (1, 128)))
+    args = (ids, jnp.zeros_like(ids), jnp.asarray(instance))
+    want, _ = reference(*args, position_ids=jnp.asarray(positions))
+    got, _ = kernel(*args, position_ids=jnp.asarray(positions))
+    real = instance[0] > 0
+    np.testing.assert_allclose(np.asarray(got)[0, real], np.asarray(want)[0, real], rtol=2e-5, atol=2e-5)
+
+
+def test_encoder_refuses_splash_off_tpu_in_one_line():
+    from flax import nnx
+
+    from bert_jax.model import encoder
+
+    model = encoder.BertModel(encoder.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=24,
+                                                 attention_probs_dropout_prob=0.0, attention_impl="splash"),
+                              rngs=nnx.Rngs(0))
+    ids = jnp.ones((1, 128), jnp.int32)
+    with pytest.raises(InputError, match="needs a TPU") as error:
+        model(ids, jnp.zeros_like(ids), jnp.ones_like(ids))
+    assert "\n" not in str(error.value)

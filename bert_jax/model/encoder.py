@@ -26,6 +26,7 @@ from flax import nnx
 from bert_jax import config as config_lib
 from bert_jax import encoder_flags
 from bert_jax.model import positions as positions_lib
+from bert_jax.model import splash
 
 _NEG_INF = -1e9  # additive attention bias for padding; finite so fully padded rows stay NaN-free
 
@@ -205,7 +206,8 @@ class AttentionMask:
     'xla' takes one additive `bias` that already holds padding, packing, the local window and ALiBi;
     `jax.nn.dot_product_attention` ('dot_product', 'cudnn') takes sequence lengths for suffix padding (so
     cuDNN can skip the padded blocks), a boolean `mask` for packed rows, the window as its
-    `local_window_size` and ALiBi as its `bias`. Unused fields are None.
+    `local_window_size` and ALiBi as its `bias`; 'splash' takes `segment_ids` and the window. Unused fields
+    are None.
     """
 
     bias: jax.Array | None = None  # [batch, 1 or heads, 1 or seq, seq] float32: 0 visible, -1e9 hidden (+ ALiBi)
@@ -213,6 +215,7 @@ class AttentionMask:
     seq_lengths: jax.Array | None = None  # [batch] int32: the real tokens of each row (a prefix)
     alibi: jax.Array | None = None  # [batch, heads, seq, seq] float32, fused kernels only
     rotary: tuple[jax.Array, jax.Array] | None = None  # (cos, sin) [batch, seq, 1, head_dim] of this layer's theta
+    segment_ids: jax.Array | None = None  # [batch, seq] int32, splash only: 0 padding, k >= 1 instance k
     window: int = flax.struct.field(pytree_node=False, default=0)  # keys within window // 2 of the query; 0: all
 
 
@@ -251,6 +254,9 @@ def make_attention_mask(attention_mask: jax.Array, *, packed: bool, attention_im
             visible = visible & within_window(attention_mask.shape[1], window)
         bias = jnp.where(visible, 0.0, _NEG_INF).astype(jnp.float32)
         return AttentionMask(bias=bias if alibi is None else bias + alibi, rotary=rotary)
+    if attention_impl == "splash":  # padding is segment 0 there, packed or not
+        segment_ids = attention_mask if packed else (attention_mask > 0)
+        return AttentionMask(segment_ids=segment_ids.astype(jnp.int32), rotary=rotary, window=window)
     if packed:
         return AttentionMask(mask=same_instance(attention_mask), alibi=alibi, rotary=rotary, window=window)
     # Unpacked padding is a suffix, so a length says it all. At least 1: an all-padding row (the filler
@@ -316,6 +322,9 @@ class BertSelfAttention(nnx.Module):
             probs = jax.nn.softmax(scores + _additive_bias(attention, seq_length), axis=-1)
             probs = self.dropout(probs, deterministic=deterministic, rngs=rngs).astype(value.dtype)
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, seq, heads, head_dim]
+        elif self.attention_impl == "splash":
+            splash.check_usable(seq_length)
+            context = splash.splash_attention(query, key, value, attention.segment_ids, local_window=attention.window)
         else:
             context = fused_attention(query, key, value, attention, self.attention_impl)
         output = self.output(context.reshape(batch, seq_length, self.num_heads * self.head_dim))
@@ -328,6 +337,8 @@ def _additive_bias(attention: AttentionMask, seq_length: int) -> jax.Array:
         return attention.bias
     if attention.mask is not None:
         visible = attention.mask
+    elif attention.segment_ids is not None:
+        visible = same_instance(attention.segment_ids)
     else:  # suffix padding given by lengths
         visible = (jnp.arange(seq_length) < attention.seq_lengths[:, None])[:, None, None, :]
     if attention.window:
