@@ -58,7 +58,7 @@ def parameter_breakdown(config) -> dict[str, int]:
     layers = encoder["layer_groups"] if "layer_groups" in encoder else encoder["layers"]
     parts = {
         "embeddings": _count(encoder["embeddings"]),
-        "layers": _count(layers),
+        "layers": _count(layers) + (_count(encoder["final_layer_norm"]) if "final_layer_norm" in encoder else 0),
         "pooler": _count(encoder["pooler"]) if "pooler" in encoder else 0,
         "mlm_head": _count(params["mlm_head"] if "mlm_head" in params else params["generator_head"]),
         "pair_head": _count(params["pair_head"]) if "pair_head" in params else 0,
