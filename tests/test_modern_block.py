@@ -20,6 +20,7 @@ MODERN = dict(vocab_size=97, hidden_size=32, num_hidden_layers=4, num_attention_
     ({"local_attention_window": 7}, "even number"),
     ({"global_attention_every_n_layers": 0}, "at least 1"),
     ({"rope_theta": 0.0}, "rope_theta"),
+    ({"position_encoding": "rotary", "hidden_size": 36, "num_attention_heads": 4}, "even head width"),
     ({"local_attention_window": 8, "scan_layers": True}, "scan_layers"),
     ({"local_attention_window": 8, "num_hidden_groups": 1}, "num_hidden_groups"),
 ])
