@@ -90,6 +90,11 @@ _FIELDS = {
     "data.parallel_corpus": (_SAFE, _NOT_COMPARED),  # compared by the fingerprint of its pairs and files
     "data.tlm_ratio": (_DATA, _NOT_COMPARED),  # compared where it mixes anything (`_layout_differences`)
     "model.num_languages": (_MODEL, _SHAPE),
+    **{f"model.{name}": (_MODEL, _SHAPE) for name in (  # the block flags that add or drop parameters
+        "norm_placement", "norm_kind", "final_norm", "embedding_norm", "ffn_activation", "position_encoding",
+        "use_bias", "tie_word_embeddings")},
+    **{f"model.{name}": (_MODEL, _FUNCTION) for name in (
+        "rope_theta", "local_rope_theta", "local_attention_window", "global_attention_every_n_layers")},
     "data.eval_corpus": (_SAFE, _NOT_COMPARED),
     "data.num_workers": (_SAFE, _NOT_COMPARED),
     "data.max_instances_per_pack": (_SAFE, _NOT_COMPARED),
