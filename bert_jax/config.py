@@ -387,6 +387,38 @@ def electra_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
+def modernbert_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """ModernBERT's settings (Warner et al. 2024, answerdotai/ModernBERT) on top of `config`; the modernbert_*
+    files add the sizes and the learning rate.
+
+    The block: pre-norm LayerNorm (eps 1e-5) with the embedding norm serving as layer 0's attention norm and
+    a final norm, GeGLU, rotary positions (base 160,000 in the global layers, 10,000 in the local ones),
+    local attention over a 128-token window in all but every third layer, no biases but the MLM head's
+    vocabulary bias, tied embeddings, no segment table, no dropout, 8,192 positions, a 50,368-row vocabulary
+    (a multiple of 64). Training: MLM only at a 30% masking rate (80/10/10) over full rows of 1,024 tokens,
+    batch 4,608 rows (4.7M tokens), Adam beta2 0.98 and eps 1e-6, weight decay 1e-5. The paper's
+    StableAdamW and warmup-stable-decay (1 - sqrt) schedule are the optimiser's business, not set here; its
+    1,024-token phase ran the global layers at RoPE base 10,000 before the 8,192-token extension raised it.
+    Exports to transformers' ModernBertForMaskedLM (`bert_jax/hf/modernbert_names.py`).
+    """
+    config.objective = "mlm"
+    config.model.update({
+        "vocab_size": 50368, "max_position_embeddings": 8192, "type_vocab_size": 0, "layer_norm_eps": 1e-5,
+        "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+        "norm_placement": "pre", "norm_kind": "layernorm", "final_norm": True, "embedding_norm": True,
+        "ffn_activation": "geglu", "position_encoding": "rotary", "rope_theta": 160_000.0,
+        "local_rope_theta": 10_000.0, "use_bias": False, "local_attention_window": 128,
+        "global_attention_every_n_layers": 3, "tie_word_embeddings": True})
+    config.data.update({"instance_format": "full_sentences", "max_seq_length": 1024, "pack_sequences": False,
+                        "tokenizer_vocab_size": 50368})
+    config.masking.update({"mask_rate": 0.3, "mask_token_fraction": 0.8, "random_token_fraction": 0.1,
+                           "dynamic": True, "kind": "token",
+                           "max_predictions_per_seq": round(0.3 * config.data.max_seq_length)})
+    config.train.update({"global_batch_size": 4608, "num_train_steps": 360_000, "adam_b2": 0.98,
+                         "adam_eps": 1e-6, "weight_decay": 1e-5})
+    return config
+
+
 _OBJECTIVES = ("mlm_nsp", "mlm_sop", "mlm", "mlm_sbo", "electra")
 SINGLE_SEGMENT_OBJECTIVES = ("mlm", "mlm_sbo", "electra")  # instances without a sentence pair: one segment, no pair head
 _MASKING_KINDS = ("token", "whole_word", "ngram", "span")

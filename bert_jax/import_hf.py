@@ -1,11 +1,13 @@
-"""Import a Hugging Face BERT / RoBERTa / ALBERT / DistilBERT / ELECTRA directory: an encoder as a bert_jax
+"""Import a Hugging Face BERT / RoBERTa / ALBERT / DistilBERT / ModernBERT / ELECTRA directory: an encoder as a bert_jax
 params-only export, a fine-tuned task model as a bert_jax fine-tuned model directory.
 
 python -m bert_jax.import_hf --input=HF_DIR --output=DIR
 An encoder (BertModel, *ForPreTraining, *ForMaskedLM, ...) is what fine-tuning, continued pretraining and
 distillation (--config.train.init_checkpoint) start from; a DistilBertForMaskedLM becomes objective 'mlm' with
-type_vocab_size 0 (no segment table). Heads the checkpoint lacks (a bare encoder has no MLM or NSP head) are
-initialised fresh and listed, and so are unused HF tensors. A *ForSequenceClassification, *ForTokenClassification,
+type_vocab_size 0 (no segment table), a ModernBertForMaskedLM (or ModernBertModel) objective 'mlm' with
+ModernBERT's block (pre-norm, GeGLU, rotary, local-global attention; its BPE tokenizer.json is read too).
+Heads the checkpoint lacks (a bare encoder has no MLM or NSP head) are initialised fresh and listed, and so
+are unused HF tensors. A *ForSequenceClassification, *ForTokenClassification,
 *ForQuestionAnswering or *ForMultipleChoice model becomes a model directory that `predict` and
 `export --format=hf` read, with the task kind from the class (and problem_type) and the label names
 from id2label.

@@ -49,6 +49,7 @@ TEST_HOMES = {
     "finetuning.transfer": "test_runner.py",
     "hf.electra_names": "test_electra.py",  # with the ELECTRA model it exports
     "hf.files": "test_hf_convert.py",
+    "hf.modernbert_names": "test_modernbert_hf.py",  # against transformers' ModernBertForMaskedLM
     "hf.task_names": "test_hf_export.py",  # with the fine-tuned models it names
     "model.pretraining_heads": "test_encoder.py",
     "encoder_flags": "test_modern_block.py",  # the block flags, with the model they shape

@@ -20,7 +20,8 @@ import numpy as np
 from bert_jax.config import InputError
 from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SPECIAL_TOKENS, UNK, SpecialIds, strip_leading_space
 
-# RoBERTa's pieces that play the parts of [PAD] [UNK] [CLS] [SEP] [MASK].
+# RoBERTa's pieces that play the parts of [PAD] [UNK] [CLS] [SEP] [MASK]; ModernBERT's byte-level BPE
+# spells them BERT's way.
 BPE_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 
 
@@ -99,6 +100,19 @@ class _TokenizersBackend:
     def save(self, path: str) -> None:
         self._tok.save(path)
 
+    def save_with_template(self, path: str) -> None:
+        """Saves the tokenizer.json with BERT's [CLS] A [SEP] (B [SEP]) template as its post-processor, for
+        transformers classes that read only tokenizer.json (ModernBERT's) and add special tokens by it."""
+        from tokenizers import Tokenizer as Backend
+        from tokenizers import processors
+        backend = Backend.from_str(self._tok.to_str())
+        ids = self.special_ids
+        cls, sep = self.id_to_piece(ids.cls), self.id_to_piece(ids.sep)
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, ids.cls), (sep, ids.sep)])
+        backend.save(path)
+
     def _table(self, predicate) -> np.ndarray:
         return np.asarray([predicate(self._tok.id_to_token(i)) for i in range(self.vocab_size)], dtype=bool)
 
@@ -165,7 +179,8 @@ class WordPieceTokenizer(_TokenizersBackend):
 
 
 class ByteLevelBPETokenizer(_TokenizersBackend):
-    """RoBERTa's byte-level BPE (`vocab.json` + `merges.txt`), run by HF's `tokenizers` library.
+    """RoBERTa's byte-level BPE (`vocab.json` + `merges.txt`), run by HF's `tokenizers` library; also
+    ModernBERT's (a tokenizer.json whose special pieces are spelled [PAD] [UNK] [CLS] [SEP] [MASK]).
 
     Ids match transformers' RobertaTokenizer (no prefix space: a text's first word is 'Hello', later ones
     'ĠHello'). <pad> <unk> <s> </s> <mask> play [PAD] [UNK] [CLS] [SEP] [MASK]; the pretraining data
@@ -176,7 +191,13 @@ class ByteLevelBPETokenizer(_TokenizersBackend):
     kind = "bpe"
     _special_pieces = BPE_SPECIAL_TOKENS
     _vocabulary_name = "byte-level BPE vocabulary"
-    _needed_by = "bert_jax needs RoBERTa's"
+    _needed_by = "bert_jax needs RoBERTa's or ModernBERT's (BERT's spelling)"
+
+    def __init__(self, backend, model_path: str = ""):
+        vocab = backend.get_vocab()
+        if not all(t in vocab for t in BPE_SPECIAL_TOKENS) and all(t in vocab for t in SPECIAL_TOKENS):
+            self._special_pieces = SPECIAL_TOKENS  # ModernBERT's [PAD] [UNK] [CLS] [SEP] [MASK]
+        super().__init__(backend, model_path)
 
     @classmethod
     def from_files(cls, vocab_path: str, merges_path: str, *, add_prefix_space: bool = False):
@@ -243,7 +264,9 @@ def from_tokenizer_json(path: str, tokenizer_config: dict):
         strip_accents = normalizer.get("strip_accents", tokenizer_config.get("strip_accents"))
         return WordPieceTokenizer.from_pieces(pieces, path, lowercase=lowercase, strip_accents=strip_accents)
     if kind == "BPE" and isinstance(pieces, dict):
-        return ByteLevelBPETokenizer.from_pieces(pieces, model.get("merges") or [], path,
+        # Special tokens may live only in added_tokens (ModernBERT's [CLS] ... [MASK] after the BPE pieces).
+        added = {t["content"]: t["id"] for t in spec.get("added_tokens") or [] if t.get("content") not in pieces}
+        return ByteLevelBPETokenizer.from_pieces({**pieces, **added}, model.get("merges") or [], path,
                                                  add_prefix_space=tokenizer_config.get("add_prefix_space", False))
     raise InputError(f"{path} holds a {kind} tokenizer; bert_jax reads WordPiece (BERT) and byte-level BPE "
                      "(RoBERTa) from tokenizer.json, and ALBERT's SentencePiece from spiece.model.")

@@ -1,8 +1,9 @@
 """Conversion both ways between a bert_jax model and a Hugging Face transformers directory.
 
 `export_hf` writes a pretraining run's checkpoint as a transformers directory (`files.py` writes it,
-`names.py` maps the tensor names; a DistilBERT student's are in `distilbert_names.py`);
-`import_hf_directory` turns a transformers BERT/RoBERTa/ALBERT/DistilBERT directory, or an ELECTRA
+`names.py` maps the tensor names; a DistilBERT student's are in `distilbert_names.py`, a ModernBERT's in
+`modernbert_names.py`);
+`import_hf_directory` turns a transformers BERT/RoBERTa/ALBERT/DistilBERT/ModernBERT directory, or an ELECTRA
 discriminator (with its generator when there is one; `electra_names.py`), into a params-only export, which
 pretraining, distillation and fine-tuning read like their own.
 """
@@ -16,7 +17,7 @@ from flax import nnx
 
 from bert_jax import config as config_lib
 from bert_jax.data import tokenizer_factory
-from bert_jax.hf import distilbert_names, electra_names
+from bert_jax.hf import distilbert_names, electra_names, modernbert_names
 from bert_jax.hf import files as hf_files
 from bert_jax.hf import names as hf_names
 from bert_jax.model import pretraining_heads
@@ -52,8 +53,9 @@ def config_from_hf(config_overrides: dict, tokenizer):
 
 
 def import_hf_directory(input_dir: str, output: str, *, generator: str | None = None) -> str:
-    """Converts an HF BERT/RoBERTa/ALBERT/DistilBERT/ELECTRA directory into a params-only export; returns a
-    summary line. A DistilBertForMaskedLM becomes objective 'mlm' with type_vocab_size 0 (no segment table).
+    """Converts an HF BERT/RoBERTa/ALBERT/DistilBERT/ModernBERT/ELECTRA directory into a params-only export;
+    returns a summary line. A DistilBertForMaskedLM becomes objective 'mlm' with type_vocab_size 0 (no segment
+    table); a ModernBertForMaskedLM objective 'mlm' with ModernBERT's block flags in config.model.
 
     ELECTRA: `input_dir` is the discriminator (ElectraForPreTraining, or ElectraModel: a fresh RTD head);
     the generator (ElectraForMaskedLM) comes from `generator`, else from a `generator/` directory beside
@@ -77,6 +79,8 @@ def import_hf_directory(input_dir: str, output: str, *, generator: str | None = 
                                         "model.")
         if hf_config["model_type"] == distilbert_names.MODEL_TYPE:
             imported = distilbert_names.from_hf_distilbert(tensors, hf_config)
+        elif hf_config["model_type"] == modernbert_names.MODEL_TYPE:
+            imported = modernbert_names.from_hf_modernbert(tensors, hf_config)
         else:
             imported = hf_names.from_hf_state_dict(tensors, hf_config)
     config = config_from_hf(imported.config_overrides, tokenizer)

@@ -18,7 +18,7 @@ import numpy as np
 
 from bert_jax.config import InputError
 from bert_jax.data import hf_tokenizers, tokenizer_factory
-from bert_jax.hf import distilbert_names, electra_names
+from bert_jax.hf import distilbert_names, electra_names, modernbert_names
 from bert_jax.hf import names as hf_names
 from bert_jax.runtime import atomic
 
@@ -33,8 +33,16 @@ def _special_tokens_map(tokenizer) -> dict[str, str]:
     return {name: tokenizer.id_to_piece(token_id) for name, token_id in tokens.items()}
 
 
-def _write_tokenizer(output_dir: str, tokenizer, model_max_length: int | None = None) -> None:
-    if tokenizer.kind == "wordpiece":
+def _write_tokenizer(output_dir: str, tokenizer, model_max_length: int | None = None, *,
+                     tokenizer_json_only: bool = False) -> None:
+    """`tokenizer_json_only`: the model type's AutoTokenizer reads tokenizer.json whatever tokenizer_class says
+    (ModernBERT): a WordPiece or BPE vocabulary is written there, with the [CLS] A [SEP] template."""
+    if tokenizer_json_only and tokenizer.kind in ("wordpiece", "bpe"):
+        tokenizer.save_with_template(os.path.join(output_dir, "tokenizer.json"))
+        tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast"}
+        if tokenizer.kind == "wordpiece":
+            tokenizer_config.update(do_lower_case=tokenizer.lowercase, strip_accents=tokenizer.strip_accents)
+    elif tokenizer.kind == "wordpiece":
         atomic.write_text(os.path.join(output_dir, "vocab.txt"),
                           "".join(tokenizer.id_to_piece(i) + "\n" for i in range(tokenizer.vocab_size)))
         tokenizer.save(os.path.join(output_dir, "tokenizer.json"))
@@ -71,9 +79,10 @@ def hf_state_and_config(params: dict, config, *, pad_token_id: int, bos_token_id
                         eos_token_id: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """(HF state dict, config.json content) of a pretraining model for `hf_names.hf_architecture(config)`.
 
-    DistilBERT has a name table of its own, which builds on `names` as `electra_names` does.
+    DistilBERT and ModernBERT have name tables of their own, which build on `names` as `electra_names` does.
     """
-    table = distilbert_names if hf_names.hf_architecture(config) == hf_names.DISTILBERT else None
+    table = {hf_names.DISTILBERT: distilbert_names, hf_names.MODERNBERT: modernbert_names}.get(
+        hf_names.hf_architecture(config))
     if table is not None:
         return (table.to_state_dict(params, config, pad_token_id=pad_token_id),
                 table.config_dict(config, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
@@ -121,7 +130,8 @@ def write_hf_contents(directory: str, state_dict: dict, hf_config: dict, tokeniz
     save_file({name: np.ascontiguousarray(value, np.float32) for name, value in state_dict.items()},
               os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
     atomic.write_json(os.path.join(directory, "config.json"), hf_config, indent=2)
-    _write_tokenizer(directory, tokenizer, model_max_length)
+    _write_tokenizer(directory, tokenizer, model_max_length,
+                     tokenizer_json_only=hf_config.get("model_type") == modernbert_names.MODEL_TYPE)
 
 
 def _read_json(path: str) -> dict:

@@ -14,6 +14,9 @@ cannot drift apart. Which HF class a config maps to (`hf_architecture`):
   mlm_sbo (SpanBERT)          BertForMaskedLM              AlbertForMaskedLM
     (the span-boundary head is used only in pretraining and has no HF counterpart: it is left out, as
     SpanBERT's own released checkpoints leave it out)
+  any block other than BERT's (config.model's norm_placement, position_encoding, ... flags; `encoder_flags`):
+    ModernBertForMaskedLM (`modernbert_names.py`), which refuses what ModernBERT cannot compute; every other
+    class here has BERT's block, so `encoder_modules` refuses the rest
 
 ALBERT always has `embedding_hidden_mapping_in` and layer groups: an unfactorized model is exported
 with an identity mapping, an unshared one with one group per layer (HF applies group int(i / (L/G)),
@@ -33,19 +36,20 @@ from typing import NamedTuple
 import numpy as np
 from flax import nnx
 
+from bert_jax import encoder_flags
 from bert_jax.config import InputError
 from bert_jax.model import encoder, pretraining_heads
 
 _BERT, _ALBERT, _ALBERT_MLM, _ROBERTA = ("BertForPreTraining", "AlbertForPreTraining", "AlbertForMaskedLM",
                                           "RobertaForMaskedLM")
-_BERT_MLM, DISTILBERT = "BertForMaskedLM", "DistilBertForMaskedLM"
+_BERT_MLM, DISTILBERT, MODERNBERT = "BertForMaskedLM", "DistilBertForMaskedLM", "ModernBertForMaskedLM"
 _MODEL_TYPE = {_BERT: "bert", _ALBERT: "albert", _ALBERT_MLM: "albert", _ROBERTA: "roberta", _BERT_MLM: "bert"}
 _ARCHITECTURE_OF_TYPE = {"bert": _BERT, "albert": _ALBERT, "roberta": _ROBERTA}
 OBJECTIVE_OF_TYPE = {"bert": "mlm_nsp", "albert": "mlm_sop", "roberta": "mlm"}
 # The model_types an HF directory may have: ELECTRA's discriminator (+ generator) imports through
-# `electra_names.from_hf_electra`, DistilBERT through `distilbert_names.from_hf_distilbert`, not through
-# `from_hf_state_dict`.
-MODEL_TYPES = ("bert", "albert", "roberta", "electra", "distilbert")
+# `electra_names.from_hf_electra`, DistilBERT through `distilbert_names.from_hf_distilbert`, ModernBERT through
+# `modernbert_names.from_hf_modernbert`, not through `from_hf_state_dict`.
+MODEL_TYPES = ("bert", "albert", "roberta", "electra", "distilbert", "modernbert")
 _HF_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 _OUR_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 _IGNORED = ("embeddings.position_ids",)  # a buffer some HF versions save; recomputed by HF, unused by us
@@ -143,6 +147,8 @@ def hf_architecture(config) -> str:
     """The HF class that represents `config.model` + `config.objective` exactly (see the module table)."""
     model_config = encoder.BertConfig.from_config(config.model)
     check_no_language_table(model_config)
+    if not encoder_flags.is_bert_block(model_config):
+        return MODERNBERT
     albert_shaped = model_config.factorized or model_config.num_hidden_groups > 0
     objective = config.objective
     if objective == "mlm_sop":
@@ -217,8 +223,20 @@ def _name_table(architecture: str, m: encoder.BertConfig) -> list[Row]:
     return tensor_rows(encoder_modules(_MODEL_TYPE[architecture], m) + _HEADS[architecture])
 
 
+def check_bert_block(m: encoder.BertConfig, model_type: str) -> None:
+    """Refuses a block other than BERT's: every `model_type` here (bert, albert, roberta, electra) is post-LN
+    with learned positions, so it would load such weights and compute another function."""
+    differing = {name: getattr(m, name) for name, value in encoder_flags.BLOCK_DEFAULTS.items()
+                 if getattr(m, name) != value}
+    if differing:
+        raise InputError(f"config.model has {differing}, a block transformers' {model_type} classes do not have; "
+                         "only MLM pretraining models of ModernBERT's block export to transformers "
+                         "(ModernBertForMaskedLM); use this model within bert_jax.")
+
+
 def encoder_modules(model_type: str, m: encoder.BertConfig) -> list[tuple]:
     """(part, HF module name, our path, kind) of the embeddings and layers of an HF `model_type` model."""
+    check_bert_block(m, model_type)
     prefix = model_type + "."
     modules = [
         (_ENCODER, "embeddings.word_embeddings", ("bert", "embeddings", "word_embeddings"), "embed"),
@@ -350,7 +368,7 @@ def check_model_type(hf_config: dict, where: str = "config.json") -> str:
     if model_type not in MODEL_TYPES:
         raise InputError(f"{where} has model_type={model_type!r}, not one of {MODEL_TYPES}: only BERT-family "
                          "encoders can be imported; give a bert, roberta, albert, "
-                         "electra or distilbert model directory.")
+                         "electra, distilbert or modernbert model directory.")
     return model_type
 
 

@@ -64,6 +64,7 @@ class HFTaskCheckpoint(NamedTuple):
 def task_model_type(config) -> str:
     """bert | roberta | albert: the HF family that represents `config.model` + `config.objective` exactly."""
     m = encoder.BertConfig.from_config(config.model)
+    hf_names.check_bert_block(m, "BERT-family task")
     if m.type_vocab_size == 0:  # DistilBERT's classifier is pre_classifier + ReLU, ours pooler + tanh
         raise InputError("a fine-tuned model without a segment table (config.model.type_vocab_size=0, a DistilBERT "
                          "student) has no transformers task class that computes it; use it with bert_jax.predict.")
