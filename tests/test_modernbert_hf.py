@@ -195,6 +195,8 @@ def test_transformers_4_config_spelling_imports_the_same_model():
             ours["local_attention_window"]) == (3, 80000.0, 5000.0, 16)
     every_layer_global = modernbert_names.model_overrides({**legacy, "global_attn_every_n_layers": 1})
     assert (every_layer_global["local_attention_window"], every_layer_global["global_attention_every_n_layers"]) == (0, 1)
+    odd = modernbert_names.model_overrides({**legacy, "local_attention": 17})  # 17 // 2 = 8 each side, as 16
+    assert odd["local_attention_window"] == 16
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -202,6 +204,7 @@ def test_transformers_4_config_spelling_imports_the_same_model():
     ({"attention_bias": True}, "one switch for every bias"),
     ({"rope_parameters": {"full_attention": {"rope_type": "yarn", "rope_theta": 1e4}}}, "rope_type='yarn'"),
     ({"hidden_activation": "gelu", "classifier_activation": "relu"}, "classifier_activation"),
+    ({"local_attention": 1}, "local_attention=1"),
 ])
 def test_configs_bert_jax_cannot_compute_are_refused(fields, message):
     with pytest.raises(InputError, match=message):

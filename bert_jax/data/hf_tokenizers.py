@@ -191,7 +191,7 @@ class ByteLevelBPETokenizer(_TokenizersBackend):
     kind = "bpe"
     _special_pieces = BPE_SPECIAL_TOKENS
     _vocabulary_name = "byte-level BPE vocabulary"
-    _needed_by = "bert_jax needs RoBERTa's or ModernBERT's (BERT's spelling)"
+    _needed_by = "bert_jax needs RoBERTa's"
 
     def __init__(self, backend, model_path: str = ""):
         vocab = backend.get_vocab()

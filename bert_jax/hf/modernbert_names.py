@@ -226,6 +226,10 @@ def model_overrides(hf_config: dict) -> dict:
                          f"{head_act!r}: bert_jax's MLM head uses the layers' activation (hidden_act).")
     every, has_local = _layer_pattern(hf_config)
     global_theta, local_theta = _rope_thetas(hf_config)
+    window = 2 * (get("local_attention") // 2)  # HF and bert_jax both see local_attention // 2 on each side
+    if has_local and not window:
+        raise InputError(f"config.json local_attention={get('local_attention')}: its sliding layers see only the "
+                         "query token itself, which bert_jax's local_attention_window (>= 2) cannot express.")
     return {
         "vocab_size": get("vocab_size"), "hidden_size": get("hidden_size"),
         "num_hidden_layers": get("num_hidden_layers"), "num_attention_heads": get("num_attention_heads"),
@@ -238,7 +242,7 @@ def model_overrides(hf_config: dict) -> dict:
         "norm_placement": "pre", "norm_kind": "layernorm", "final_norm": True, "embedding_norm": True,
         "position_encoding": "rotary", "rope_theta": global_theta,
         "local_rope_theta": local_theta if has_local else 0.0, "use_bias": biases["attention_bias"],
-        "local_attention_window": get("local_attention") if has_local else 0,
+        "local_attention_window": window if has_local else 0,
         "global_attention_every_n_layers": every if has_local else 1,
         "tie_word_embeddings": bool(get("tie_word_embeddings")),
     }

@@ -207,8 +207,9 @@ def from_hf_task_state_dict(state_dict: dict[str, np.ndarray], hf_config: dict) 
         raise InputError(f"config.json architectures={hf_config.get('architectures')} names no task model class "
                          f"(*{', *'.join(dict.fromkeys(SUFFIX_OF_KIND.values()))}).")
     model_type = hf_config["model_type"]
-    if model_type not in hf_names.OBJECTIVE_OF_TYPE:  # electra, distilbert: their task heads are not ours
-        pretrained = "DistilBertForMaskedLM" if model_type == "distilbert" else "ElectraForPreTraining discriminator"
+    if model_type not in hf_names.OBJECTIVE_OF_TYPE:  # electra, distilbert, modernbert: their task heads are not ours
+        pretrained = {"distilbert": "DistilBertForMaskedLM", "modernbert": "ModernBertForMaskedLM"}.get(
+            model_type, "ElectraForPreTraining discriminator")
         raise InputError(f"config.json architectures={hf_config.get('architectures')}: fine-tuned {model_type} task "
                          f"models cannot be imported (their heads differ from bert_jax's); import the pretrained "
                          f"{pretrained} with bert_jax.import_hf and fine-tune it here.")
