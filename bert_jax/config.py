@@ -396,9 +396,9 @@ def modernbert_recipe(config: ml_collections.ConfigDict) -> ml_collections.Confi
     local attention over a 128-token window in all but every third layer, no biases but the MLM head's
     vocabulary bias, tied embeddings, no segment table, no dropout, 8,192 positions, a 50,368-row vocabulary
     (a multiple of 64). Training: MLM only at a 30% masking rate (80/10/10) over full rows of 1,024 tokens,
-    batch 4,608 rows (4.7M tokens), Adam beta2 0.98 and eps 1e-6, weight decay 1e-5. The paper's
-    StableAdamW and warmup-stable-decay (1 - sqrt) schedule are the optimiser's business, not set here; its
-    1,024-token phase ran the global layers at RoPE base 10,000 before the 8,192-token extension raised it.
+    batch 4,608 rows (4.7M tokens), StableAdamW (beta2 0.98, eps 1e-6, weight decay 1e-5) on a
+    warmup-stable-decay schedule whose 1 - sqrt decay takes the last 50B tokens (10,600 steps). The paper's
+    1,024-token phase ran the global layers at RoPE base 10,000 before its 8,192-token extension raised it.
     Exports to transformers' ModernBertForMaskedLM (`bert_jax/hf/modernbert_names.py`).
     """
     config.objective = "mlm"
@@ -414,8 +414,9 @@ def modernbert_recipe(config: ml_collections.ConfigDict) -> ml_collections.Confi
     config.masking.update({"mask_rate": 0.3, "mask_token_fraction": 0.8, "random_token_fraction": 0.1,
                            "dynamic": True, "kind": "token",
                            "max_predictions_per_seq": round(0.3 * config.data.max_seq_length)})
-    config.train.update({"global_batch_size": 4608, "num_train_steps": 360_000, "adam_b2": 0.98,
-                         "adam_eps": 1e-6, "weight_decay": 1e-5})
+    config.train.update({"global_batch_size": 4608, "num_train_steps": 360_000, "optimizer": "stable_adamw",
+                         "adam_b2": 0.98, "adam_eps": 1e-6, "weight_decay": 1e-5, "schedule": "wsd",
+                         "decay_shape": "1-sqrt", "decay_steps": 10_600})
     return config
 
 

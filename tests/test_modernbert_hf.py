@@ -137,12 +137,13 @@ def test_a_transformers_modernbert_imports_with_the_same_logits(hf_model_dir, tm
     _check_same_logits(_our_logits(config, params, ids, mask), _hf_logits(reference, ids, mask), mask)
 
 
-def _our_modernbert(tokenizer, seed=0):
+def _our_modernbert(tokenizer, seed=0, tie_word_embeddings=True):
     """A 3-layer ModernBERT-shaped config of ours (layer 0 global, 1 and 2 local) and random params, norm
     scales and the vocabulary bias moved away from their initial values."""
     config = config_lib.modernbert_recipe(config_lib.default_config())
     config.model.update({"vocab_size": 320, "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
-                         "intermediate_size": 48, "max_position_embeddings": 64, "local_attention_window": WINDOW})
+                         "intermediate_size": 48, "max_position_embeddings": 64, "local_attention_window": WINDOW,
+                         "tie_word_embeddings": tie_word_embeddings})
     config.data.update({"max_seq_length": SEQ, "tokenizer_vocab_size": tokenizer.vocab_size})
     config.masking.max_predictions_per_seq = 10
     params = nnx.to_pure_dict(nnx.state(pretraining_heads.build_model(config, seed), nnx.Param))
@@ -153,10 +154,10 @@ def _our_modernbert(tokenizer, seed=0):
     return config, params
 
 
-@pytest.mark.parametrize("attention", ["eager", "sdpa"])
-def test_an_export_loads_in_transformers_with_the_same_logits(hf_model_dir, tmp_path, attention):
+@pytest.mark.parametrize("attention, tied", [("eager", True), ("sdpa", True), ("eager", False)])
+def test_an_export_loads_in_transformers_with_the_same_logits(hf_model_dir, tmp_path, attention, tied):
     tokenizer = hf_files.read_hf_directory(hf_model_dir)[2]
-    config, params = _our_modernbert(tokenizer)
+    config, params = _our_modernbert(tokenizer, tie_word_embeddings=tied)
     assert hf_names.hf_architecture(config) == modernbert_names.MODERNBERT
     hf_dir = str(tmp_path / "hf")
     hf_files.write_hf_directory(hf_dir, params, config, tokenizer)
@@ -166,7 +167,8 @@ def test_an_export_loads_in_transformers_with_the_same_logits(hf_model_dir, tmp_
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert model.config.layer_types == ["full_attention", "sliding_attention", "sliding_attention"]
     assert model.config.sliding_window == WINDOW // 2
-    assert model.decoder.weight.data_ptr() == model.model.embeddings.tok_embeddings.weight.data_ptr()  # tied
+    tied_in_hf = model.decoder.weight.data_ptr() == model.model.embeddings.tok_embeddings.weight.data_ptr()
+    assert tied_in_hf == tied
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)  # reads tokenizer.json for ModernBERT
     ids = tokenizer.special_ids
     assert [[ids.cls, *tokenizer.encode(t), ids.sep] for t in TEXT] == [hf_tokenizer(t)["input_ids"] for t in TEXT]

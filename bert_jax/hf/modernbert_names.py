@@ -15,6 +15,7 @@ but every n-th layer, no segment table, biases everywhere or nowhere, and the ti
   model.final_norm                            bert/final_layer_norm
   head.dense, head.norm                       mlm_head/dense, mlm_head/layer_norm
   decoder.bias, decoder.weight                mlm_head/bias; the word embeddings (tied), or mlm_head/decoder
+                                              (tie_word_embeddings False)
 
 config.json speaks ModernBertConfig's language: layer i is 'full_attention' iff i % n == 0 (`layer_types`;
 transformers < 5 reads `global_attn_every_n_layers`), `local_attention` is our local_attention_window (a
@@ -109,9 +110,9 @@ def name_table(m: encoder.BertConfig) -> list[hf_names.Row]:
                 ("mlm_head", "decoder.bias", ("mlm_head", "bias"), "param")]
     if m.tie_word_embeddings:
         modules.append(("mlm_head", "decoder.weight", ("bert", "embeddings", "word_embeddings", "embedding"), "tied"))
+    else:  # the head's own output table, [vocab, width] like HF's decoder.weight
+        modules.append(("mlm_head", "decoder", ("mlm_head", "decoder"), "embed"))
     rows = hf_names.tensor_rows(modules)
-    if not m.tie_word_embeddings:
-        rows.append(hf_names.Row("decoder.weight", ("mlm_head", "decoder", "kernel"), "transpose", "mlm_head"))
     if not m.use_bias:  # no bias in any dense layer or norm; decoder.bias is the vocabulary bias, always there
         rows = [row for row in rows if row.hf_name == "decoder.bias" or row.path[-1] != "bias"]
     return [row._replace(hf_name=_tensor_name(row.hf_name)) for row in rows]
