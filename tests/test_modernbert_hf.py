@@ -62,13 +62,19 @@ def _hf_config(hf_tokenizer, **fields):
     return transformers.ModernBertConfig(**{**ids, **shape, **fields})
 
 
+SHARPEN = 8.0  # query/key weights x 8: at init (std 0.02) attention is so flat that a wrong RoPE base moves
+# the logits by < 1e-5; sharpened, by > 1e-3 (a wrong window or layer pattern by > 1e-2)
+
+
 def _perturb_(module, seed):
-    """Norm scales away from 1 and a non-zero decoder bias, so that a swapped or dropped norm would show."""
+    """Norm scales away from 1, a non-zero decoder bias (a swapped or dropped norm would show), sharp attention."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in module.named_parameters():
             if "norm" in name or name == "decoder.bias":
                 parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+            elif name.endswith("Wqkv.weight"):
+                parameter[:2 * parameter.shape[1]].mul_(SHARPEN)  # the query and key rows
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +145,7 @@ def test_a_transformers_modernbert_imports_with_the_same_logits(hf_model_dir, tm
 
 def _our_modernbert(tokenizer, seed=0, tie_word_embeddings=True):
     """A 3-layer ModernBERT-shaped config of ours (layer 0 global, 1 and 2 local) and random params, norm
-    scales and the vocabulary bias moved away from their initial values."""
+    scales and the vocabulary bias moved away from their initial values, attention sharpened as in `_perturb_`."""
     config = config_lib.modernbert_recipe(config_lib.default_config())
     config.model.update({"vocab_size": 320, "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
                          "intermediate_size": 48, "max_position_embeddings": 64, "local_attention_window": WINDOW,
@@ -151,6 +157,9 @@ def _our_modernbert(tokenizer, seed=0, tie_word_embeddings=True):
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: np.asarray(x) + (0.2 * rng.normal(size=x.shape).astype(np.float32)
                                          if "scale" in jax.tree_util.keystr(path) or x.ndim == 1 else 0), params)
+    for layer in params["bert"]["layers"].values():
+        for name in ("query", "key"):
+            layer["attention"][name]["kernel"] = layer["attention"][name]["kernel"] * SHARPEN
     return config, params
 
 
