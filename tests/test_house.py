@@ -53,6 +53,7 @@ TEST_HOMES = {
     "hf.task_names": "test_hf_export.py",  # with the fine-tuned models it names
     "model.pretraining_heads": "test_encoder.py",
     "encoder_flags": "test_modern_block.py",  # the block flags, with the model they shape
+    "recipes": "test_config.py",  # the recipes, with the configs they build
     "model.task_heads": "test_runner.py",
     "pretraining.losses": "test_steps.py",
     "runtime.numerics": "test_reliability.py",
