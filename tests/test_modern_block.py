@@ -1,5 +1,7 @@
 """The block flags of config.model (encoder_flags.py): validation, and the modern blocks they build."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 from flax import nnx
 
 from bert_jax import config as config_lib
-from bert_jax.model import encoder
+from bert_jax.model import encoder, pretraining_heads
 
 MODERN = dict(vocab_size=97, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=48,
               norm_placement="pre", final_norm=True, ffn_activation="geglu", position_encoding="rotary",
@@ -79,3 +81,246 @@ def test_recipe_parameter_counts(name, kind):
     assert counted == _published_shape_count(config, **kind)
     published = {"neobert": 250e6, "mosaicbert_base": 137e6}[name]
     assert abs(counted - published) / published < 0.02
+
+# ---------------------------------------------------------------------------------------------------------------
+# An independent NumPy float64 forward pass of the encoder and the MLM head, written from config.py's field
+# documentation and the modern-block spec (not from our modules); only the parameter values are read from the model.
+
+def _erf(x):
+    from scipy.special import erf
+    return erf(x)
+
+
+def _act(name, x):
+    if name == "gelu":
+        return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
+    if name == "gelu_tanh":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    if name == "silu":
+        return x / (1.0 + np.exp(-x))
+    raise ValueError(name)
+
+
+def _ref_norm(x, p, kind, eps):
+    """LayerNorm: (x - mean) / sqrt(var + eps) * scale [+ bias]; RMSNorm (flax nnx.RMSNorm):
+    x / sqrt(mean(x^2) + eps) * scale."""
+    if kind == "rmsnorm":
+        assert set(p) == {"scale"}, p.keys()
+        return x / np.sqrt(np.mean(x**2, -1, keepdims=True) + eps) * p["scale"]
+    mean = x.mean(-1, keepdims=True)
+    y = (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps) * p["scale"]
+    return y + p["bias"] if "bias" in p else y
+
+
+def _ref_dense(x, p):
+    y = x @ p["kernel"]
+    return y + p["bias"] if "bias" in p else y
+
+
+def _ref_alibi_slopes(n):
+    """Press et al.: 2^(-8(h+1)/n) for a power of two n; else the closest lower power of two's slopes, then the
+    odd-indexed... every other slope of twice that power, as ofir's reference code does."""
+    def pow2(k):
+        return [2.0 ** (-8.0 * (h + 1) / k) for h in range(k)]
+    if n & (n - 1) == 0:
+        return np.asarray(pow2(n))
+    closest = 1 << (n.bit_length() - 1)
+    return np.asarray(pow2(closest) + pow2(2 * closest)[0::2][: n - closest])
+
+
+def _ref_rotate(x, positions, theta):
+    """x [b, s, h, d] rotated by the NeoX/HF 'rotate_half' rule at `positions` [b, s]."""
+    d = x.shape[-1]
+    inverse = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d)  # [d/2]
+    angles = positions[..., None].astype(np.float64) * inverse
+    angles = np.concatenate([angles, angles], -1)[:, :, None, :]
+    first, second = x[..., : d // 2], x[..., d // 2:]
+    rotated = np.concatenate([-second, first], -1)
+    return x * np.cos(angles) + rotated * np.sin(angles)
+
+
+def _ref_visible(attention_mask, packed, window):
+    """[b, s, s] bool: query i may see key j (own instance or real key; within window // 2 when windowed)."""
+    mask = np.asarray(attention_mask)
+    if packed:
+        visible = (mask[:, :, None] == mask[:, None, :]) & (mask[:, :, None] > 0)
+    else:
+        visible = np.broadcast_to((mask > 0)[:, None, :], mask.shape + mask.shape[-1:])
+    if window:
+        index = np.arange(mask.shape[1])
+        visible = visible & (np.abs(index[:, None] - index[None, :]) <= window // 2)
+    return visible
+
+
+def _ref_attention(x, p, m, visible, positions, theta):
+    b, s, _ = x.shape
+    heads = m["num_attention_heads"]
+    d = m["hidden_size"] // heads
+    q, k, v = (_ref_dense(x, p[name]).reshape(b, s, heads, d) for name in ("query", "key", "value"))
+    if m["position_encoding"] == "rotary":
+        q, k = _ref_rotate(q, positions, theta), _ref_rotate(k, positions, theta)
+    scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d)
+    if m["position_encoding"] == "alibi":
+        distance = np.abs(positions[:, :, None] - positions[:, None, :])  # [b, s, s]
+        scores = scores - _ref_alibi_slopes(heads)[None, :, None, None] * distance[:, None]
+    # Hidden keys get exp(-1e30) = 0; a padded query that sees no key at all (never compared) stays finite.
+    scores = np.where(visible[:, None], scores, -1e30)
+    scores = scores - scores.max(-1, keepdims=True)
+    probs = np.exp(scores)
+    probs = probs / probs.sum(-1, keepdims=True)
+    context = np.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, s, heads * d)
+    return _ref_dense(context, p["output"])
+
+
+def _ref_ffn(x, p, m):
+    h = _ref_dense(x, p["intermediate"])
+    if m["ffn_activation"] == "gelu":
+        return _ref_dense(_act(m["hidden_act"], h), p["output"])
+    half = m["intermediate_size"]
+    act = "silu" if m["ffn_activation"] == "swiglu" else m["hidden_act"]
+    return _ref_dense(_act(act, h[..., :half]) * h[..., half:], p["output"])
+
+
+def _layer_params(layers, i):
+    return layers[i] if i in layers else layers[str(i)]
+
+
+def ref_encoder(params, m, input_ids, segment_ids, attention_mask, position_ids=None):
+    """NumPy float64 sequence output [b, s, hidden] of config `m` (a dict of BertConfig fields) with `params`
+    (the encoder's pure dict). Padded query rows use the same keys as 'xla' but are never compared."""
+    eps, kind = m["layer_norm_eps"], m["norm_kind"]
+    packed = position_ids is not None
+    b, s = input_ids.shape
+    positions = np.asarray(position_ids) if packed else np.broadcast_to(np.arange(s), (b, s))
+    e = params["embeddings"]
+    x = e["word_embeddings"]["embedding"][input_ids]
+    if m["position_encoding"] == "learned":
+        x = x + e["position_embeddings"]["embedding"][positions]
+    else:
+        assert "position_embeddings" not in e
+    if m["type_vocab_size"]:
+        x = x + e["token_type_embeddings"]["embedding"][segment_ids]
+    else:
+        assert "token_type_embeddings" not in e
+    if m["embedding_norm"]:
+        x = _ref_norm(x, e["layer_norm"], kind, eps)
+    else:
+        assert "layer_norm" not in e
+    window = m["local_attention_window"]
+    for i in range(m["num_hidden_layers"]):
+        p = _layer_params(params["layers"], i)
+        is_global = window == 0 or i % m["global_attention_every_n_layers"] == 0
+        theta = m["rope_theta"] if is_global else (m["local_rope_theta"] or m["rope_theta"])
+        visible = _ref_visible(attention_mask, packed, 0 if is_global else window)
+        if m["norm_placement"] == "pre":
+            if i == 0 and m["embedding_norm"]:
+                assert "attention_layer_norm" not in p  # ModernBERT's Identity attn_norm in layer 0
+                attention_input = x
+            else:
+                attention_input = _ref_norm(x, p["attention_layer_norm"], kind, eps)
+            x = x + _ref_attention(attention_input, p["attention"], m, visible, positions, theta)
+            x = x + _ref_ffn(_ref_norm(x, p["output_layer_norm"], kind, eps), p, m)
+        else:
+            x = _ref_norm(x + _ref_attention(x, p["attention"], m, visible, positions, theta),
+                          p["attention_layer_norm"], kind, eps)
+            x = _ref_norm(x + _ref_ffn(x, p, m), p["output_layer_norm"], kind, eps)
+    if m["final_norm"]:
+        x = _ref_norm(x, params["final_layer_norm"], kind, eps)
+    else:
+        assert "final_layer_norm" not in params
+    return x
+
+
+def ref_mlm_logits(params, m, sequence_output, masked_positions):
+    """dense -> hidden_act -> norm -> logits against the tied word embeddings or the untied decoder, + bias."""
+    h = np.take_along_axis(sequence_output, masked_positions[:, :, None], axis=1)
+    p = params["mlm_head"]
+    h = _ref_norm(_act(m["hidden_act"], _ref_dense(h, p["dense"])), p["layer_norm"], m["norm_kind"],
+                  m["layer_norm_eps"])
+    table = (params["bert"]["embeddings"]["word_embeddings"]["embedding"] if m["tie_word_embeddings"]
+             else p["decoder"]["embedding"])
+    assert ("decoder" in p) != m["tie_word_embeddings"]
+    return h @ table.T + p["bias"]
+
+
+def randomize(model, seed):
+    """Every parameter random (norm scales around 1, biases nonzero), so that no term hides behind an
+    initial value of 0 or 1; returns the float64 pure dict of the new values."""
+    state = nnx.state(model, nnx.Param)
+    pure = nnx.to_pure_dict(state)
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = str(path[-1].key if hasattr(path[-1], "key") else path[-1])
+        base = 1.0 if name == "scale" else 0.0
+        spread = 0.3 if name in ("scale", "bias") else 0.25
+        return jnp.asarray(base + spread * rng.standard_normal(leaf.shape), jnp.float32)
+
+    new = jax.tree_util.tree_map_with_path(draw, pure)
+    nnx.replace_by_pure_dict(state, new)
+    nnx.update(model, state)
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), new)
+
+
+BLOCKS = {
+    # every value of every block flag appears at least once below
+    "modernbert": dict(MODERN, norm_kind="layernorm", embedding_norm=True, rope_theta=160000.0,
+                       local_rope_theta=10000.0, local_attention_window=4, global_attention_every_n_layers=3,
+                       layer_norm_eps=1e-5),
+    "neobert": dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40,
+                    norm_placement="pre", norm_kind="rmsnorm", ffn_activation="swiglu", position_encoding="rotary",
+                    embedding_norm=False, final_norm=True, tie_word_embeddings=False, type_vocab_size=0,
+                    hidden_act="gelu_tanh", layer_norm_eps=1e-6, hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0),
+    "mosaicbert": dict(vocab_size=97, hidden_size=24, num_hidden_layers=2, num_attention_heads=6, intermediate_size=32,
+                       norm_placement="post", ffn_activation="geglu", position_encoding="alibi", use_bias=True,
+                       layer_norm_eps=1e-12, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+    "bert_rotary": dict(vocab_size=97, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                        position_encoding="rotary", rope_theta=500.0, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0),
+    "bert_learned_window": dict(vocab_size=97, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                intermediate_size=24, local_attention_window=6, global_attention_every_n_layers=2,
+                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+}
+
+
+def _fields(block, **overrides):
+    config = encoder.BertConfig(**{**block, **overrides})
+    return config, dataclasses.asdict(config)
+
+
+def _padded_batch(vocab, type_vocab, lengths, seq, seed):
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((len(lengths), seq), np.int32)
+    segments = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = rng.integers(5, vocab, length)
+        if type_vocab:
+            segments[row, length // 2:length] = 1
+    return ids, segments, (ids > 0).astype(np.int32)
+
+
+def _assert_finite(x):
+    assert np.isfinite(np.asarray(x, np.float32)).all()
+
+
+@pytest.mark.parametrize("impl", ["xla", "dot_product"])
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_encoder_and_mlm_head_match_a_numpy_float64_reference(name, impl):
+    config, m = _fields(BLOCKS[name], attention_impl=impl)
+    model = pretraining_heads.BertForPreTraining(config, objective="mlm", rngs=nnx.Rngs(1))
+    params = randomize(model, seed=hash(name) % 1000)
+    lengths, seq = (16, 9, 3), 16  # one row at full length, two padded
+    ids, segments, mask = _padded_batch(m["vocab_size"], m["type_vocab_size"], lengths, seq, seed=2)
+    masked_positions = np.asarray([[1, 5, 15], [0, 4, 8], [0, 1, 2]], np.int32)
+    got, _ = model.bert(jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(mask))
+    logits, _ = model(jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(mask), jnp.asarray(masked_positions))
+    _assert_finite(got)  # padded positions included
+    _assert_finite(logits)
+    want = ref_encoder(params["bert"], m, ids, segments, mask)
+    real = mask > 0
+    np.testing.assert_allclose(np.asarray(got)[real], want[real], rtol=2e-5, atol=2e-5)
+    want_logits = ref_mlm_logits(params, m, want, masked_positions)
+    np.testing.assert_allclose(np.asarray(logits), want_logits, rtol=2e-5, atol=5e-5)
