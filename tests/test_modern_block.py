@@ -306,21 +306,43 @@ def _assert_finite(x):
     assert np.isfinite(np.asarray(x, np.float32)).all()
 
 
-@pytest.mark.parametrize("impl", ["xla", "dot_product"])
-@pytest.mark.parametrize("name", sorted(BLOCKS))
+def random_model(block, seed, **overrides):
+    """A BertForPreTraining ('mlm') built abstractly (no eager init) and filled with `randomize`'s values."""
+    config, m = _fields(block, **overrides)
+    model = nnx.eval_shape(lambda: pretraining_heads.BertForPreTraining(config, objective="mlm", rngs=nnx.Rngs(0)))
+    return model, randomize(model, seed), m
+
+
+@nnx.jit
+def _forward(model, ids, segments, mask, masked_positions, position_ids=None):
+    hidden, _ = model.bert(ids, segments, mask, position_ids=position_ids)
+    logits, _ = model(ids, segments, mask, masked_positions, position_ids=position_ids)
+    return hidden, logits
+
+
+def forward(model, ids, segments, mask, masked_positions, position_ids=None):
+    as_jax = lambda a: None if a is None else jnp.asarray(a)
+    hidden, logits = _forward(model, *map(as_jax, (ids, segments, mask, masked_positions, position_ids)))
+    return np.asarray(hidden), np.asarray(logits)
+
+
+# Each configuration runs once by default, through the kernel that stresses it more; the other kernel is `-m slow`.
+_FAST = {("modernbert", "xla"), ("neobert", "xla"), ("mosaicbert", "dot_product"), ("bert_rotary", "xla"),
+         ("bert_learned_window", "dot_product")}
+_REFERENCE_CASES = [pytest.param(name, impl, marks=[] if (name, impl) in _FAST else [pytest.mark.slow])
+                    for name in sorted(BLOCKS) for impl in ("xla", "dot_product")]
+
+
+@pytest.mark.parametrize("name, impl", _REFERENCE_CASES)
 def test_encoder_and_mlm_head_match_a_numpy_float64_reference(name, impl):
-    config, m = _fields(BLOCKS[name], attention_impl=impl)
-    model = pretraining_heads.BertForPreTraining(config, objective="mlm", rngs=nnx.Rngs(1))
-    params = randomize(model, seed=hash(name) % 1000)
+    model, params, m = random_model(BLOCKS[name], seed=sorted(BLOCKS).index(name), attention_impl=impl)
     lengths, seq = (16, 9, 3), 16  # one row at full length, two padded
     ids, segments, mask = _padded_batch(m["vocab_size"], m["type_vocab_size"], lengths, seq, seed=2)
     masked_positions = np.asarray([[1, 5, 15], [0, 4, 8], [0, 1, 2]], np.int32)
-    got, _ = model.bert(jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(mask))
-    logits, _ = model(jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(mask), jnp.asarray(masked_positions))
-    _assert_finite(got)  # padded positions included
+    hidden, logits = forward(model, ids, segments, mask, masked_positions)
+    _assert_finite(hidden)  # padded positions included
     _assert_finite(logits)
     want = ref_encoder(params["bert"], m, ids, segments, mask)
     real = mask > 0
-    np.testing.assert_allclose(np.asarray(got)[real], want[real], rtol=2e-5, atol=2e-5)
-    want_logits = ref_mlm_logits(params, m, want, masked_positions)
-    np.testing.assert_allclose(np.asarray(logits), want_logits, rtol=2e-5, atol=5e-5)
+    np.testing.assert_allclose(hidden[real], want[real], rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(logits, ref_mlm_logits(params, m, want, masked_positions), rtol=2e-5, atol=5e-5)
