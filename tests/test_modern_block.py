@@ -346,3 +346,87 @@ def test_encoder_and_mlm_head_match_a_numpy_float64_reference(name, impl):
     real = mask > 0
     np.testing.assert_allclose(hidden[real], want[real], rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(logits, ref_mlm_logits(params, m, want, masked_positions), rtol=2e-5, atol=5e-5)
+
+
+def _packed_rows(vocab, type_vocab, rows, seq, seed):
+    """rows: per packed row, its instances' lengths. Returns the packed batch (ids, segments, instance ids,
+    position_ids) and the same instances one per padded row (ids, segments, mask), in order."""
+    rng = np.random.default_rng(seed)
+    packed = [np.zeros((len(rows), seq), np.int32) for _ in range(4)]
+    alone = [np.zeros((sum(map(len, rows)), seq), np.int32) for _ in range(3)]
+    instance = 0
+    for row, lengths in enumerate(rows):
+        start = 0
+        for k, length in enumerate(lengths):
+            ids = rng.integers(5, vocab, length)
+            segments = (np.arange(length) >= length // 2).astype(np.int32) if type_vocab else np.zeros(length, np.int32)
+            span = slice(start, start + length)
+            packed[0][row, span], packed[1][row, span], packed[2][row, span] = ids, segments, k + 1
+            packed[3][row, span] = np.arange(length)
+            alone[0][instance, :length], alone[1][instance, :length], alone[2][instance, :length] = ids, segments, 1
+            instance, start = instance + 1, start + length
+    return packed, alone
+
+
+_PACKED_CASES = [("modernbert", "xla"), pytest.param("modernbert", "dot_product", marks=pytest.mark.slow),
+                 ("mosaicbert", "dot_product"), pytest.param("mosaicbert", "xla", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name, impl", _PACKED_CASES)
+def test_packed_instances_equal_each_instance_alone(name, impl):
+    """attention_mask = instance ids, position_ids restarting per instance (the encoder's documented packed
+    form) give each token what its instance alone in a padded row gives, and what the reference gives."""
+    model, params, m = random_model(BLOCKS[name], seed=7, attention_impl=impl)
+    rows, seq = [(5, 7, 4), (9, 8)], 20  # two packed rows with 3 and 2 instances, padding at the end
+    (ids, segments, instances, position_ids), (alone_ids, alone_segments, alone_mask) = _packed_rows(
+        m["vocab_size"], m["type_vocab_size"], rows, seq, seed=3)
+    no_predictions = np.zeros((len(rows), 1), np.int32)
+    packed_hidden, _ = forward(model, ids, segments, instances, no_predictions, position_ids)
+    alone_hidden, _ = forward(model, alone_ids, alone_segments, alone_mask, np.zeros((5, 1), np.int32))
+    _assert_finite(packed_hidden)
+    instance = 0
+    for row, lengths in enumerate(rows):
+        start = 0
+        for length in lengths:
+            np.testing.assert_allclose(packed_hidden[row, start:start + length], alone_hidden[instance, :length],
+                                       rtol=2e-5, atol=2e-5)
+            instance, start = instance + 1, start + length
+    want = ref_encoder(params["bert"], m, ids, segments, instances, position_ids)
+    real = instances > 0
+    np.testing.assert_allclose(packed_hidden[real], want[real], rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("impl", ["xla", "dot_product"])
+def test_local_window_attention_equals_a_dense_reference_mask(impl):
+    """BertSelfAttention through make_attention_mask's window, with padding and with packing, against
+    softmax over the keys with |i - j| <= w // 2 (w beyond the row: global)."""
+    fields = dict(vocab_size=11, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                  attention_impl=impl, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config, m = _fields(fields)
+    attention = nnx.eval_shape(lambda: encoder.BertSelfAttention(config, rngs=nnx.Rngs(0)))
+    params = randomize(attention, seed=4)
+    seq = 14
+    x = np.random.default_rng(5).standard_normal((2, seq, 16)).astype(np.float32)
+    padded = np.asarray([[1] * seq, [1] * 9 + [0] * 5], np.int32)
+    packed = np.asarray([[1] * 6 + [2] * 8, [1] * 3 + [2] * 5 + [3] * 4 + [0] * 2], np.int32)
+
+    @nnx.jit(static_argnames=("packed", "window"))
+    def run(attention, x, mask, packed, window):
+        masks = encoder.make_attention_mask(mask, packed=packed, attention_impl=impl, window=window)
+        return attention(x, masks, deterministic=True, rngs=None)
+
+    for mask, is_packed in ((padded, False), (packed, True)):
+        for window in (2, 6, 40):
+            got = np.asarray(run(attention, jnp.asarray(x), jnp.asarray(mask), is_packed, window))
+            want = _ref_attention(x.astype(np.float64), params, m, _ref_visible(mask, is_packed, window),
+                                  None, None)
+            real = mask > 0
+            _assert_finite(got)
+            np.testing.assert_allclose(got[real], want[real], rtol=2e-5, atol=2e-5,
+                                       err_msg=f"packed={is_packed} window={window}")
+
+
+def test_within_window_equals_an_explicit_loop():
+    for seq, window in ((1, 2), (5, 2), (12, 4), (12, 6), (9, 30)):
+        want = np.asarray([[abs(i - j) <= window // 2 for j in range(seq)] for i in range(seq)])
+        np.testing.assert_array_equal(np.asarray(encoder.within_window(seq, window))[0, 0], want)
