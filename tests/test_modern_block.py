@@ -569,3 +569,43 @@ def test_a_modern_block_without_the_gather_and_in_bfloat16_trains_finitely():
     _, after, half = _steps(_modern_step_config(dtype="bfloat16", gather_masked_positions=False), 3)
     assert np.isfinite(half).all() and all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(after))
     assert abs(half[0] - gathered[0]) < 0.05 * gathered[0]  # the same model, in 16-bit
+
+
+@pytest.mark.slow  # two in-process runs of 12 steps with evaluation and checkpoints: about a minute on shared cores
+def test_a_modern_run_learns_and_resumes_bitwise(tmp_path, corpus_file, small_tokenizer):
+    """A ModernBERT-like tiny model through loop.train_and_evaluate with StableAdamW, WSD and 30% masking: the
+    loss falls, and a restart from the step-6 checkpoint reproduces step 12's parameters and losses exactly."""
+    import os
+    import shutil
+
+    from test_loop import _metrics, _restore_params, _small_config
+
+    from bert_jax.pretraining import loop
+    from bert_jax.runtime import checkpoint as checkpoint_lib
+
+    def config():
+        c = _small_config(corpus_file, "", small_tokenizer.model_path, num_steps=12)
+        c.objective = "mlm"
+        c.data.instance_format = "full_sentences"
+        c.model.update({**MODERN_TRAIN, "num_attention_heads": 2, "hidden_dropout_prob": 0.1})
+        c.masking.update({"mask_rate": 0.3, "max_predictions_per_seq": 20})
+        c.train.update({"optimizer": "stable_adamw", "schedule": "wsd", "decay_steps": 4, "decay_shape": "1-sqrt",
+                        "learning_rate": 3e-3, "eval_every_steps": 6})
+        c.checkpoint.every_steps = 6
+        return c
+
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(config(), workdir)
+    first_run = _metrics(workdir, "train")
+    train_losses = [m["loss"] for m in first_run]
+    assert np.isfinite(train_losses).all()
+    assert np.mean(train_losses[-3:]) < np.mean(train_losses[:3]) - 0.25, train_losses
+    uninterrupted = _restore_params(workdir, 12, config())
+    shutil.rmtree(os.path.join(checkpoint_lib.checkpoint_dir(workdir), "12"))
+    loop.train_and_evaluate(config(), workdir)
+    for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(_restore_params(workdir, 12, config())),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    second_run = _metrics(workdir, "train")
+    assert [m["step"] for m in second_run] == list(range(1, 13))
+    assert [m["loss"] for m in second_run] == train_losses
