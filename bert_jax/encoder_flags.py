@@ -45,13 +45,13 @@ def validate_block(m) -> None:
              "config.model.final_norm=True adds a norm after the last layer of a pre-norm stack, but "
              "config.model.norm_placement is 'post' (each layer already ends in a norm); set "
              "norm_placement='pre' or final_norm=False.")
-    _require(m.rope_theta > 0, f"config.model.rope_theta must be positive, got {m.rope_theta}.")
+    _require(0 < m.rope_theta < float("inf"), f"config.model.rope_theta must be positive and finite, got {m.rope_theta}.")
     head_dim = m.hidden_size // max(m.num_attention_heads, 1)
     _require(m.position_encoding != "rotary" or head_dim % 2 == 0,
              f"config.model.position_encoding='rotary' rotates pairs of a head's dimensions, but the heads are "
              f"{head_dim} wide (hidden_size {m.hidden_size} / {m.num_attention_heads} heads); choose a head count "
              "that leaves an even head width.")
-    _require(m.local_rope_theta >= 0,
+    _require(0 <= m.local_rope_theta < float("inf"),
              f"config.model.local_rope_theta must be 0 (= rope_theta) or positive, got {m.local_rope_theta}.")
     _require(m.local_attention_window >= 0 and m.local_attention_window % 2 == 0,
              f"config.model.local_attention_window must be 0 (global attention everywhere) or an even number of "
