@@ -54,6 +54,7 @@ TEST_HOMES = {
     "model.pretraining_heads": "test_encoder.py",
     "encoder_flags": "test_modern_block.py",  # the block flags, with the model they shape
     "recipes": "test_config.py",  # the recipes, with the configs they build
+    "model.attention": "test_modern_block.py",  # masks and windows against dense references
     "model.task_heads": "test_runner.py",
     "pretraining.losses": "test_steps.py",
     "runtime.numerics": "test_reliability.py",
