@@ -31,8 +31,7 @@ import optax
 from flax import nnx
 
 from bert_jax import config as config_lib
-from bert_jax.data import corpus as corpus_lib
-from bert_jax.data import pipeline, sequence_packing
+from bert_jax.data import sequence_packing
 from bert_jax.data.vocab import DEFAULT_SPECIAL_IDS, SPECIAL_TOKENS
 from bert_jax.hf import names as hf_names
 from bert_jax.model import pretraining_heads
@@ -281,6 +280,11 @@ def measure_input_pipeline(config, workdir: str, *, seconds: float, num_workers:
     """
     if seconds <= 0:
         raise config_lib.InputError(f"--pipeline_seconds must be positive, got {seconds}.")
+    # Lazy: the corpus readers import tensorflow_datasets and array_record, which the step timing alone does
+    # not need (a GPU image without them runs the benchmark with only grain and ml_collections carried).
+    from bert_jax.data import corpus as corpus_lib
+    from bert_jax.data import pipeline
+
     tokenizer, sources = corpus_lib.prepare_default_or_given(config.data, workdir)
     local_batch_size = config.train.global_batch_size // jax.process_count()
 
