@@ -172,3 +172,19 @@ def test_hf_torch_baseline_refuses_another_optimizer_than_adamw():
     config.train.optimizer = "lamb"
     with pytest.raises(config_lib.InputError, match=r"hf_torch baseline steps with torch's AdamW.*optimizer='lamb'"):
         benchmarking.check_baseline(config, "hf_torch")
+
+
+def test_the_benchmark_imports_without_the_corpus_readers():
+    """The GPU image lacks tensorflow_datasets and tensorboardX (benchmarks/download_wheels.sh ships neither):
+    the benchmark commands must import without them; only --input_pipeline loads the corpus readers."""
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('tensorflow_datasets', 'tensorboardX', 'tensorflow'):\n"
+               "            raise ImportError('blocked ' + name)\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "import bert_jax.benchmark, bert_jax.benchmark_sweep\n"
+               "print('imported')\n")
+    result = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, check=False, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "imported" in result.stdout, result.stderr[-3000:]

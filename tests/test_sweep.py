@@ -85,22 +85,27 @@ def test_run_plan_rows_errors_and_time_guard():
     assert len(calls) == 2 + 4 + 1
 
 
-def test_time_guard_uses_the_slowest_case_of_the_shape():
+def test_time_guard_judges_by_the_slowest_case_of_the_shape_and_check():
     clock = FakeClock()
     guard = sweep.TimeGuard(100.0, clock)
-    assert guard.allows("x")
+    assert guard.allows("x", "headline")
 
-    def work():
-        clock.now += 30.0
+    def work(seconds):
+        clock.now += seconds
         return {}
 
-    guard.run("x", work)
-    clock.now = 69.0
-    assert guard.allows("x") and guard.allows("y")
-    clock.now = 71.0
-    assert not guard.allows("x") and guard.allows("y")
+    guard.run("x", "headline", lambda: work(40.0))
+    clock.now = 59.0  # no search case of x yet: the headline's 40 s is the guess
+    assert guard.allows("x", "search") and guard.allows("y", "search")
+    clock.now = 61.0
+    assert not guard.allows("x", "search") and guard.allows("y", "headline")
+    guard.run("x", "search", lambda: work(5.0))
+    guard.run("x", "search", lambda: work(10.0))
+    clock.now = 89.0
+    assert guard.expected_seconds("x", "search") == 10.0 and guard.allows("x", "search")
+    assert not guard.allows("x", "headline")
     clock.now = 101.0
-    assert not guard.allows("y")
+    assert not guard.allows("y", "search")
 
 
 def test_table_has_one_row_per_result_and_says_why_a_case_has_no_figures():

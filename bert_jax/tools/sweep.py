@@ -7,7 +7,7 @@ overrides and the case's switches; a case that fails (a kernel refusing a shape,
 its error and the rest go on. The switch search is greedy, one switch at a time from the headline
 setting, keeping whatever is faster (sequences/s of the same shape and batch), because the full product
 of the switches would not fit the time. The time guard starts no case once `stop_after_s` has passed,
-nor one that would overrun it judging by the slowest case of its shape so far.
+nor one that would overrun it judging by the slowest such case of its shape so far.
 """
 
 from __future__ import annotations
@@ -134,24 +134,30 @@ def _release_torch_memory() -> None:
 
 
 class TimeGuard:
-    """Refuses to start a case once `stop_after_s` have passed, or when the slowest case of its shape so far
-    would end past that."""
+    """Refuses to start a case once `stop_after_s` have passed, or when it would end past that, judging by the
+    slowest case of the same shape and check so far (else of the same shape: a headline, which also times
+    the baseline, makes a cautious guess for the shape's first search case)."""
 
     def __init__(self, stop_after_s: float, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._deadline = clock() + stop_after_s
-        self._slowest: dict[str, float] = {}
+        self._slowest: dict[tuple[str, str], float] = {}
 
-    def allows(self, shape_name: str) -> bool:
-        return self._clock() + self._slowest.get(shape_name, 0.0) <= self._deadline
+    def expected_seconds(self, shape_name: str, check: str) -> float:
+        if (shape_name, check) in self._slowest:
+            return self._slowest[(shape_name, check)]
+        return max((s for (name, _), s in self._slowest.items() if name == shape_name), default=0.0)
 
-    def run(self, shape_name: str, work: Callable[[], dict]) -> dict:
+    def allows(self, shape_name: str, check: str) -> bool:
+        return self._clock() + self.expected_seconds(shape_name, check) <= self._deadline
+
+    def run(self, shape_name: str, check: str, work: Callable[[], dict]) -> dict:
         start = self._clock()
         try:
             return work()
         finally:
-            seconds = self._clock() - start
-            self._slowest[shape_name] = max(seconds, self._slowest.get(shape_name, 0.0))
+            key = (shape_name, check)
+            self._slowest[key] = max(self._clock() - start, self._slowest.get(key, 0.0))
 
 
 def _one_line(error: Exception) -> str:
@@ -174,11 +180,11 @@ def run_plan(plan: Plan, *, stop_after_s: float, emit: Callable[[dict], None],
         if key in scores:
             return scores[key]
         row = {"check": check, "shape": shape.name, "tried": dict(switches)}
-        if not guard.allows(shape.name):
+        if not guard.allows(shape.name, check):
             row["skipped"] = "time guard"
         else:
             try:
-                row.update(guard.run(shape.name, lambda: measure(shape, switches, **kwargs)))
+                row.update(guard.run(shape.name, check, lambda: measure(shape, switches, **kwargs)))
             except Exception as e:  # noqa: BLE001 - one failing case (a kernel, memory) must not end the check
                 row["error"] = _one_line(e)
         rows.append(row)
