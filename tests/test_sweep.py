@@ -117,13 +117,16 @@ def test_table_has_one_row_per_result_and_says_why_a_case_has_no_figures():
             {"check": "search", "shape": "s", "tried": {"model.scan_layers": True}, "error": "OOM"},
             {"check": "search", "shape": "s", "tried": {"model.scan_layers": True}, "skipped": "time guard"},
             {"check": "best", "shape": "s", "tried": {"model.attention_impl": "cudnn"}, "sequences_per_second": 5612.5,
-             "over_headline": 1.0, "measured": 2}]
+             "over_headline": 1.0, "measured": 2},
+            {"check": "best", "shape": "t", "tried": {}, "sequences_per_second": None, "over_headline": None,
+             "measured": 0}]
     lines = sweep.format_table(rows).splitlines()
     assert len(lines) == 2 + len(rows) and all(line.count("|") == 11 for line in lines)
     assert "| attention=cudnn | 12.3 | 45.6 | 5,612.5 | 43.2% | 2,000.0 | 15.4% | 2.81x |" in lines[2]
     assert "remat=dots" in lines[3] and "| 10.0 | - | - | - | - |" in lines[3]
     assert "error: OOM" in lines[4] and "skipped: time guard" in lines[5]
     assert "1.00x the headline (2 measured)" in lines[6]
+    assert "| - |  |  |  | no headline figures (0 measured) |" in lines[7]
     assert "ours / HF 2.81x" in sweep.progress_line(rows[0]) and "MFU 43.2%" in sweep.progress_line(rows[0])
 
 

@@ -71,7 +71,7 @@ def gpu_check_plan(dry_run: bool = False) -> Plan:
     if dry_run:
         common, attention = (no_dropout, ("model.dtype", "float32")), "dot_product"
         sizes = (("bert_base@128", "configs/bert_tiny.py", 8, 32, False),
-                 ("bert_large@512", "configs/bert_tiny.py", 4, 64, True))
+                 ("bert_large@512", "configs/bert_tiny.py", 8, 64, True))  # 8: whole rows on 8 CPU devices too
     else:
         common, attention = (no_dropout, ("model.dtype", "bfloat16")), "cudnn"
         sizes = (("bert_base@128", "configs/bert_base.py", 256, 128, False),
@@ -254,8 +254,8 @@ def format_table(rows: list[dict]) -> str:
         if "error" in row or "skipped" in row:
             cells += [f"{'error: ' + row['error'] if 'error' in row else 'skipped: ' + row['skipped']}"] + [""] * 6
         elif row["check"] == "best":
-            cells += ["", "", _number(row["sequences_per_second"], ",.1f"), "", "", "",
-                      f"{_number(row['over_headline'], '.2f')}x the headline ({row['measured']} measured)"]
+            ratio = "no headline figures" if row["over_headline"] is None else f"{row['over_headline']:.2f}x the headline"
+            cells += ["", "", _number(row["sequences_per_second"], ",.1f"), "", "", "", f"{ratio} ({row['measured']} measured)"]
         else:
             cells += [_number(row["compile_seconds"], ".1f"), _number(row["step_time_median_s"], ",.1f", 1e3),
                       _number(row["sequences_per_second"], ",.1f"), percent(row["mfu"]),
