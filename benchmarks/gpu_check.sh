@@ -73,6 +73,10 @@ def version(name):
 print("bert_jax imports from", bert_jax.__file__, "|", ", ".join(f"{n} {version(n)}" for n in names))
 ' || { echo "error: bert_jax does not import (above); a package the image lacks must travel in wheels/"; exit 1; }
 
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
+fi
+
 # 2. and 3. Every case in one process, with the time guard.
 args=(--stop_after_s="$((budget_s - (SECONDS - start)))" --out="$out_dir/gpu_check.jsonl"
       --table_out="$out_dir/gpu_check.md")
