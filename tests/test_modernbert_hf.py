@@ -143,6 +143,17 @@ def test_a_transformers_modernbert_imports_with_the_same_logits(hf_model_dir, tm
     _check_same_logits(_our_logits(config, params, ids, mask), _hf_logits(reference, ids, mask), mask)
 
 
+def test_a_truncated_safetensors_file_is_named(hf_model_dir, tmp_path):
+    """An interrupted download: one line naming the file, not safetensors' own exception."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in os.listdir(hf_model_dir):
+        data = (pathlib.Path(hf_model_dir) / name).read_bytes()
+        (broken / name).write_bytes(data[: len(data) // 2] if name == "model.safetensors" else data)
+    with pytest.raises(InputError, match=r"model\.safetensors is not a readable safetensors file"):
+        hf_convert.import_hf_directory(str(broken), str(tmp_path / "export"))
+
+
 def _our_modernbert(tokenizer, seed=0, tie_word_embeddings=True):
     """A 3-layer ModernBERT-shaped config of ours (layer 0 global, 1 and 2 local) and random params, norm
     scales and the vocabulary bias moved away from their initial values, attention sharpened as in `_perturb_`."""
@@ -216,6 +227,8 @@ def test_transformers_4_config_spelling_imports_the_same_model():
     ({"rope_parameters": {"full_attention": {"rope_type": "yarn", "rope_theta": 1e4}}}, "rope_type='yarn'"),
     ({"hidden_activation": "gelu", "classifier_activation": "relu"}, "classifier_activation"),
     ({"local_attention": 1}, "local_attention=1"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": 5e3}}, "per layer kind"),  # not silently 160k
+    ({"local_attention": None}, r"null for \['local_attention'\]"),
 ])
 def test_configs_bert_jax_cannot_compute_are_refused(fields, message):
     with pytest.raises(InputError, match=message):

@@ -178,8 +178,13 @@ def _read_tensors(input_dir: str) -> dict[str, np.ndarray]:
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
-    return dict(load_file(path))
+    try:
+        return dict(load_file(path))
+    except SafetensorError as error:  # a truncated download or a file of another format
+        raise InputError(f"{path} is not a readable safetensors file ({error}); re-download or re-save the "
+                         "model (save_pretrained writes it).") from None
 
 
 def _load_torch_bin(path: str) -> dict[str, np.ndarray]:

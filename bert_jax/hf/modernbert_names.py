@@ -202,6 +202,10 @@ def _rope_thetas(hf_config: dict) -> tuple[float, float]:
     if hf_config.get("rope_scaling"):
         raise InputError(f"config.json rope_scaling={hf_config['rope_scaling']}: bert_jax's RoPE is unscaled.")
     parameters = hf_config.get("rope_parameters") or {}
+    other = sorted(set(parameters) - {_FULL, _SLIDING})
+    if other:  # transformers' one-base form ({"rope_theta": ...}) would otherwise be dropped for the defaults
+        raise InputError(f"config.json rope_parameters has {other}: ModernBERT's RoPE bases are given per layer "
+                         f"kind, as {{{_FULL!r}: {{'rope_theta': ...}}, {_SLIDING!r}: {{'rope_theta': ...}}}}.")
     thetas = []
     for kind, legacy in ((_FULL, "global_rope_theta"), (_SLIDING, "local_rope_theta")):
         entry = parameters.get(kind) or {}
@@ -214,6 +218,10 @@ def _rope_thetas(hf_config: dict) -> tuple[float, float]:
 
 def model_overrides(hf_config: dict) -> dict:
     """config.model fields of an HF ModernBertConfig (absent fields take its defaults)."""
+    nulls = sorted(name for name, value in hf_config.items() if value is None and name in _HF_DEFAULTS)
+    if nulls:  # a null would otherwise surface as a TypeError far from the file
+        raise InputError(f"config.json has null for {nulls}: give each a value, or remove the key for "
+                         f"ModernBertConfig's default ({', '.join(f'{n}={_HF_DEFAULTS[n]}' for n in nulls)}).")
     get = lambda name: hf_config.get(name, _HF_DEFAULTS.get(name))
     biases = {flag: bool(hf_config.get(flag, False)) for flag in _BIAS_FLAGS}
     if len(set(biases.values())) > 1:
