@@ -44,7 +44,7 @@ def main(argv):
           f"vocab {m.vocab_size}{factor}{sharing}; objective {config.objective}, "
           f"sequence length {config.data.max_seq_length}")
     rows = [("embeddings", parts["embeddings"]), ("encoder layers", parts["layers"]), ("pooler", parts["pooler"]),
-            ("encoder total", parts["encoder_params"]), ("MLM head (tied, + bias)", parts["mlm_head"]),
+            ("encoder total", parts["encoder_params"]), (f"MLM head ({'tied' if m.tie_word_embeddings else 'own decoder'}, + bias)", parts["mlm_head"]),
             ("pair head (NSP/SOP)", parts["pair_head"])]
     if config.objective == "mlm_sbo":
         rows[5] = ("span-boundary head (SBO)", parts["sbo_head"])

@@ -104,3 +104,14 @@ def test_summary_command_prints_a_table_and_a_json_line():
     assert summary["encoder_params"] == 11_683_584  # HF AlbertModel
     assert summary["total_params"] > summary["encoder_params"]
     assert np.isclose(summary["param_and_optimizer_bytes"], 12 * summary["total_params"])
+
+
+def test_summary_names_an_untied_decoder():
+    """NeoBERT's head holds its own vocabulary x width decoder: the table must not call it tied."""
+    result = subprocess.run([sys.executable, "-m", "bert_jax.summary", "--config=configs/neobert.py"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    head = [line for line in result.stdout.splitlines() if line.strip().startswith("MLM head")]
+    assert head and "own decoder" in head[0] and "tied" not in head[0]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["mlm_head"] > 30522 * 768  # the decoder table is counted in the head
