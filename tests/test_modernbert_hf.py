@@ -240,6 +240,8 @@ def test_configs_bert_jax_cannot_compute_are_refused(fields, message):
     ({"norm_kind": "rmsnorm"}, r"norm_kind='rmsnorm'"),
     ({"type_vocab_size": 2}, r"type_vocab_size=2"),
     ({"position_encoding": "alibi"}, r"position_encoding='alibi'"),
+    ({"norm_placement": "post", "final_norm": False, "position_encoding": "alibi"},  # MosaicBERT: all named
+     r"norm_placement='post'.*position_encoding='alibi'.*needs norm_placement='pre'.*position_encoding='rotary'"),
     ({"ffn_activation": "gelu"}, r"ffn_activation='gelu'"),
 ])
 def test_models_modernbert_cannot_compute_are_refused_by_name(overrides, message):

@@ -57,19 +57,18 @@ _BLOCK = (("norm_placement", "pre"), ("norm_kind", "layernorm"), ("final_norm", 
 
 def check_representable(config) -> encoder.BertConfig:
     """The encoder config of `config` (a pretraining config) if ModernBertForMaskedLM computes it exactly;
-    otherwise one InputError naming the first flag that differs."""
+    otherwise one InputError naming every flag that differs."""
     if config.objective != "mlm":
         raise InputError(f"HF's ModernBertForMaskedLM has an MLM head only, but config.objective="
                          f"{config.objective!r}; pretrain ModernBERT-style models with objective 'mlm' to export them.")
     m = encoder.BertConfig.from_config(config.model)
     hf_names.check_no_language_table(m)
-    for field, value in _BLOCK:
-        got = getattr(m, field)
-        if field == "embedding_size" and got in (0, m.hidden_size):
-            continue
-        if got != value:
-            raise InputError(f"config.model.{field}={got!r}, but transformers' ModernBERT needs {value!r}: this "
-                             "model's block is not ModernBERT's, so it has no transformers class to export to.")
+    differ = [(field, getattr(m, field), value) for field, value in _BLOCK if getattr(m, field) != value
+              and not (field == "embedding_size" and getattr(m, field) == m.hidden_size)]
+    if differ:  # every one, so a MosaicBERT hears of its ALiBi too, not only of its post-norm
+        raise InputError(f"{', '.join(f'config.model.{field}={got!r}' for field, got, _ in differ)}, but "
+                         f"transformers' ModernBERT needs {', '.join(f'{field}={value!r}' for field, _, value in differ)}"
+                         ": this model's block is not ModernBERT's, so it has no transformers class to export to.")
     if m.ffn_activation not in ("geglu", "swiglu"):
         raise InputError(f"config.model.ffn_activation={m.ffn_activation!r}: ModernBERT's MLP is gated; set "
                          "'geglu' (ModernBERT) or 'swiglu'.")
