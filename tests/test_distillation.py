@@ -80,6 +80,22 @@ def _log_softmax64(x):
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
+def test_a_pre_norm_student_starts_from_the_teachers_final_norm():
+    """The MLM head is the teacher's, so the norm in front of it must be too, not a fresh one."""
+    teacher_config = _teacher_config(norm_placement="pre", final_norm=True, ffn_activation="geglu")
+    config = _student_config("distilbert", teacher_config)
+    teacher_params = _teacher_params(teacher_config)
+    source = nnx.to_pure_dict(teacher_params)
+    final = source["bert"]["final_layer_norm"]
+    final["scale"] = np.random.default_rng(0).uniform(0.5, 1.5, final["scale"].shape).astype(np.float32)
+    final["bias"] = np.random.default_rng(1).normal(size=final["bias"].shape).astype(np.float32)
+    nnx.replace_by_pure_dict(teacher_params, source)
+    _, _, create = _setup(config)
+    student = nnx.to_pure_dict(create(teacher_params).params)
+    for name in ("scale", "bias"):
+        np.testing.assert_array_equal(student["bert"]["final_layer_norm"][name], final[name])
+
+
 def test_each_loss_term_against_numpy_float64():
     rng = np.random.default_rng(0)
     student, teacher_logits = rng.normal(size=(3, 5, 11)) * 3, rng.normal(size=(3, 5, 11)) * 3

@@ -142,8 +142,8 @@ def distill_sums(graphdef, spec: DistillSpec, params, teacher, batch, masked: ma
 
 
 def init_student_from_teacher(student_params: dict, teacher_params: dict, student_layers: int) -> dict:
-    """DistilBERT's initialisation, on pure dicts: the teacher's word embeddings, embedding LayerNorm and MLM
-    head, and teacher layer 2i as student layer i.
+    """DistilBERT's initialisation, on pure dicts: the teacher's word embeddings, embedding LayerNorm, final
+    norm (pre-norm stacks) and MLM head, and teacher layer 2i as student layer i.
 
     The student has no segment table, so the teacher's segment-0 row is added to its position table: for the
     single-segment rows distillation trains on, the student's embedding output then equals the teacher's.
@@ -165,5 +165,7 @@ def init_student_from_teacher(student_params: dict, teacher_params: dict, studen
         s_embeddings["projection"] = t_embeddings["projection"]
     for i, source in enumerate(every_other_layer(student_layers)):
         student["bert"]["layers"][i] = teacher_params["bert"]["layers"][source]
+    if "final_layer_norm" in teacher_params["bert"]:  # pre-norm stacks: the norm the MLM head was trained on
+        student["bert"]["final_layer_norm"] = teacher_params["bert"]["final_layer_norm"]
     student["mlm_head"] = teacher_params["mlm_head"]
     return jax.tree.map(lambda s, t: jnp.asarray(t, s.dtype), student_params, student)
