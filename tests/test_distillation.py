@@ -96,6 +96,27 @@ def test_a_pre_norm_student_starts_from_the_teachers_final_norm():
         np.testing.assert_array_equal(student["bert"]["final_layer_norm"][name], final[name])
 
 
+def test_a_distilbert_student_of_an_alibi_teacher_keeps_its_segment_table():
+    """ALiBi and RoPE teachers have no position table to fold segment 0 into: the student keeps the teacher's
+    segment table (it was refused before, with advice the student config could not follow)."""
+    teacher_config = _teacher_config(position_encoding="alibi")
+    config = config_lib.default_config()
+    config.distill.recipe = "distilbert"
+    assert teacher.with_teacher(config, teacher_config).model.type_vocab_size == 2
+    config = _student_config("distilbert", teacher_config)
+    config.model.type_vocab_size = 2
+    teacher_params = _teacher_params(teacher_config)
+    _, setup, create = _setup(config_lib.validate(config))
+    state = create(teacher_params)
+    np.testing.assert_array_equal(nnx.to_pure_dict(state.params)["bert"]["embeddings"]["token_type_embeddings"]["embedding"],
+                                  nnx.to_pure_dict(teacher_params)["bert"]["embeddings"]["token_type_embeddings"]["embedding"])
+    batch = _batch(np.random.default_rng(1))
+    args = (jnp.asarray(batch["input_ids"]), jnp.asarray(batch["segment_ids"]), jnp.asarray(batch["attention_mask"]))
+    student_layers, _ = nnx.merge(setup.graphdef, state.params).bert.layer_outputs(*args)
+    teacher_layers, _ = nnx.merge(setup.distill.teacher_graphdef, state.teacher).bert.layer_outputs(*args)
+    np.testing.assert_allclose(student_layers[1], teacher_layers[1], atol=1e-6)
+
+
 def test_each_loss_term_against_numpy_float64():
     rng = np.random.default_rng(0)
     student, teacher_logits = rng.normal(size=(3, 5, 11)) * 3, rng.normal(size=(3, 5, 11)) * 3

@@ -154,7 +154,9 @@ def init_student_from_teacher(student_params: dict, teacher_params: dict, studen
     for name in ("layer_norm", "position_embeddings"):  # absent without an embedding norm / a position table
         if name in t_embeddings:
             s_embeddings[name] = t_embeddings[name]
-    if "token_type_embeddings" in t_embeddings and "token_type_embeddings" not in s_embeddings:
+    if "token_type_embeddings" in t_embeddings and "token_type_embeddings" in s_embeddings:
+        s_embeddings["token_type_embeddings"] = t_embeddings["token_type_embeddings"]
+    elif "token_type_embeddings" in t_embeddings:
         if "position_embeddings" not in t_embeddings:
             raise InputError("the teacher has a segment table and no position table (rotary or ALiBi positions), "
                              "so its segment-0 row has nowhere to go in a student without a segment table; give "

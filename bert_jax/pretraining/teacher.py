@@ -92,7 +92,8 @@ def adopt_teacher(config, directory: str):
 def with_teacher(config, teacher, *, tokenizer_model: str = "", where: str = "the teacher config"):
     """`config` with the teacher's encoder config and objective filled in (`teacher` is the teacher's run
     config), and the student shaped by the recipe: DistilBERT takes the teacher's shape with half its layers
-    and no segment table (unless `train.init_checkpoint` gave the student already); TinyBERT keeps
+    and no segment table (unless `train.init_checkpoint` gave the student already, or the teacher has no
+    position table to fold it into); TinyBERT keeps
     config.model's shape and takes the teacher's vocabulary and input conventions."""
     if teacher.objective == "electra":
         raise config_lib.InputError(f"the teacher in {where} is an ELECTRA discriminator, which has no masked-LM "
@@ -108,7 +109,11 @@ def with_teacher(config, teacher, *, tokenizer_model: str = "", where: str = "th
     if config.distill.recipe == "distilbert" and not config.train.init_checkpoint:
         student = teacher.model.to_dict()
         student.update({name: config.model[name] for name in _STUDENT_SWITCHES})
-        student.update(num_hidden_layers=max(1, teacher.model.num_hidden_layers // 2), type_vocab_size=0)
+        # No segment table, its row 0 folded into the positions; a teacher without a position table (rotary,
+        # ALiBi) has nowhere to fold it, so its student keeps the teacher's table.
+        learned = teacher.model.get("position_encoding", "learned") == "learned"
+        segments = 0 if learned else teacher.model.type_vocab_size
+        student.update(num_hidden_layers=max(1, teacher.model.num_hidden_layers // 2), type_vocab_size=segments)
         config.model.update(student)
     elif config.distill.recipe == "tinybert" and not config.train.init_checkpoint:
         config.model.update({name: teacher.model[name] for name in _FROM_TEACHER})
