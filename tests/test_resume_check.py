@@ -133,6 +133,23 @@ def test_sampling_exponents_count_only_where_they_act(corpus_file, small_tokeniz
     _check(_meta(given, small_tokenizer), _changed(given, data__tokenizer_alpha=0.5), small_tokenizer)
 
 
+def test_block_flags_count_only_where_the_model_reads_them(corpus_file, small_tokenizer):
+    """rope_theta means nothing to learned positions, the local base and the layer pattern nothing without a
+    local window: another value resumes. Where they act, they are another function."""
+    stored = _config(corpus_file, small_tokenizer.model_path)
+    _check(_meta(stored, small_tokenizer), _changed(stored, model__rope_theta=5e3, model__local_rope_theta=1e3,
+                                                    model__global_attention_every_n_layers=4), small_tokenizer)
+    rotary = _changed(stored, model__position_encoding="rotary")
+    with pytest.raises(config_lib.InputError, match=r"config\.model\.rope_theta is 10000\.0 there and 5000\.0 now"):
+        _check(_meta(rotary, small_tokenizer), _changed(rotary, model__rope_theta=5e3), small_tokenizer)
+    _check(_meta(rotary, small_tokenizer), _changed(rotary, model__local_rope_theta=1e3), small_tokenizer)
+    local = _changed(rotary, model__local_attention_window=4, model__global_attention_every_n_layers=2)
+    with pytest.raises(config_lib.InputError, match=r"local_rope_theta is 0\.0 there and 1000\.0 now.*"
+                       r"global_attention_every_n_layers is 2 there and 3 now"):
+        _check(_meta(local, small_tokenizer), _changed(local, model__local_rope_theta=1e3,
+                                                       model__global_attention_every_n_layers=3), small_tokenizer)
+
+
 def test_data_changes_alone_name_the_flag_as_a_way_out(corpus_file, small_tokenizer):
     stored = _config(corpus_file, small_tokenizer.model_path)
     with pytest.raises(config_lib.InputError, match=r"were written with other data: config\.train\.seed is 0 there "

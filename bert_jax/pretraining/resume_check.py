@@ -139,11 +139,23 @@ def _get(config, name: str):
     return config
 
 
+def _unread(config, name: str) -> bool:
+    """A block flag the model of `config` does not read: the RoPE bases without rotary positions, the local
+    base and the layer pattern without a local window."""
+    m = config.model
+    if name in ("model.rope_theta", "model.local_rope_theta") and m.position_encoding != "rotary":
+        return True
+    return name in ("model.local_rope_theta", "model.global_attention_every_n_layers") and not m.local_attention_window
+
+
 def _field_differences(stored, config) -> list[_Difference]:
-    """Differences of the fields whose meaning does not depend on others (the table's reasons)."""
+    """Differences of the fields whose meaning does not depend on others (the table's reasons); a block flag
+    that neither model reads is a difference of nothing (a learned-position BERT and another rope_theta)."""
     found = []
     for name, (kind, effect) in _FIELDS.items():
         there, now = _get(stored, name), _get(config, name)
+        if _unread(stored, name) and _unread(config, name):
+            kind, effect = _SAFE, "neither model reads it"
         if effect is not _NOT_COMPARED and there != now:
             found.append(_Difference(kind, name, f"config.{name} is {_show(there)} there and {_show(now)} now"
                                                  + (f": {effect}" if effect else "")))
