@@ -527,6 +527,11 @@ def validate_electra(config: ml_collections.ConfigDict) -> None:
              f"{e.generator_layers_fraction} give a generator of {size}, whose hidden size is not divisible by its "
              "head count (one head per 64 dimensions) or that has no layer; choose fractions that give a width "
              "below 64 or a multiple of 64, and at least one layer.")
+    head_width = size["hidden_size"] // size["num_attention_heads"]
+    _require(config.model.position_encoding != "rotary" or head_width % 2 == 0,
+             f"config.electra.generator_hidden_fraction={e.generator_hidden_fraction} gives a generator whose heads "
+             f"are {head_width} wide, but config.model.position_encoding='rotary' rotates pairs of dimensions; "
+             "choose a fraction that gives an even head width (e.g. 0.25 of a multiple of 8).")
     _require(e.rtd_weight >= 0, f"config.electra.rtd_weight must be non-negative, got {e.rtd_weight}.")
     _require(e.temperature > 0, f"config.electra.temperature must be positive, got {e.temperature}.")
     _require(not config.data.pack_sequences,

@@ -234,6 +234,11 @@ def test_bad_electra_settings_are_refused():
     config.masking.max_predictions_per_seq = 3
     with pytest.raises(config_lib.InputError, match="pack"):
         config_lib.validate(config)
+    config = tiny_config()  # RoPE on the generator's heads: the fraction is what to change, not config.model
+    config.model.position_encoding = "rotary"
+    config.electra.generator_hidden_fraction = 15 / config.model.hidden_size
+    with pytest.raises(config_lib.InputError, match=r"generator_hidden_fraction=.* heads are 15 wide"):
+        config_lib.validate(config)
 
 
 @pytest.mark.slow  # kept out of the 20-minute CI; run with -m slow
