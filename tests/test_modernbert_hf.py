@@ -229,6 +229,7 @@ def test_transformers_4_config_spelling_imports_the_same_model():
     ({"local_attention": 1}, "local_attention=1"),
     ({"rope_parameters": {"rope_type": "default", "rope_theta": 5e3}}, "per layer kind"),  # not silently 160k
     ({"local_attention": None}, r"null for \['local_attention'\]"),
+    ({"layer_types": ["full_attention", "chunked_attention", "full_attention"]}, "chunked_attention"),
 ])
 def test_configs_bert_jax_cannot_compute_are_refused(fields, message):
     with pytest.raises(InputError, match=message):

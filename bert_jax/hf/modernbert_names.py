@@ -188,6 +188,9 @@ def _layer_pattern(hf_config: dict) -> tuple[int, bool]:
     if types is None:
         every = hf_config.get("global_attn_every_n_layers", _HF_DEFAULTS["global_attn_every_n_layers"])
         types = [_SLIDING if i % every else _FULL for i in range(layers)]
+    unknown = sorted({str(kind) for kind in types} - {_FULL, _SLIDING})
+    if unknown:
+        raise InputError(f"config.json layer_types has {unknown}: bert_jax's layers are {_FULL!r} or {_SLIDING!r}.")
     full = [i for i, kind in enumerate(types) if kind == _FULL]
     every = full[1] if len(full) > 1 else max(len(types), 1)
     if len(types) != layers or [i % every == 0 for i in range(layers)] != [kind == _FULL for kind in types]:
