@@ -1,0 +1,182 @@
+"""RESULTS.md table and the accuracy-against-wall-time PNG of a time-to-quality sweep.
+
+    python benchmarks/time_to_quality/report.py --out DIR [--results RESULTS.md] [--png curves.png]
+
+Reads DIR/<corpus>/<model>/run.json and curve.jsonl as run_ttq.py writes them; any trainer that writes the
+same two files (e.g. an HF Trainer run for issue 21) joins the table and the figure:
+  run.json     {"model", "corpus", "budget_seconds", "num_train_steps", "final_wall_seconds", ...; optional
+               "system", "parameters", "first_step_seconds", "calibration": {"steps_per_second"},
+               "not_in_checkout", "eval_masking", "in_run_final_eval", "loadavg_start", "loadavg_end"}
+  curve.jsonl  one line per evaluated checkpoint: {"step", "wall_seconds", "mlm_accuracy"}, the accuracy on
+               the held-out split under the common masking.
+Accuracy "at x% of the budget" is that of the newest checkpoint whose wall time is at most x% of the budget
+plus a grace of 2% of the budget (timing noise on a shared machine); no interpolation between checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, as bert_jax/tools/plotting.py
+
+from matplotlib import pyplot as plt  # after choosing the backend
+
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+GRACE = 0.02
+
+
+def load_runs(out: str) -> list[dict]:
+    """Every run under `out` as its run.json with the curve (sorted by wall time) under "curve"."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(out, "*", "*", "run.json"))):
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        with open(os.path.join(os.path.dirname(path), "curve.jsonl"), encoding="utf-8") as f:
+            run["curve"] = sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r["wall_seconds"])
+        runs.append(run)
+    return runs
+
+
+def accuracy_at(curve: list[dict], seconds: float, budget: float) -> dict | None:
+    """The newest point reached by `seconds` (+ GRACE x budget), or None if none was."""
+    reached = [p for p in curve if p["wall_seconds"] <= seconds + GRACE * budget]
+    return reached[-1] if reached else None
+
+
+def time_to_reach(curve: list[dict], accuracy: float) -> float | None:
+    """Wall seconds of the first point at or above `accuracy` (None: never)."""
+    return next((p["wall_seconds"] for p in curve if p["mlm_accuracy"] >= accuracy), None)
+
+
+def standard_error(point: dict) -> float | None:
+    """Binomial standard error of a point's accuracy (None when the number of predictions is not known)."""
+    count = point.get("mlm_predictions")
+    return math.sqrt(point["mlm_accuracy"] * (1 - point["mlm_accuracy"]) / count) if count else None
+
+
+def _fmt(value, pattern="{:.4f}"):
+    return "–" if value is None else pattern.format(value)
+
+
+def table(runs: list[dict]) -> str:
+    """The markdown table: one row per run, accuracy at the budget fractions and at the end."""
+    head = ["model", "corpus", "parameters", "steps", "compile s", "steps/s", "wall s"]
+    head += [f"acc @{int(f * 100)}%" for f in FRACTIONS] + ["final acc"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        budget, curve = run["budget_seconds"], run["curve"]
+        at = [accuracy_at(curve, f * budget, budget) for f in FRACTIONS]
+        steps_per_second = run["num_train_steps"] / run["final_wall_seconds"] if run["final_wall_seconds"] else None
+        cells = [run["model"], run["corpus"], _fmt(run.get("parameters"), "{:,}"), str(run["num_train_steps"]),
+                 _fmt(run.get("first_step_seconds"), "{:.1f}"), _fmt(steps_per_second, "{:.2f}"),
+                 _fmt(run["final_wall_seconds"], "{:.0f}")]
+        final = curve[-1] if curve else None
+        final_cell = _fmt(final and final["mlm_accuracy"])
+        if final and standard_error(final) is not None:
+            final_cell += f" +- {standard_error(final):.4f}"
+        cells += [_fmt(p and p["mlm_accuracy"]) for p in at] + [final_cell]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdicts(runs: list[dict]) -> list[str]:
+    """Per corpus with exactly two runs: who ends higher and by how much, and how soon each reaches the
+    other's final accuracy."""
+    lines = []
+    for corpus in sorted({r["corpus"] for r in runs}):
+        pair = [r for r in runs if r["corpus"] == corpus and r["curve"]]
+        if len(pair) != 2:
+            continue
+        a, b = sorted(pair, key=lambda r: r["curve"][-1]["mlm_accuracy"], reverse=True)
+        final_a, final_b = a["curve"][-1]["mlm_accuracy"], b["curve"][-1]["mlm_accuracy"]
+        reach = time_to_reach(a["curve"], final_b)
+        line = (f"- {corpus}: **{a['model']}** ends higher, {final_a:.4f} against {final_b:.4f} "
+                f"({100 * (final_a - final_b):+.2f} points")
+        errors = [standard_error(r["curve"][-1]) for r in (a, b)]
+        if None not in errors:
+            combined = math.hypot(*errors)
+            line += f", {(final_a - final_b) / combined:.1f} standard errors" if combined else ""
+        line += ")"
+        if reach is not None:
+            line += (f"; it reaches {b['model']}'s final accuracy after {reach:.0f} s "
+                     f"({100 * reach / a['budget_seconds']:.0f}% of the budget)")
+        lines.append(line + ".")
+    return lines
+
+
+def notes(runs: list[dict]) -> list[str]:
+    """What a reader must know to trust the rows: missing flags, the masking check, the machine load."""
+    lines = []
+    for run in runs:
+        name = f"{run['corpus']}/{run['model']}"
+        if run.get("not_in_checkout"):
+            lines.append(f"- {name}: run WITHOUT {', '.join(run['not_in_checkout'])} (not in that checkout).")
+        own, curve = run.get("in_run_final_eval"), run["curve"]
+        if own and curve:
+            lines.append(f"- {name}: the run's own final evaluation (its training masking) "
+                         f"{own['mlm_accuracy']:.4f}; at the common masking {curve[-1]['mlm_accuracy']:.4f}.")
+        if "loadavg_start" in run:
+            lines.append(f"- {name}: load average {run['loadavg_start'][0]:.1f} before, "
+                         f"{run['loadavg_end'][0]:.1f} after (2 cores, shared).")
+    return lines
+
+
+def plot(runs: list[dict], path: str) -> None:
+    """Accuracy against wall seconds, one panel per corpus, one line per model, the budget dashed."""
+    corpora = sorted({r["corpus"] for r in runs})
+    figure, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)
+    models = sorted({r["model"] for r in runs})
+    for ax, corpus in zip(axes[0], corpora, strict=True):
+        for run in (r for r in runs if r["corpus"] == corpus):
+            xs = [p["wall_seconds"] for p in run["curve"]]
+            ys = [p["mlm_accuracy"] for p in run["curve"]]
+            ax.plot(xs, ys, marker="o", markersize=3, color=f"C{models.index(run['model'])}", label=run["model"])
+            ax.axvline(run["budget_seconds"], color="gray", linestyle="--", linewidth=0.8)
+        ax.set_title(f"corpus: {corpus}")
+        ax.set_xlabel("training wall time after compilation (s)")
+        ax.set_ylabel("held-out MLM accuracy (15% token masking)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def results_markdown(runs: list[dict], png_name: str) -> str:
+    budgets = sorted({r["budget_seconds"] for r in runs})
+    intro = (f"Budget: {', '.join(f'{b:.0f}' for b in budgets)} s of training per run (after the first, compiling "
+             "step). Accuracy: held-out MLM accuracy of each checkpoint with the same 15% token masking for every "
+             "model (at most 20 predictions per sequence). Columns at x% read the newest checkpoint by x% of the "
+             f"budget (+{int(GRACE * 100)}% grace); +- is the binomial standard error over the scored predictions.")
+    parts = ["# Time to quality: BERT-2018 against the modern encoder block", "", intro, "", table(runs), "",
+             *verdicts(runs), "",
+             f"![accuracy against wall time]({png_name})", "", "Notes:", *notes(runs), ""]
+    return "\n".join(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="the folder run_ttq.py wrote")
+    parser.add_argument("--results", default="", help="markdown file (default: DIR/RESULTS.md)")
+    parser.add_argument("--png", default="", help="figure (default: beside the markdown, ttq_curves.png)")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.out)
+    if not runs:
+        raise SystemExit(f"error: no run.json under {args.out}/<corpus>/<model>/: run run_ttq.py first.")
+    results = args.results or os.path.join(args.out, "RESULTS.md")
+    png = args.png or os.path.join(os.path.dirname(os.path.abspath(results)), "ttq_curves.png")
+    plot(runs, png)
+    text = results_markdown(runs, os.path.relpath(png, os.path.dirname(os.path.abspath(results))))
+    with open(results, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

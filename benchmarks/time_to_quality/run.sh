@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Time to quality: BERT-2018 against the modern encoder block (pre-norm, final norm, GeGLU at 2/3 width, RoPE,
+# no biases, 30% masking, warmup-stable-1-sqrt-decay with StableAdamW) at BERT-Mini size, the same wall-clock
+# budget, corpus, tokenizer and held-out masking (15%), on the default corpus (stdlib docstrings) and on the
+# prose of the installed man pages. See run_ttq.py for the protocol and RESULTS.md for the figures.
+#
+#   bash benchmarks/time_to_quality/run.sh [OUT]            (from the repository root; OUT default /tmp/ttq)
+#   DRY_RUN=1 bash benchmarks/time_to_quality/run.sh [OUT]  (bert_tiny, 20 s per run: checks the pipeline)
+#
+# BUDGET (seconds of training per run, default 480) and any extra run_ttq.py flags in TTQ_FLAGS.
+# About 4 x (BUDGET + 4 min) in all on a 2-core CPU.
+set -euo pipefail
+HERE=benchmarks/time_to_quality
+OUT=${1:-/tmp/ttq}
+mkdir -p "$OUT"
+export PYTHONPATH=${PYTHONPATH:-$PWD}
+
+# 1. the larger corpus: man-page prose (~6.8 MB, ~1.1M words); the default corpus is built by the runs themselves
+[[ -s "$OUT/man_prose.txt" ]] || python $HERE/build_corpus.py --out "$OUT/man_prose.txt"
+
+# 2. calibration, the timed runs and the fixed-masking evaluation of their checkpoints
+if [[ -n "${DRY_RUN:-}" ]]; then
+  python $HERE/run_ttq.py --out "$OUT/runs" --corpora "default,man:$OUT/man_prose.txt" --dry_run ${TTQ_FLAGS:-}
+else
+  python $HERE/run_ttq.py --out "$OUT/runs" --corpora "default,man:$OUT/man_prose.txt" \
+    --budget_seconds "${BUDGET:-480}" ${TTQ_FLAGS:-}
+fi
+
+# 3. RESULTS.md and the curves (into OUT; copy them next to this script for the record)
+python $HERE/report.py --out "$OUT/runs" --results "$OUT/RESULTS.md" --png "$OUT/ttq_curves.png"

@@ -1,0 +1,71 @@
+"""benchmarks/time_to_quality/report.py: reading the runs, accuracy at budget fractions, the verdict, the files."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+REPORT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "time_to_quality", "report.py")
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("ttq_report", REPORT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_run(out, corpus, model, points, steps_per_point=10, budget=100.0):
+    run_dir = os.path.join(out, corpus, model)
+    os.makedirs(run_dir)
+    num_steps = steps_per_point * len(points)
+    with open(os.path.join(run_dir, "run.json"), "w") as f:
+        json.dump({"model": model, "corpus": corpus, "budget_seconds": budget, "num_train_steps": num_steps,
+                   "final_wall_seconds": points[-1][0], "parameters": 1234567, "first_step_seconds": 3.5,
+                   "not_in_checkout": ["train.schedule"] if model == "modern" else []}, f)
+    with open(os.path.join(run_dir, "curve.jsonl"), "w") as f:
+        f.writelines(json.dumps({"step": i * steps_per_point, "wall_seconds": seconds, "mlm_accuracy": accuracy,
+                                "mlm_predictions": 10000}) + "\n" for i, (seconds, accuracy) in enumerate(points, 1))
+
+
+def test_table_verdict_and_figure(report, tmp_path):
+    out = str(tmp_path)
+    # Written out of time order on purpose: the reader sorts by wall time.
+    _write_run(out, "docs", "bert2018", [(25.0, 0.10), (51.0, 0.20), (76.0, 0.25), (101.0, 0.30)])
+    _write_run(out, "docs", "modern", [(20.0, 0.12), (60.0, 0.31), (40.0, 0.22), (99.0, 0.40)])
+    runs = report.load_runs(out)
+    assert [r["model"] for r in runs] == ["bert2018", "modern"]
+    modern = runs[1]
+    assert [p["wall_seconds"] for p in modern["curve"]] == [20.0, 40.0, 60.0, 99.0]
+
+    # Newest point by x% of the 100 s budget + 2 s grace; none before the first point.
+    bert_curve = runs[0]["curve"]
+    assert report.accuracy_at(bert_curve, 25.0, 100.0)["mlm_accuracy"] == 0.10
+    assert report.accuracy_at(bert_curve, 50.0, 100.0)["mlm_accuracy"] == 0.20  # 51 s is within the grace
+    assert report.accuracy_at(bert_curve, 10.0, 100.0) is None
+    assert report.accuracy_at(modern["curve"], 75.0, 100.0)["mlm_accuracy"] == 0.31
+
+    rows = report.table(runs).splitlines()
+    assert rows[0].startswith("| model | corpus | parameters | steps | compile s | steps/s | wall s | acc @25%")
+    bert_cells = [c.strip() for c in rows[2].strip("|").split("|")]
+    se = (0.3 * 0.7 / 10000) ** 0.5
+    assert bert_cells == ["bert2018", "docs", "1,234,567", "40", "3.5", f"{40 / 101:.2f}", "101", "0.1000",
+                          "0.2000", "0.2500", "0.3000", f"0.3000 +- {se:.4f}"]
+
+    verdict = report.verdicts(runs)
+    assert len(verdict) == 1
+    assert "**modern** ends higher, 0.4000 against 0.3000 (+10.00 points" in verdict[0]
+    assert "reaches bert2018's final accuracy after 60 s (60% of the budget)" in verdict[0]
+    assert any("docs/modern: run WITHOUT train.schedule" in line for line in report.notes(runs))
+
+    report.main(["--out", out])
+    assert os.path.getsize(os.path.join(out, "ttq_curves.png")) > 1000
+    with open(os.path.join(out, "RESULTS.md")) as f:
+        assert "![accuracy against wall time](ttq_curves.png)" in f.read()
+
+
+def test_no_runs_is_one_line(report, tmp_path):
+    with pytest.raises(SystemExit, match="no run.json under"):
+        report.main(["--out", str(tmp_path)])
