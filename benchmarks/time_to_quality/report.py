@@ -117,6 +117,14 @@ def notes(runs: list[dict]) -> list[str]:
         name = f"{run['corpus']}/{run['model']}"
         if run.get("not_in_checkout"):
             lines.append(f"- {name}: run WITHOUT {', '.join(run['not_in_checkout'])} (not in that checkout).")
+        overshoot = run["final_wall_seconds"] / run["budget_seconds"] - 1
+        if overshoot > GRACE:
+            lines.append(f"- {name}: its {run['num_train_steps']} steps took {100 * overshoot:.0f}% longer than the "
+                         "budget (the machine was slower than in its calibration), so its @100% column is from "
+                         "before its schedule ended; the final column is at its end.")
+        elif overshoot < -0.1:
+            lines.append(f"- {name}: its {run['num_train_steps']} steps took {100 * (1 + overshoot):.0f}% of the "
+                         "budget (the machine was faster than in its calibration): it left budget unused.")
         own, curve = run.get("in_run_final_eval"), run["curve"]
         if own and curve:
             lines.append(f"- {name}: the run's own final evaluation (its training masking) "

@@ -263,7 +263,7 @@ def parse_args(argv=None):
                         help="comma-separated NAME:PATH entries; 'default' = the embedded stdlib docstrings")
     parser.add_argument("--models", default="bert2018,modern")
     parser.add_argument("--points", type=int, default=16, help="checkpoints (evaluation points) per run")
-    parser.add_argument("--calibration_steps", type=int, default=40)
+    parser.add_argument("--calibration_steps", type=int, default=50)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--warmup_fraction", type=float, default=0.1)
