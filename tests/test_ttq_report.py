@@ -48,16 +48,16 @@ def test_table_verdict_and_figure(report, tmp_path):
     assert report.accuracy_at(modern["curve"], 75.0, 100.0)["mlm_accuracy"] == 0.31
 
     rows = report.table(runs).splitlines()
-    assert rows[0].startswith("| model | corpus | parameters | steps | compile s | steps/s | wall s | acc @25%")
+    assert rows[0].startswith("| model | corpus | parameters | steps | compile s | steps/s | wall s | CPU s | acc @25%")
     bert_cells = [c.strip() for c in rows[2].strip("|").split("|")]
     se = (0.3 * 0.7 / 10000) ** 0.5
-    assert bert_cells == ["bert2018", "docs", "1,234,567", "40", "3.5", f"{40 / 101:.2f}", "101", "0.1000",
+    assert bert_cells == ["bert2018", "docs", "1,234,567", "40", "3.5", f"{40 / 101:.2f}", "101", "–", "0.1000",
                           "0.2000", "0.2500", "0.3000", f"0.3000 +- {se:.4f}"]
 
     verdict = report.verdicts(runs)
     assert len(verdict) == 1
     assert "**modern** ends higher, 0.4000 against 0.3000 (+10.00 points" in verdict[0]
-    assert "reaches bert2018's final accuracy after 60 s (60% of the budget)" in verdict[0]
+    assert "reaches bert2018's final accuracy after 60 wall s (60% of the budget)" in verdict[0]
     assert any("docs/modern: run WITHOUT train.schedule" in line for line in report.notes(runs))
 
     report.main(["--out", out])
@@ -69,3 +69,17 @@ def test_table_verdict_and_figure(report, tmp_path):
 def test_no_runs_is_one_line(report, tmp_path):
     with pytest.raises(SystemExit, match="no run.json under"):
         report.main(["--out", str(tmp_path)])
+
+
+def test_a_cpu_clock_run_is_read_on_cpu_seconds(report, tmp_path):
+    run_dir = tmp_path / "docs" / "modern"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"model": "modern", "corpus": "docs", "clock": "cpu",
+                                                  "budget_seconds": 100.0, "num_train_steps": 20,
+                                                  "final_wall_seconds": 300.0, "final_cpu_seconds": 98.0}))
+    (run_dir / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in [
+        {"step": 10, "wall_seconds": 150.0, "cpu_seconds": 49.0, "mlm_accuracy": 0.2},
+        {"step": 20, "wall_seconds": 300.0, "cpu_seconds": 98.0, "mlm_accuracy": 0.3}]))
+    cells = [c.strip() for c in report.table(report.load_runs(str(tmp_path))).splitlines()[2].strip("|").split("|")]
+    # On the wall clock neither point is within the budget; on the CPU clock the first is by 50%, both by 100%.
+    assert cells[6:13] == ["300", "98", "–", "0.2000", "0.2000", "0.3000", "0.3000"]

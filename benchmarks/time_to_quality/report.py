@@ -7,8 +7,10 @@ same two files (e.g. an HF Trainer run for issue 21) joins the table and the fig
   run.json     {"model", "corpus", "budget_seconds", "num_train_steps", "final_wall_seconds", ...; optional
                "system", "parameters", "first_step_seconds", "calibration": {"steps_per_second"},
                "not_in_checkout", "eval_masking", "in_run_final_eval", "loadavg_start", "loadavg_end"}
-  curve.jsonl  one line per evaluated checkpoint: {"step", "wall_seconds", "mlm_accuracy"}, the accuracy on
-               the held-out split under the common masking.
+  curve.jsonl  one line per evaluated checkpoint: {"step", "wall_seconds", "mlm_accuracy"; optional
+               "cpu_seconds", "mlm_predictions"}, the accuracy on the held-out split under the common masking.
+A run.json may say "clock": "cpu" (its budget counts CPU seconds); the fractions and the figure then use
+cpu_seconds.
 Accuracy "at x% of the budget" is that of the newest checkpoint whose wall time is at most x% of the budget
 plus a grace of 2% of the budget (timing noise on a shared machine); no interpolation between checkpoints.
 """
@@ -38,20 +40,25 @@ def load_runs(out: str) -> list[dict]:
         with open(path, encoding="utf-8") as f:
             run = json.load(f)
         with open(os.path.join(os.path.dirname(path), "curve.jsonl"), encoding="utf-8") as f:
-            run["curve"] = sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r["wall_seconds"])
+            run["curve"] = sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r[seconds_key(run)])
         runs.append(run)
     return runs
 
 
-def accuracy_at(curve: list[dict], seconds: float, budget: float) -> dict | None:
-    """The newest point reached by `seconds` (+ GRACE x budget), or None if none was."""
-    reached = [p for p in curve if p["wall_seconds"] <= seconds + GRACE * budget]
+def seconds_key(run: dict) -> str:
+    """The curve field the run's budget counts: 'wall_seconds' (default) or 'cpu_seconds'."""
+    return f"{run.get('clock', 'wall')}_seconds"
+
+
+def accuracy_at(curve: list[dict], seconds: float, budget: float, key: str = "wall_seconds") -> dict | None:
+    """The newest point reached by `seconds` (+ GRACE x budget) on clock `key`, or None if none was."""
+    reached = [p for p in curve if p[key] <= seconds + GRACE * budget]
     return reached[-1] if reached else None
 
 
-def time_to_reach(curve: list[dict], accuracy: float) -> float | None:
-    """Wall seconds of the first point at or above `accuracy` (None: never)."""
-    return next((p["wall_seconds"] for p in curve if p["mlm_accuracy"] >= accuracy), None)
+def time_to_reach(curve: list[dict], accuracy: float, key: str = "wall_seconds") -> float | None:
+    """Seconds (clock `key`) of the first point at or above `accuracy` (None: never)."""
+    return next((p[key] for p in curve if p["mlm_accuracy"] >= accuracy), None)
 
 
 def standard_error(point: dict) -> float | None:
@@ -66,16 +73,16 @@ def _fmt(value, pattern="{:.4f}"):
 
 def table(runs: list[dict]) -> str:
     """The markdown table: one row per run, accuracy at the budget fractions and at the end."""
-    head = ["model", "corpus", "parameters", "steps", "compile s", "steps/s", "wall s"]
+    head = ["model", "corpus", "parameters", "steps", "compile s", "steps/s", "wall s", "CPU s"]
     head += [f"acc @{int(f * 100)}%" for f in FRACTIONS] + ["final acc"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         budget, curve = run["budget_seconds"], run["curve"]
-        at = [accuracy_at(curve, f * budget, budget) for f in FRACTIONS]
+        at = [accuracy_at(curve, f * budget, budget, seconds_key(run)) for f in FRACTIONS]
         steps_per_second = run["num_train_steps"] / run["final_wall_seconds"] if run["final_wall_seconds"] else None
         cells = [run["model"], run["corpus"], _fmt(run.get("parameters"), "{:,}"), str(run["num_train_steps"]),
                  _fmt(run.get("first_step_seconds"), "{:.1f}"), _fmt(steps_per_second, "{:.2f}"),
-                 _fmt(run["final_wall_seconds"], "{:.0f}")]
+                 _fmt(run["final_wall_seconds"], "{:.0f}"), _fmt(run.get("final_cpu_seconds"), "{:.0f}")]
         final = curve[-1] if curve else None
         final_cell = _fmt(final and final["mlm_accuracy"])
         if final and standard_error(final) is not None:
@@ -95,7 +102,7 @@ def verdicts(runs: list[dict]) -> list[str]:
             continue
         a, b = sorted(pair, key=lambda r: r["curve"][-1]["mlm_accuracy"], reverse=True)
         final_a, final_b = a["curve"][-1]["mlm_accuracy"], b["curve"][-1]["mlm_accuracy"]
-        reach = time_to_reach(a["curve"], final_b)
+        reach = time_to_reach(a["curve"], final_b, seconds_key(a))
         line = (f"- {corpus}: **{a['model']}** ends higher, {final_a:.4f} against {final_b:.4f} "
                 f"({100 * (final_a - final_b):+.2f} points")
         errors = [standard_error(r["curve"][-1]) for r in (a, b)]
@@ -104,7 +111,7 @@ def verdicts(runs: list[dict]) -> list[str]:
             line += f", {(final_a - final_b) / combined:.1f} standard errors" if combined else ""
         line += ")"
         if reach is not None:
-            line += (f"; it reaches {b['model']}'s final accuracy after {reach:.0f} s "
+            line += (f"; it reaches {b['model']}'s final accuracy after {reach:.0f} {a.get('clock', 'wall')} s "
                      f"({100 * reach / a['budget_seconds']:.0f}% of the budget)")
         lines.append(line + ".")
     return lines
@@ -117,7 +124,7 @@ def notes(runs: list[dict]) -> list[str]:
         name = f"{run['corpus']}/{run['model']}"
         if run.get("not_in_checkout"):
             lines.append(f"- {name}: run WITHOUT {', '.join(run['not_in_checkout'])} (not in that checkout).")
-        overshoot = run["final_wall_seconds"] / run["budget_seconds"] - 1
+        overshoot = run[f"final_{seconds_key(run)}"] / run["budget_seconds"] - 1
         if overshoot > GRACE:
             lines.append(f"- {name}: its {run['num_train_steps']} steps took {100 * overshoot:.0f}% longer than the "
                          "budget (the machine was slower than in its calibration), so its @100% column is from "
@@ -142,12 +149,13 @@ def plot(runs: list[dict], path: str) -> None:
     models = sorted({r["model"] for r in runs})
     for ax, corpus in zip(axes[0], corpora, strict=True):
         for run in (r for r in runs if r["corpus"] == corpus):
-            xs = [p["wall_seconds"] for p in run["curve"]]
+            xs = [p[seconds_key(run)] for p in run["curve"]]
             ys = [p["mlm_accuracy"] for p in run["curve"]]
             ax.plot(xs, ys, marker="o", markersize=3, color=f"C{models.index(run['model'])}", label=run["model"])
             ax.axvline(run["budget_seconds"], color="gray", linestyle="--", linewidth=0.8)
         ax.set_title(f"corpus: {corpus}")
-        ax.set_xlabel("training wall time after compilation (s)")
+        clocks = sorted({r.get("clock", "wall") for r in runs if r["corpus"] == corpus})
+        ax.set_xlabel(f"training {' / '.join(clocks)} seconds after compilation")
         ax.set_ylabel("held-out MLM accuracy (15% token masking)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
@@ -157,9 +165,9 @@ def plot(runs: list[dict], path: str) -> None:
 
 
 def results_markdown(runs: list[dict], png_name: str) -> str:
-    budgets = sorted({r["budget_seconds"] for r in runs})
-    intro = (f"Budget: {', '.join(f'{b:.0f}' for b in budgets)} s of training per run (after the first, compiling "
-             "step). Accuracy: held-out MLM accuracy of each checkpoint with the same 15% token masking for every "
+    budgets = sorted({(r["budget_seconds"], r.get("clock", "wall")) for r in runs})
+    intro = (f"Budget: {', '.join(f'{b:.0f} {clock}' for b, clock in budgets)} seconds of training per run (after the "
+             "first, compiling step; wall: the clock, cpu: the process's CPU time, all threads). Accuracy: held-out MLM accuracy of each checkpoint with the same 15% token masking for every "
              "model (at most 20 predictions per sequence). Columns at x% read the newest checkpoint by x% of the "
              f"budget (+{int(GRACE * 100)}% grace); +- is the binomial standard error over the scored predictions.")
     parts = ["# Time to quality: BERT-2018 against the modern encoder block", "", intro, "", table(runs), "",

@@ -7,7 +7,8 @@
 #   bash benchmarks/time_to_quality/run.sh [OUT]            (from the repository root; OUT default /tmp/ttq)
 #   DRY_RUN=1 bash benchmarks/time_to_quality/run.sh [OUT]  (bert_tiny, 20 s per run: checks the pipeline)
 #
-# BUDGET (seconds of training per run, default 480) and any extra run_ttq.py flags in TTQ_FLAGS.
+# BUDGET (seconds of training per run, default 480) and any extra run_ttq.py flags in TTQ_FLAGS, e.g.
+# TTQ_FLAGS=--clock=cpu BUDGET=800 on a machine other jobs share (the budget then counts CPU seconds).
 # About 4 x (BUDGET + 4 min) in all on a 2-core CPU.
 set -euo pipefail
 HERE=benchmarks/time_to_quality

@@ -1,15 +1,18 @@
 """Time to quality: BERT-2018 against the modern encoder block at one wall-clock budget, same size, corpus,
 tokenizer and held-out masking. Issue 20 point 6.
 
-    python benchmarks/time_to_quality/run_ttq.py --out DIR [--budget_seconds 480] [--size mini]
-        [--corpora default,man:/path/man_prose.txt] [--models bert2018,modern] [--points 16] [--dry_run]
+    python benchmarks/time_to_quality/run_ttq.py --out DIR [--budget_seconds 480] [--clock wall|cpu]
+        [--size mini] [--corpora default,man:/path/man_prose.txt] [--models bert2018,modern] [--points 16]
+        [--dry_run]
 
 For every corpus, and every model on it (in this order, one at a time):
   1. a calibration run (`--calibration_steps` steps) of the real command, `python -m bert_jax.pretrain`, whose
-     log gives the compile time of the first step and the steps per second after it; the first calibration on
+     log gives the compile time of the first step and the steps per second (wall, and per CPU second of the
+     process) after it; the first calibration on
      a corpus trains the SentencePiece tokenizer (as the default pipeline does) and every later run on that
      corpus is given the same file (config.data.tokenizer_model);
-  2. the timed run: num_train_steps = steps/s x budget x 0.97 (slack for the checkpoint saves), so the
+  2. the timed run: num_train_steps = steps/s x budget x 0.97 (slack for the checkpoint saves; per wall or
+     per CPU second as --clock says), so the
      learning-rate schedule (BERT's linear decay; the modern side's warmup-stable-decay) ends at the budget;
      a checkpoint every num_train_steps / points steps, one in-run evaluation at the end only (so evaluation
      time is not in the budget);
@@ -19,6 +22,11 @@ For every corpus, and every model on it (in this order, one at a time):
 Wall time of a checkpoint = the absl timestamp of the train log line the run writes at that step, minus the
 timestamp of the line saying the first (compiling) step finished: seconds of training after compilation,
 checkpoint saves included, data preparation and the compile excluded (the compile time is reported apart).
+CPU seconds of a checkpoint = the process's user + system time (all threads, /proc/<pid>/stat) sampled when
+that line is read, minus the same at the first-step line. On a machine shared with other jobs the wall clock
+stretches with their load and a calibration no longer predicts the run; the CPU clock hardly does, so
+`--clock=cpu` (budget in CPU seconds; 2 cores busy = 2 CPU seconds per second) keeps the step counts right
+there. Both clocks are recorded either way.
 
 Writes, per corpus C and model M, DIR/C/M/run.json (settings, calibration, timings, parameter count, the
 overrides given and any this checkout does not have yet) and DIR/C/M/curve.jsonl (one line per checkpoint:
@@ -65,8 +73,9 @@ def model_overrides(model: str, size_config, *, num_steps: int, decay_fraction: 
     scale = MODERN_MASK_RATE / BASE_MASKING["mask_rate"]
     return {
         "model.norm_placement": "pre", "model.final_norm": True, "model.ffn_activation": "geglu",
-        # A gated FFN has 3 matrices where BERT's has 2: 2/3 of the width keeps the parameter count.
-        "model.intermediate_size": round(size_config.model.intermediate_size * 2 / 3),
+        # A gated FFN has 3 matrices where BERT's has 2: 2/3 of the width keeps the parameter count (rounded
+        # to a multiple of 8 for the matmul kernels: 1024 -> 680, 512 -> 344).
+        "model.intermediate_size": 8 * round(size_config.model.intermediate_size * 2 / 3 / 8),
         "model.position_encoding": "rotary", "model.use_bias": False,
         "masking.mask_rate": MODERN_MASK_RATE,
         "masking.max_predictions_per_seq": math.ceil(BASE_MASKING["max_predictions_per_seq"] * scale),
@@ -129,8 +138,9 @@ def log_seconds(line: str) -> float | None:
 
 
 def parse_log(path: str) -> dict:
-    """From a run's log: first-step seconds, parameter count, and (step, seconds after the first step) of
-    every train log line."""
+    """From a run's log: first-step seconds, parameter count, and for every train log line the step, the wall
+    seconds after the first step, and (from the .cpu file `pretrain` writes beside the log) the process's
+    CPU seconds after the first step."""
     first_step_end, first_step_seconds, parameters, points = None, None, None, []
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -144,11 +154,24 @@ def parse_log(path: str) -> dict:
             elif (match := FIRST_STEP.search(line)):
                 first_step_end, first_step_seconds = seconds, float(match.group(1))
             elif (match := TRAIN_LINE.search(line)) and first_step_end is not None:
-                points.append((int(match.group(1)), seconds - first_step_end))
+                points.append({"step": int(match.group(1)), "wall_seconds": seconds - first_step_end})
     if first_step_end is None:
         raise SystemExit(f"error: {path} has no 'compiled and ran the first train step' line: the run failed "
                          "before training (see the log).")
+    cpu = {}
+    if os.path.exists(path + ".cpu"):
+        with open(path + ".cpu", encoding="utf-8") as f:
+            cpu = {int(step): float(seconds) for step, seconds in (line.split() for line in f if line.strip())}
+    for point in points:
+        point["cpu_seconds"] = cpu[point["step"]] - cpu[0] if point["step"] in cpu and 0 in cpu else None
     return {"first_step_seconds": first_step_seconds, "parameters": parameters, "train_lines": points}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
 
 
 def pretrain(workdir: str, size: str, overrides: dict[str, object], log_path: str) -> list[str]:
@@ -158,8 +181,18 @@ def pretrain(workdir: str, size: str, overrides: dict[str, object], log_path: st
     command = [sys.executable, "-m", "bert_jax.pretrain", f"--config={SIZES[size]}", f"--workdir={workdir}"]
     command += [f"--config.{name}={value}" for name, value in overrides.items()]
     env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.hugetlb=1", PYTHONUNBUFFERED="1")
-    with open(log_path, "w", encoding="utf-8") as log:
-        returncode = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # The log is read as it is written, so the process's CPU time can be sampled at each train line
+    # (step 0: the line saying the first step finished). CPU time hardly depends on what else the shared
+    # machine runs, wall time does.
+    with open(log_path, "w", encoding="utf-8") as log, open(log_path + ".cpu", "w", encoding="utf-8") as cpu, \
+            subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                             text=True, errors="replace") as process:
+        for line in process.stdout:
+            match = TRAIN_LINE.search(line)
+            if match or FIRST_STEP.search(line):
+                cpu.write(f"{match.group(1) if match else 0} {process_cpu_seconds(process.pid):.2f}\n")
+            log.write(line)
+        returncode = process.wait()
     if returncode:
         raise SystemExit(f"error: {' '.join(command)} failed with exit code {returncode}; see {log_path}.")
     return command
@@ -175,10 +208,13 @@ def calibrate(args, size_config, corpus: str, tokenizer: str, model: str, run_di
                                                decay_fraction=args.decay_fraction))[0])
     workdir = os.path.join(run_dir, "calibration")
     pretrain(workdir, args.size, overrides, workdir + ".log")
-    lines = parse_log(workdir + ".log")["train_lines"]
-    (first_step, first_time), (last_step, last_time) = lines[0], lines[-1]
-    return {"steps": steps, "steps_per_second": (last_step - first_step) / max(last_time - first_time, 1e-9),
-            "first_step_seconds": parse_log(workdir + ".log")["first_step_seconds"], "workdir": workdir}
+    log = parse_log(workdir + ".log")
+    first, last = log["train_lines"][0], log["train_lines"][-1]
+    calibration = {"steps": steps, "first_step_seconds": log["first_step_seconds"], "workdir": workdir}
+    for clock in ("wall", "cpu"):  # steps per wall second / per CPU second, after the first logged interval
+        seconds = last[f"{clock}_seconds"] - first[f"{clock}_seconds"]
+        calibration[f"steps_per_{clock}_second"] = (last["step"] - first["step"]) / max(seconds, 1e-9)
+    return calibration
 
 
 def run_model(args, size_config, corpus_name: str, corpus: str, model: str) -> None:
@@ -196,7 +232,8 @@ def run_model(args, size_config, corpus_name: str, corpus: str, model: str) -> N
     if not tokenizer:  # this calibration trained the corpus's tokenizer: every later run gets the same file
         shutil.copy(os.path.join(calibration["workdir"], "tokenizer", "spm.model"), tokenizer_path)
         tokenizer = tokenizer_path
-    num_steps = max(args.points, int(calibration["steps_per_second"] * args.budget_seconds * 0.97))
+    rate = calibration[f"steps_per_{args.clock}_second"]
+    num_steps = max(args.points, int(rate * args.budget_seconds * 0.97))
     checkpoint_every = max(1, num_steps // args.points)
     overrides = common_overrides(args, num_steps=num_steps, checkpoint_every=checkpoint_every,
                                  tokenizer=tokenizer, corpus=corpus)
@@ -205,18 +242,19 @@ def run_model(args, size_config, corpus_name: str, corpus: str, model: str) -> N
     overrides.update(given)
     if missing:
         print(f"{corpus_name}/{model}: this checkout has no {', '.join(missing)}; run without them", flush=True)
-    print(f"{corpus_name}/{model}: {calibration['steps_per_second']:.3f} steps/s in calibration -> "
-          f"{num_steps} steps for {args.budget_seconds:.0f} s", flush=True)
+    print(f"{corpus_name}/{model}: {rate:.3f} steps per {args.clock} second in calibration -> "
+          f"{num_steps} steps for {args.budget_seconds:.0f} {args.clock} seconds", flush=True)
     workdir = os.path.join(run_dir, "run")
     command = pretrain(workdir, args.size, overrides, workdir + ".log")
     log = parse_log(workdir + ".log")
     scored = score_checkpoints(workdir, run_dir)
-    wall_at = dict(log["train_lines"])
+    at_step = {point["step"]: point for point in log["train_lines"]}
     summary = {
         "system": "bert_jax", "model": model, "corpus": corpus_name, "corpus_path": corpus or "(default)",
-        "size": args.size, "budget_seconds": args.budget_seconds, "num_train_steps": num_steps,
+        "size": args.size, "clock": args.clock, "budget_seconds": args.budget_seconds, "num_train_steps": num_steps,
         "checkpoint_every": checkpoint_every, "calibration": calibration,
-        "first_step_seconds": log["first_step_seconds"], "final_wall_seconds": wall_at[num_steps],
+        "first_step_seconds": log["first_step_seconds"], "final_wall_seconds": at_step[num_steps]["wall_seconds"],
+        "final_cpu_seconds": at_step[num_steps]["cpu_seconds"],
         "parameters": log["parameters"], "overrides": overrides, "not_in_checkout": missing,
         "eval_masking": dict(BASE_MASKING, kind="token"), "in_run_final_eval": last_eval_row(workdir),
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "command": command,
@@ -227,11 +265,12 @@ def run_model(args, size_config, corpus_name: str, corpus: str, model: str) -> N
     with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(run_dir, "curve.jsonl"), "w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"step": row["step"], "wall_seconds": wall_at[row["step"]],
-                                 "mlm_accuracy": row["mlm_accuracy"], "mlm_loss": row["mlm_loss"],
+        f.writelines(json.dumps({"step": row["step"], "wall_seconds": at_step[row["step"]]["wall_seconds"],
+                                 "cpu_seconds": at_step[row["step"]]["cpu_seconds"], "mlm_accuracy": row["mlm_accuracy"], "mlm_loss": row["mlm_loss"],
                                  "mlm_predictions": row["mlm_predictions"], "num_examples": row["num_examples"]})
                      + "\n" for row in scored)
-    print(f"{corpus_name}/{model}: {num_steps} steps in {wall_at[num_steps]:.0f} s, held-out MLM accuracy "
+    print(f"{corpus_name}/{model}: {num_steps} steps in {at_step[num_steps]['wall_seconds']:.0f} wall s "
+          f"({at_step[num_steps]['cpu_seconds']:.0f} CPU s), held-out MLM accuracy "
           f"(15% masking) {scored[-1]['mlm_accuracy']:.4f}", flush=True)
 
 
@@ -258,6 +297,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="results folder")
     parser.add_argument("--budget_seconds", type=float, default=480.0, help="training seconds per run")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="what the budget counts: wall seconds, or the process's CPU seconds (all threads), "
+                             "which hardly depend on what else a shared machine runs")
     parser.add_argument("--size", default="mini", choices=sorted(SIZES))
     parser.add_argument("--corpora", default="default",
                         help="comma-separated NAME:PATH entries; 'default' = the embedded stdlib docstrings")
