@@ -48,11 +48,11 @@ def test_table_verdict_and_figure(report, tmp_path):
     assert report.accuracy_at(modern["curve"], 75.0, 100.0)["mlm_accuracy"] == 0.31
 
     rows = report.table(runs).splitlines()
-    assert rows[0].startswith("| model | corpus | parameters | steps | compile s | steps/s | wall s | CPU s | acc @25%")
+    assert rows[0].startswith("| model | corpus | parameters | steps | compile s | steps/wall s | wall s | CPU s | acc @25%")
     bert_cells = [c.strip() for c in rows[2].strip("|").split("|")]
     se = (0.3 * 0.7 / 10000) ** 0.5
     assert bert_cells == ["bert2018", "docs", "1,234,567", "40", "3.5", f"{40 / 101:.2f}", "101", "–", "0.1000",
-                          "0.2000", "0.2500", "0.3000", f"0.3000 +- {se:.4f}"]
+                          "0.2000", "0.2500", "0.3000", f"0.3000 +- {se:.4f}", "–"]
 
     verdict = report.verdicts(runs)
     assert len(verdict) == 1

@@ -73,8 +73,8 @@ def _fmt(value, pattern="{:.4f}"):
 
 def table(runs: list[dict]) -> str:
     """The markdown table: one row per run, accuracy at the budget fractions and at the end."""
-    head = ["model", "corpus", "parameters", "steps", "compile s", "steps/s", "wall s", "CPU s"]
-    head += [f"acc @{int(f * 100)}%" for f in FRACTIONS] + ["final acc"]
+    head = ["model", "corpus", "parameters", "steps", "compile s", "steps/wall s", "wall s", "CPU s"]
+    head += [f"acc @{int(f * 100)}%" for f in FRACTIONS] + ["final acc", "final loss"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         budget, curve = run["budget_seconds"], run["curve"]
@@ -87,7 +87,7 @@ def table(runs: list[dict]) -> str:
         final_cell = _fmt(final and final["mlm_accuracy"])
         if final and standard_error(final) is not None:
             final_cell += f" +- {standard_error(final):.4f}"
-        cells += [_fmt(p and p["mlm_accuracy"]) for p in at] + [final_cell]
+        cells += [_fmt(p and p["mlm_accuracy"]) for p in at] + [final_cell, _fmt(final and final.get("mlm_loss"), "{:.3f}")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -110,6 +110,9 @@ def verdicts(runs: list[dict]) -> list[str]:
             combined = math.hypot(*errors)
             line += f", {(final_a - final_b) / combined:.1f} standard errors" if combined else ""
         line += ")"
+        losses = [r["curve"][-1].get("mlm_loss") for r in (a, b)]
+        if None not in losses:
+            line += f"; held-out MLM loss {losses[0]:.3f} against {losses[1]:.3f}"
         if reach is not None:
             line += (f"; it reaches {b['model']}'s final accuracy after {reach:.0f} {a.get('clock', 'wall')} s "
                      f"({100 * reach / a['budget_seconds']:.0f}% of the budget)")
@@ -164,13 +167,35 @@ def plot(runs: list[dict], path: str) -> None:
     plt.close(figure)
 
 
+def setup(runs: list[dict]) -> list[str]:
+    """What each bert_jax model was (from its run.json overrides), and the corpora."""
+    lines = []
+    for model in sorted({r["model"] for r in runs}):
+        run = next(r for r in runs if r["model"] == model)
+        given = run.get("overrides", {})
+        if run.get("system", "bert_jax") != "bert_jax" or not given:
+            continue
+        recipe = ", ".join(f"{k}={v}" for k, v in given.items() if k.startswith(("model.", "masking.", "train.schedule",
+                                                                               "train.decay", "train.optimizer"))
+                           and k not in ("model.vocab_size",))
+        lines.append(f"- {model}: configs/bert_{run.get('size', 'mini')}.py, batch {given.get('train.global_batch_size')}, "
+                     f"peak lr {given.get('train.learning_rate')}, warmup {given.get('train.warmup_steps')} steps, "
+                     f"vocabulary {given.get('model.vocab_size')}; " + (recipe or "BERT's defaults (post-LN, learned "
+                                                                        "positions, GELU, 15% masking, linear decay)"))
+    for corpus, path in sorted({r["corpus"]: r.get("corpus_path", "") for r in runs}.items()):
+        text = "the embedded stdlib-docstring corpus (config.data.corpus empty)" if path == "(default)" else path
+        lines.append(f"- corpus {corpus}: {text}; one SentencePiece tokenizer trained on it, given to every run")
+    return lines
+
+
 def results_markdown(runs: list[dict], png_name: str) -> str:
     budgets = sorted({(r["budget_seconds"], r.get("clock", "wall")) for r in runs})
     intro = (f"Budget: {', '.join(f'{b:.0f} {clock}' for b, clock in budgets)} seconds of training per run (after the "
              "first, compiling step; wall: the clock, cpu: the process's CPU time, all threads). Accuracy: held-out MLM accuracy of each checkpoint with the same 15% token masking for every "
              "model (at most 20 predictions per sequence). Columns at x% read the newest checkpoint by x% of the "
              f"budget (+{int(GRACE * 100)}% grace); +- is the binomial standard error over the scored predictions.")
-    parts = ["# Time to quality: BERT-2018 against the modern encoder block", "", intro, "", table(runs), "",
+    parts = ["# Time to quality: BERT-2018 against the modern encoder block", "", intro, "", *setup(runs), "",
+             table(runs), "",
              *verdicts(runs), "",
              f"![accuracy against wall time]({png_name})", "", "Notes:", *notes(runs), ""]
     return "\n".join(parts)
