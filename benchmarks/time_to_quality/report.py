@@ -116,6 +116,9 @@ def verdicts(runs: list[dict]) -> list[str]:
         if reach is not None:
             line += (f"; it reaches {b['model']}'s final accuracy after {reach:.0f} {a.get('clock', 'wall')} s "
                      f"({100 * reach / a['budget_seconds']:.0f}% of the budget)")
+            if a.get("clock", "wall") != "wall":
+                wall_reach, wall_b = time_to_reach(a["curve"], final_b), b["final_wall_seconds"]
+                line += f", {wall_reach:.0f} wall s against {b['model']}'s {wall_b:.0f} wall s for all its steps"
         lines.append(line + ".")
     return lines
 
@@ -146,22 +149,27 @@ def notes(runs: list[dict]) -> list[str]:
 
 
 def plot(runs: list[dict], path: str) -> None:
-    """Accuracy against wall seconds, one panel per corpus, one line per model, the budget dashed."""
+    """Accuracy against training seconds: one column per corpus, one row per clock the curves have (wall,
+    and CPU when every point has it), one line per model; the budget dashed on the clock it counts."""
     corpora = sorted({r["corpus"] for r in runs})
-    figure, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)
+    clocks = ["wall"] + (["cpu"] if all(p.get("cpu_seconds") is not None for r in runs for p in r["curve"]) else [])
+    figure, axes = plt.subplots(len(clocks), len(corpora), figsize=(5.5 * len(corpora), 4 * len(clocks)),
+                                squeeze=False)
     models = sorted({r["model"] for r in runs})
-    for ax, corpus in zip(axes[0], corpora, strict=True):
-        for run in (r for r in runs if r["corpus"] == corpus):
-            xs = [p[seconds_key(run)] for p in run["curve"]]
-            ys = [p["mlm_accuracy"] for p in run["curve"]]
-            ax.plot(xs, ys, marker="o", markersize=3, color=f"C{models.index(run['model'])}", label=run["model"])
-            ax.axvline(run["budget_seconds"], color="gray", linestyle="--", linewidth=0.8)
-        ax.set_title(f"corpus: {corpus}")
-        clocks = sorted({r.get("clock", "wall") for r in runs if r["corpus"] == corpus})
-        ax.set_xlabel(f"training {' / '.join(clocks)} seconds after compilation")
-        ax.set_ylabel("held-out MLM accuracy (15% token masking)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+    for row, clock in enumerate(clocks):
+        for ax, corpus in zip(axes[row], corpora, strict=True):
+            for run in (r for r in runs if r["corpus"] == corpus):
+                xs = [p[f"{clock}_seconds"] for p in run["curve"]]
+                ys = [p["mlm_accuracy"] for p in run["curve"]]
+                ax.plot(xs, ys, marker="o", markersize=3, color=f"C{models.index(run['model'])}",
+                        label=run["model"])
+                if run.get("clock", "wall") == clock:
+                    ax.axvline(run["budget_seconds"], color="gray", linestyle="--", linewidth=0.8)
+            ax.set_title(f"corpus: {corpus}")
+            ax.set_xlabel(f"training {clock} seconds after compilation")
+            ax.set_ylabel("held-out MLM accuracy (15% masking)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
