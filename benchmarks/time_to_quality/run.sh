@@ -29,3 +29,8 @@ fi
 
 # 3. RESULTS.md and the curves (into OUT; copy them next to this script for the record)
 python $HERE/report.py --out "$OUT/runs" --results "$OUT/RESULTS.md" --png "$OUT/ttq_curves.png"
+
+# 4. the frequent-token baseline of each corpus's held-out split (a model that ignores context scores this)
+for corpus in default man; do
+  python benchmarks/spanbert/unigram_baseline.py "$OUT/runs/$corpus/bert2018/run" | tail -1
+done
