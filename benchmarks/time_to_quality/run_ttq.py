@@ -228,6 +228,8 @@ def run_model(args, size_config, corpus_name: str, corpus: str, model: str) -> N
     tokenizer_path = os.path.join(args.out, corpus_name, "spm.model")
     tokenizer = tokenizer_path if os.path.exists(tokenizer_path) else ""
     load_start = os.getloadavg()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=False).stdout.strip()  # when the run starts: the code it runs
     calibration = calibrate(args, size_config, corpus, tokenizer, model, run_dir)
     if not tokenizer:  # this calibration trained the corpus's tokenizer: every later run gets the same file
         shutil.copy(os.path.join(calibration["workdir"], "tokenizer", "spm.model"), tokenizer_path)
@@ -258,8 +260,7 @@ def run_model(args, size_config, corpus_name: str, corpus: str, model: str) -> N
         "parameters": log["parameters"], "overrides": overrides, "not_in_checkout": missing,
         "eval_masking": dict(BASE_MASKING, kind="token"), "in_run_final_eval": last_eval_row(workdir),
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "command": command,
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                     check=False).stdout.strip(),
+        "git_commit": commit,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as f:
