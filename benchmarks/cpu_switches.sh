@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Each speed switch on its own, on this CPU: bert_mini, batch 32 x 128, float32 (the CPU has no fast
-# bf16), against the defaults in the same sweep. One JSON line per run in $OUT_FILE, then the table.
+# Each speed switch on its own, on this CPU: bert_mini, batch 32 x 128, float32, against the defaults in
+# the same sweep. One JSON line per run in $OUT_FILE, then the table. benchmarks/cpu_levers.py times the
+# in-process levers (bf16 matmuls, fused QKV, dropout PRNG) interleaved in one process, which cancels drift.
 #
 #   benchmarks/cpu_switches.sh [OUT_FILE] [--dry_run]
 set -euo pipefail
@@ -30,5 +31,13 @@ bench --config.model.scan_layers=true
 bench --config.model.remat_policy=full
 bench --config.model.scan_layers=true --config.model.remat_policy=dots_with_no_batch_dims_saveable
 bench --config.data.pack_sequences=true
+bench --config.model.matmul_dtype=bfloat16
+bench --config.model.fused_qkv=true
+bench --config.train.dropout_prng=rbg
+bench --config.train.dropout_prng=unsafe_rbg
+bench --xla_flag_sets=cpu_xnnpack
+bench --xla_flag_sets=cpu_onednn
+bench --xla_flag_sets=cpu_vector_512
+BERT_JAX_NO_REEXEC=1 bench  # glibc's default malloc (the commands restart with huge pages otherwise)
 
 if [[ $dry_run -eq 0 ]]; then python -m bert_jax.benchmark_report "$out"; fi

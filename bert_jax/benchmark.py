@@ -19,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bert_jax import cli
+from bert_jax import cli, hardware
 from bert_jax import config as config_lib
 from bert_jax.runtime import reporting
 from bert_jax.tools import benchmarking
@@ -142,7 +142,9 @@ def main(argv):
         result = {"config": flags.FLAGS["config"].config_filename, **benchmarking.benchmark_train_step(
             config, steps=_STEPS.value, warmup_steps=_WARMUP_STEPS.value, padding_fraction=_PADDING_FRACTION.value)}
         result.update(xla_flag_sets=",".join(_XLA_FLAG_SETS.value), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                      switches=benchmarking.switches(config), jax_version=jax.__version__)
+                      switches=benchmarking.switches(config), jax_version=jax.__version__,
+                      matmul_dtype=hardware.resolve_matmul_dtype(config.model.matmul_dtype),
+                      glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""))
         _print_device(result)
         if _INPUT_PIPELINE.value:
             result.update(_measure_pipeline(config, result))
@@ -167,4 +169,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run_app(main)
+    cli.run_app(main, huge_pages=True)

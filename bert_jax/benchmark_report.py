@@ -46,6 +46,8 @@ def _changed_switches(row: dict) -> str:
                if value != defaults.get(path) and path != "model.dtype"]
     if row.get("xla_flag_sets"):
         changed.append(f"xla: {row['xla_flag_sets']}")
+    if row.get("platform") == "cpu" and "hugetlb=1" not in row.get("glibc_tunables", "glibc.malloc.hugetlb=1"):
+        changed.append("glibc's default malloc (no huge pages)")
     return ", ".join(changed) or "defaults"
 
 

@@ -67,6 +67,15 @@ def default_config() -> ml_collections.ConfigDict:
     # True (google-research/bert): the MLM head runs on the max_predictions_per_seq masked positions only;
     # False: on every position, as HF's BertForPreTraining does (for measuring what the gather saves).
     config.model.gather_masked_positions = True
+    # Operands of the dense layers' and the MLM head's matmuls: 'float32', or 'bfloat16' (rounded to bf16,
+    # products summed in float32, results float32, in the backward pass too; parameters, norms, softmax and
+    # losses stay as `dtype` says), or 'auto': bfloat16 where the hardware multiplies bf16 natively (GPUs,
+    # TPUs, CPUs with AVX512-BF16/AMX-BF16, detected from /proc/cpuinfo), else float32. Not exact: the loss
+    # moves by about 1e-3 relative (tests/test_cpu_speed.py); a speed switch for float32 runs on CPU.
+    config.model.matmul_dtype = "float32"
+    # True: query, key and value come from one matmul against their three kernels concatenated inside the
+    # step (one [hidden, 3 x hidden] product instead of three); the parameters stay query/key/value.
+    config.model.fused_qkv = False
     # SpanBERT's span-boundary objective (objective 'mlm_sbo'): the head predicts the k-th token of a masked
     # span from the encoder outputs just outside the span and a learned embedding of k, for
     # k < sbo_max_span_positions (the table's rows; SpanBERT's max_pair_targets 15). Tokens further into a
@@ -277,6 +286,11 @@ def default_config() -> ml_collections.ConfigDict:
     # Donate the train state's buffers to the step, so XLA updates parameters and optimizer state in
     # place instead of holding two copies (False only to measure what donation saves).
     config.train.donate_state = True
+    # The PRNG of dropout only: 'threefry' (JAX's default), or 'rbg' / 'unsafe_rbg' (XLA's RngBitGenerator:
+    # cheaper bits; 'unsafe_rbg' also splits keys cheaply). The dropout key stays a function of (seed, step),
+    # so a resumed run repeats its dropout; masks and the data stream always use threefry. With rbg the
+    # dropout masks may differ between device counts (threefry's are the same on 1 or 8 devices).
+    config.train.dropout_prng = "threefry"
     # Re-running in a workdir resumes its newest checkpoint only if the config, tokenizer and corpus
     # still match what it was written with (pretraining/resume_check.py). True: accept changed data or
     # training stream (corpus files, batch size, sequence length, masking, packing, seed, eval set), with
@@ -325,6 +339,8 @@ _INSTANCE_FORMATS = ("sentence_pairs", "full_sentences", "translation_pairs")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 _DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("xla", "dot_product", "cudnn", "splash")
+MATMUL_DTYPES = ("float32", "bfloat16", "auto")
+DROPOUT_PRNGS = ("threefry", "rbg", "unsafe_rbg")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
@@ -486,6 +502,11 @@ def check_against_schema(config: ml_collections.ConfigDict, schema: ml_collectio
                              f"{expected.__name__}.")
 
 
+def check_matmul_dtype(matmul_dtype: str) -> None:
+    _require(matmul_dtype in MATMUL_DTYPES,
+             f"config.model.matmul_dtype={matmul_dtype!r} is not one of {MATMUL_DTYPES}.")
+
+
 def check_attention_switches(attention_impl: str, attention_probs_dropout_prob: float, dtype: str) -> None:
     """The attention kernel against the settings it cannot run with; `validate` and the model's own
     BertConfig (which fine-tuning and exports build from stored configs) both ask here."""
@@ -597,6 +618,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(m.hidden_act in _ACTIVATIONS,
              f"config.model.hidden_act={m.hidden_act!r} is not one of {_ACTIVATIONS}.")
     _require(m.dtype in _DTYPES, f"config.model.dtype={m.dtype!r} is not one of {_DTYPES}.")
+    check_matmul_dtype(m.matmul_dtype)
     _require(m.embedding_size >= 0, f"config.model.embedding_size must be 0 (= hidden_size) or positive, "
                                     f"got {m.embedding_size}.")
     _require(m.embedding_size <= m.hidden_size,
@@ -706,6 +728,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     from bert_jax.pretraining import optim  # here: config.py loads without jax
 
     optim.validate_train(t)
+    _require(t.dropout_prng in DROPOUT_PRNGS,
+             f"config.train.dropout_prng={t.dropout_prng!r} is not one of {DROPOUT_PRNGS}.")
     for name in ("log_every_steps", "eval_every_steps", "eval_batch_size"):
         _require(t[name] > 0, f"config.train.{name} must be positive, got {t[name]}.")
     _require(t.max_consecutive_nonfinite_steps >= 0,

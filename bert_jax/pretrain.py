@@ -34,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run_app(main)
+    cli.run_app(main, huge_pages=True)

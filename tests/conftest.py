@@ -5,6 +5,9 @@ import os
 # Before anything imports JAX: 8 fake CPU devices, so sharding is exercised on any machine.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Commands the tests start skip their huge-page restart (it costs a second start-up each); test_cpu_speed.py
+# tests the restart itself.
+os.environ.setdefault("BERT_JAX_NO_REEXEC", "1")
 
 import random  # noqa: E402
 

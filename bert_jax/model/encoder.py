@@ -17,13 +17,14 @@ rematerialisation) change how the same function is computed, never the parameter
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from bert_jax import config as config_lib
-from bert_jax import encoder_flags
+from bert_jax import encoder_flags, hardware
 from bert_jax.model import positions as positions_lib
 from bert_jax.model import splash
 from bert_jax.model.attention import (  # noqa: F401 (the encoder's attention API, also read as encoder.X)
@@ -47,8 +48,8 @@ CHECKPOINT_POLICIES = {
 class BertConfig:
     """Encoder hyper-parameters with the names of the BERT paper and HF's BertConfig.
 
-    The five fields after num_hidden_groups are the speed switches documented in `bert_jax/config.py`; none
-    changes the function computed or the parameters. The sbo_* fields size SpanBERT's span-boundary head.
+    The seven fields after num_hidden_groups are the speed switches documented in `bert_jax/config.py`; none
+    changes the parameters, and only matmul_dtype changes the function computed (by bf16 rounding). The sbo_* fields size SpanBERT's span-boundary head.
     The fields from norm_placement on are the block flags (`encoder_flags.py`; documented in config.py).
     """
 
@@ -72,6 +73,8 @@ class BertConfig:
     scan_layers: bool = False  # unshared layers in one jax.lax.scan instead of a Python loop
     remat_policy: str = "none"  # 'none' or a key of CHECKPOINT_POLICIES
     gather_masked_positions: bool = True  # the MLM head runs on the masked positions only
+    matmul_dtype: str = "float32"  # 'float32' | 'bfloat16' | 'auto': operands of the dense and MLM matmuls
+    fused_qkv: bool = False  # query, key and value in one matmul against their kernels concatenated
     sbo_max_span_positions: int = 15  # SpanBERT's span-boundary head: rows of its span-position table
     sbo_position_embedding_size: int = 200  # and their width
     num_languages: int = 0  # XLM's language embeddings; 0 = no table (BERT)
@@ -91,6 +94,7 @@ class BertConfig:
     def __post_init__(self):
         config_lib.check_attention_switches(self.attention_impl, self.attention_probs_dropout_prob, self.dtype)
         config_lib.check_remat_policy(self.remat_policy)
+        config_lib.check_matmul_dtype(self.matmul_dtype)
         encoder_flags.validate_block(self)
 
     @classmethod
@@ -102,6 +106,11 @@ class BertConfig:
     @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
+
+    @property
+    def bf16_matmuls(self) -> bool:
+        """True when the dense and MLM matmuls take bf16 operands ('auto' asks `hardware` what this machine has)."""
+        return hardware.resolve_matmul_dtype(self.matmul_dtype) == "bfloat16"
 
     @property
     def embedding_width(self) -> int:
@@ -135,7 +144,63 @@ def get_activation(name: str):
 def make_dense(config: BertConfig, in_features: int, out_features: int, rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(
         in_features, out_features, use_bias=config.use_bias, dtype=config.compute_dtype,
-        kernel_init=nnx.initializers.truncated_normal(config.initializer_range), rngs=rngs)
+        kernel_init=nnx.initializers.truncated_normal(config.initializer_range),
+        dot_general=bf16_dot_general if config.bf16_matmuls else jax.lax.dot_general, rngs=rngs)
+
+
+def bf16_matmul(x: jax.Array, kernel: jax.Array, *, transposed: bool = False) -> jax.Array:
+    """x [..., in] @ kernel [in, out] (or kernel [out, in] transposed) -> float32 [..., out], both operands
+    rounded to bf16, products summed in float32: the mixed precision of config.model.matmul_dtype='bfloat16'.
+
+    The backward pass does the same (the cotangent rounded to bf16, float32 sums), and the gradients come
+    back in the operands' dtypes: JAX's own transpose would multiply a float32 cotangent by a bf16 operand,
+    which XLA runs as a float32 matmul, and would round the weight gradient to bf16. Each gradient is
+    computed in its operand's own layout: XLA's CPU runtime has no bf16 x bf16 = float32 dot with a
+    transposed output, which `kernel.T` outside would ask for.
+    """
+    return _bf16_matmul(transposed, x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16),
+                        jnp.zeros((0,), x.dtype), jnp.zeros((0,), kernel.dtype))
+
+
+def _bf16_dot(lhs: jax.Array, rhs: jax.Array, lhs_contract, rhs_contract) -> jax.Array:
+    return jax.lax.dot_general(lhs, rhs, ((tuple(lhs_contract), tuple(rhs_contract)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _bf16_matmul(transposed, x, kernel, x_dtype, kernel_dtype):
+    """x [..., in] and kernel [in, out] ([out, in] if transposed) in bf16; x_dtype / kernel_dtype: empty
+    arrays of the dtypes to return the gradients in."""
+    del x_dtype, kernel_dtype
+    return _bf16_dot(x, kernel, (x.ndim - 1,), (1 if transposed else 0,))
+
+
+def _bf16_matmul_forward(transposed, x, kernel, x_dtype, kernel_dtype):
+    return _bf16_matmul(transposed, x, kernel, x_dtype, kernel_dtype), (x, kernel, x_dtype, kernel_dtype)
+
+
+def _bf16_matmul_backward(transposed, residuals, cotangent):
+    x, kernel, x_dtype, kernel_dtype = residuals
+    cotangent = cotangent.astype(jnp.bfloat16)  # [..., out]
+    x_grad = _bf16_dot(cotangent, kernel, (cotangent.ndim - 1,), (0 if transposed else 1,))  # [..., in]
+    leading = tuple(range(x.ndim - 1))
+    if transposed:
+        kernel_grad = _bf16_dot(cotangent, x, leading, leading)  # [out, in]
+    else:
+        kernel_grad = _bf16_dot(x, cotangent, leading, leading)  # [in, out]
+    return (x_grad.astype(x_dtype.dtype), kernel_grad.astype(kernel_dtype.dtype),
+            jnp.zeros_like(x_dtype), jnp.zeros_like(kernel_dtype))
+
+
+_bf16_matmul.defvjp(_bf16_matmul_forward, _bf16_matmul_backward)
+
+
+def bf16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None):
+    """`nnx.Linear`'s dot_general with bf16 operands (`bf16_matmul`); the result in the inputs' dtype."""
+    del precision, out_sharding  # bf16 operands set the precision; the layers pass no output sharding
+    if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())) or rhs.ndim != 2:
+        raise ValueError(f"bf16_dot_general multiplies x [..., in] by a kernel [in, out], not {dimension_numbers}")
+    return bf16_matmul(lhs, rhs).astype(preferred_element_type or lhs.dtype)
 
 
 def make_norm(config: BertConfig, features: int, rngs: nnx.Rngs) -> nnx.LayerNorm | nnx.RMSNorm:
@@ -217,6 +282,7 @@ class BertSelfAttention(nnx.Module):
         self.output = make_dense(config, hidden, hidden, rngs)
         self.dropout = nnx.Dropout(config.attention_probs_dropout_prob)
         self.attention_impl = config.attention_impl
+        self.fused_qkv = config.fused_qkv
 
     def __call__(self, hidden_states, attention: AttentionMask | jax.Array, *, deterministic: bool,
                  rngs: nnx.Rngs | None, return_scores: bool = False):
@@ -229,9 +295,7 @@ class BertSelfAttention(nnx.Module):
             attention = AttentionMask(bias=attention)
         batch, seq_length, _ = hidden_states.shape
         split = lambda x: x.reshape(batch, seq_length, self.num_heads, self.head_dim)
-        query = split(self.query(hidden_states))  # [batch, seq, heads, head_dim]
-        key = split(self.key(hidden_states))
-        value = split(self.value(hidden_states))
+        query, key, value = map(split, self._query_key_value(hidden_states))  # each [batch, seq, heads, head_dim]
         if attention.rotary is not None:
             query = positions_lib.apply_rotary(query, *attention.rotary)
             key = positions_lib.apply_rotary(key, *attention.rotary)
@@ -249,6 +313,21 @@ class BertSelfAttention(nnx.Module):
             context = fused_attention(query, key, value, attention, self.attention_impl)
         output = self.output(context.reshape(batch, seq_length, self.num_heads * self.head_dim))
         return (output, scores) if return_scores else output
+
+    def _query_key_value(self, hidden_states):
+        """(query, key, value), each [batch, seq, hidden]; with `fused_qkv` from one matmul against the three
+        kernels (and biases) concatenated here, computed as `nnx.Linear` computes each of them."""
+        if not self.fused_qkv:
+            return self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
+        layers = (self.query, self.key, self.value)
+        kernel = jnp.concatenate([layer.kernel[...] for layer in layers], axis=1)  # [hidden, 3 x hidden]
+        bias = None if self.query.bias is None else jnp.concatenate([layer.bias[...] for layer in layers])
+        inputs, kernel, bias = self.query.promote_dtype((hidden_states, kernel, bias), dtype=self.query.dtype)
+        fused = self.query.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())),
+                                       precision=self.query.precision)  # [batch, seq, 3 x hidden]
+        if bias is not None:
+            fused = fused + bias
+        return tuple(jnp.split(fused, 3, axis=-1))
 
 
 class BertLayer(nnx.Module):

@@ -46,6 +46,7 @@ class MaskedLMHead(nnx.Module):
         self.dtype = config.compute_dtype
         self.vocab_pad_multiple = config.vocab_pad_multiple
         self.gather_masked_positions = config.gather_masked_positions
+        self.bf16_matmul = config.bf16_matmuls
 
     def __call__(self, sequence_output, masked_positions, word_embeddings: nnx.Embed):
         """Returns MLM logits [batch, num_masked, vocab] in float32."""
@@ -54,21 +55,27 @@ class MaskedLMHead(nnx.Module):
             hidden = gather_positions(sequence_output, masked_positions)  # [batch, num_masked, hidden]
         hidden = self.layer_norm(self.activation(self.dense(hidden))).astype(self.dtype)  # [.., embedding]
         output_embeddings = word_embeddings if self.decoder is None else self.decoder
-        logits = tied_logits(hidden, output_embeddings, self.vocab_pad_multiple)  # [batch, masked or seq, vocab]
+        logits = tied_logits(hidden, output_embeddings, self.vocab_pad_multiple,  # [batch, masked or seq, vocab]
+                             bf16_matmul=self.bf16_matmul)
         if not self.gather_masked_positions:
             logits = gather_positions(logits, masked_positions)  # [batch, num_masked, vocab]
         return logits + self.bias[...]
 
 
-def tied_logits(hidden: jax.Array, word_embeddings: nnx.Embed, vocab_pad_multiple: int) -> jax.Array:
+def tied_logits(hidden: jax.Array, word_embeddings: nnx.Embed, vocab_pad_multiple: int, *,
+                bf16_matmul: bool = False) -> jax.Array:
     """hidden [batch, n, embedding] (compute dtype) -> float32 logits [batch, n, vocab] against the word
-    embeddings, zero-padded to a multiple of `vocab_pad_multiple` rows for the matmul and cut back after."""
+    embeddings, zero-padded to a multiple of `vocab_pad_multiple` rows for the matmul and cut back after;
+    `bf16_matmul`: with bf16 operands and float32 sums (config.model.matmul_dtype)."""
     embedding = word_embeddings.embedding[...].astype(hidden.dtype)  # [vocab, embedding]
     vocab_size = embedding.shape[0]
     multiple = max(vocab_pad_multiple, 1)
     padded_size = -(-vocab_size // multiple) * multiple
     embedding = jnp.pad(embedding, ((0, padded_size - vocab_size), (0, 0)))  # [padded_vocab, embedding]
-    logits = jnp.einsum("bph,vh->bpv", hidden, embedding, preferred_element_type=jnp.float32)
+    if bf16_matmul:
+        logits = encoder.bf16_matmul(hidden, embedding, transposed=True)
+    else:
+        logits = jnp.einsum("bph,vh->bpv", hidden, embedding, preferred_element_type=jnp.float32)
     return logits[..., :vocab_size]
 
 
@@ -99,6 +106,7 @@ class SpanBoundaryHead(nnx.Module):
         self.activation = encoder.get_activation(config.hidden_act)
         self.dtype = config.compute_dtype
         self.vocab_pad_multiple = config.vocab_pad_multiple
+        self.bf16_matmul = config.bf16_matmuls
 
     def __call__(self, sequence_output, span_boundaries, word_embeddings: nnx.Embed):
         """sequence_output [batch, seq, hidden]; span_boundaries (left_positions, right_positions,
@@ -111,7 +119,8 @@ class SpanBoundaryHead(nnx.Module):
         hidden = jnp.concatenate([left, right, offsets], axis=-1)  # [batch, P, 2 hidden + position width]
         hidden = self.layer_norm(self.activation(self.dense(hidden)))  # [batch, P, hidden]
         hidden = self.output_layer_norm(self.activation(self.output_dense(hidden))).astype(self.dtype)
-        return tied_logits(hidden, word_embeddings, self.vocab_pad_multiple) + self.bias[...]
+        return tied_logits(hidden, word_embeddings, self.vocab_pad_multiple,
+                           bf16_matmul=self.bf16_matmul) + self.bias[...]
 
 
 class PairClassificationHead(nnx.Module):

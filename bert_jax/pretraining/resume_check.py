@@ -73,12 +73,15 @@ _FIELDS = {
     "model.hidden_dropout_prob": (_WARN, "the dropout changes"),
     "model.attention_probs_dropout_prob": (_WARN, "the dropout changes"),
     "model.dtype": (_WARN, "the compute precision changes"),
+    "model.matmul_dtype": (_WARN, "the compute precision changes"),
+    "train.dropout_prng": (_WARN, "the dropout changes"),
     **{f"train.{name}": (_WARN, "the optimizer changes") for name in (
         "weight_decay", "adam_b1", "adam_b2", "adam_eps", "max_grad_norm")},
     "train.optimizer": (_OPTIMIZER, "the checkpoint's optimizer state would not fit another optimizer's"),
     **{name: (_WARN, "") for name in _SCHEDULE},  # the warning gives the learning rate before and after
     **{f"model.{name}": (_SAFE, "a speed switch") for name in (
-        "attention_impl", "vocab_pad_multiple", "scan_layers", "remat_policy", "gather_masked_positions")},
+        "attention_impl", "vocab_pad_multiple", "scan_layers", "remat_policy", "gather_masked_positions",
+        "fused_qkv")},
     "model.initializer_range": (_SAFE, "only used to initialise"),
     **{f"train.{name}": (_SAFE, "") for name in (
         "donate_state", "log_every_steps", "eval_every_steps", "eval_batch_size",

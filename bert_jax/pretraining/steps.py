@@ -207,10 +207,21 @@ def step_key(state: TrainState) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
 
+def dropout_key_with_impl(key: jax.Array, impl: str) -> jax.Array:
+    """The step's threefry dropout key, or a key of PRNG `impl` ('rbg', 'unsafe_rbg') drawn from it: still a
+    pure function of (seed, step), while the masks keep the threefry key they always had."""
+    if impl == "threefry":
+        return key
+    shape = jax.random.key_data(jax.random.key(0, impl=impl)).shape  # [4] uint32 for the rbg keys
+    return jax.random.wrap_key_data(jax.random.bits(key, shape, jnp.uint32), impl=impl)
+
+
 def make_train_step(setup: Setup, mesh, train_config):
     """The jitted `train_step(state, batch) -> (state, metrics)`; state buffers are donated unless
-    `train_config.donate_state` is False (configs from before that field donate)."""
+    `train_config.donate_state` is False, and dropout draws from `train_config.dropout_prng` (configs from
+    before those fields donate and use threefry)."""
     schedule = optim.learning_rate_schedule(train_config)
+    dropout_prng = getattr(train_config, "dropout_prng", "threefry")
     poison_steps = tuple(int(s) for s in train_config.debug_poison_steps)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
@@ -222,6 +233,7 @@ def make_train_step(setup: Setup, mesh, train_config):
         sample_key = None
         if setup.electra is not None:
             dropout_key, sample_key = jax.random.split(dropout_key)
+        dropout_key = dropout_key_with_impl(dropout_key, dropout_prng)
 
         def loss_fn(params):
             sums = forward_sums(setup, params, batch, masked, example_weights, deterministic=False,

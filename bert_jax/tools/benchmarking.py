@@ -64,7 +64,8 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float] | None], ...] = (
 
 
 # Named sets of XLA flags for `--xla_flag_sets`, appended to XLA_FLAGS before the backend starts, so that
-# each one's effect is measured in a run of its own. GPU flags parse (and do nothing) on CPU builds.
+# each one's effect is measured in a run of its own. GPU flags parse (and do nothing) on CPU builds; the
+# cpu_* sets are XLA CPU flags.
 XLA_FLAG_SETS: dict[str, str] = {
     # Schedules collectives and async copies to overlap with compute (what multi-GPU runs want).
     "latency_hiding": "--xla_gpu_enable_latency_hiding_scheduler=true",
@@ -72,11 +73,18 @@ XLA_FLAG_SETS: dict[str, str] = {
     "no_command_buffers": "--xla_gpu_enable_command_buffer=",
     # cuBLAS instead of Triton for the matmuls XLA would otherwise fuse and autotune in Triton.
     "no_triton_gemm": "--xla_gpu_enable_triton_gemm=false",
+    # CPU: XNNPACK's kernels for the dots and the fusions around them (bf16 dots on AVX512-BF16 CPUs).
+    "cpu_xnnpack": "--xla_cpu_use_xnnpack=true",
+    # CPU: oneDNN's matmul kernels instead of XLA's Eigen ones.
+    "cpu_onednn": "--xla_cpu_use_onednn=true",
+    # CPU: 512-bit vectors in XLA's own loops (it prefers 256 so as not to lower the clock of older Intel CPUs).
+    "cpu_vector_512": "--xla_cpu_prefer_vector_width=512",
 }
 
 # The config switches that change speed or memory but not the loss, recorded with every benchmark result.
 SWITCHES = ("model.dtype", "model.attention_impl", "model.vocab_pad_multiple", "model.scan_layers",
-            "model.remat_policy", "model.gather_masked_positions", "train.donate_state", "data.pack_sequences")
+            "model.remat_policy", "model.gather_masked_positions", "train.donate_state", "data.pack_sequences",
+            "model.matmul_dtype", "model.fused_qkv", "train.dropout_prng")
 
 
 def xla_flags(names: list[str]) -> str:
