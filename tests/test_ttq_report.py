@@ -56,8 +56,8 @@ def test_table_verdict_and_figure(report, tmp_path):
 
     verdict = report.verdicts(runs)
     assert len(verdict) == 1
-    assert "**modern** ends higher, 0.4000 against 0.3000 (+10.00 points" in verdict[0]
-    assert "reaches bert2018's final accuracy after 60 wall s (60% of the budget)" in verdict[0]
+    assert "**modern** ends higher than bert2018, 0.4000 against 0.3000 (+10.00 points" in verdict[0]
+    assert "reaches bert2018's final accuracy after 60 wall s (60% of the budget), 0.59x the 101 s bert2018 took to reach it" in verdict[0]
     assert any("docs/modern: run WITHOUT train.schedule" in line for line in report.notes(runs))
 
     report.main(["--out", out])
@@ -83,3 +83,15 @@ def test_a_cpu_clock_run_is_read_on_cpu_seconds(report, tmp_path):
     cells = [c.strip() for c in report.table(report.load_runs(str(tmp_path))).splitlines()[2].strip("|").split("|")]
     # On the wall clock neither point is within the budget; on the CPU clock the first is by 50%, both by 100%.
     assert cells[6:13] == ["300", "98", "–", "0.2000", "0.2000", "0.3000", "0.3000"]
+
+
+def test_a_third_run_is_compared_with_each_of_the_others(report, tmp_path):
+    out = str(tmp_path)
+    _write_run(out, "docs", "bert2018", [(25.0, 0.10), (50.0, 0.20), (75.0, 0.30), (100.0, 0.35)])
+    _write_run(out, "docs", "modern", [(25.0, 0.12), (50.0, 0.25), (75.0, 0.33), (100.0, 0.40)])
+    _write_run(out, "docs", "hf_trainer", [(25.0, 0.05), (50.0, 0.10), (75.0, 0.15), (100.0, 0.20)])
+    lines = report.verdicts(report.load_runs(out))
+    assert len(lines) == 3
+    hf = [line for line in lines if "**bert2018** ends higher than hf_trainer" in line]
+    # bert2018 reaches hf_trainer's final 0.20 at 50 s; hf_trainer first reaches it at 100 s.
+    assert len(hf) == 1 and "after 50 wall s (50% of the budget), 0.50x the 100 s hf_trainer took to reach it" in hf[0]

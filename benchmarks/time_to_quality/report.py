@@ -93,34 +93,41 @@ def table(runs: list[dict]) -> str:
 
 
 def verdicts(runs: list[dict]) -> list[str]:
-    """Per corpus with exactly two runs: who ends higher and by how much, and how soon each reaches the
-    other's final accuracy."""
+    """Per corpus, for every pair of its runs: who ends higher and by how much, how soon the higher one
+    reaches the other's final accuracy, and that time over the time the other took to reach it (the
+    time-to-quality ratio: 1/3 = three times faster to the same accuracy)."""
     lines = []
     for corpus in sorted({r["corpus"] for r in runs}):
-        pair = [r for r in runs if r["corpus"] == corpus and r["curve"]]
-        if len(pair) != 2:
-            continue
-        a, b = sorted(pair, key=lambda r: r["curve"][-1]["mlm_accuracy"], reverse=True)
-        final_a, final_b = a["curve"][-1]["mlm_accuracy"], b["curve"][-1]["mlm_accuracy"]
-        reach = time_to_reach(a["curve"], final_b, seconds_key(a))
-        line = (f"- {corpus}: **{a['model']}** ends higher, {final_a:.4f} against {final_b:.4f} "
-                f"({100 * (final_a - final_b):+.2f} points")
-        errors = [standard_error(r["curve"][-1]) for r in (a, b)]
-        if None not in errors:
-            combined = math.hypot(*errors)
-            line += f", {(final_a - final_b) / combined:.1f} standard errors" if combined else ""
-        line += ")"
-        losses = [r["curve"][-1].get("mlm_loss") for r in (a, b)]
-        if None not in losses:
-            line += f"; held-out MLM loss {losses[0]:.3f} against {losses[1]:.3f}"
-        if reach is not None:
-            line += (f"; it reaches {b['model']}'s final accuracy after {reach:.0f} {a.get('clock', 'wall')} s "
-                     f"({100 * reach / a['budget_seconds']:.0f}% of the budget)")
-            if a.get("clock", "wall") != "wall":
-                wall_reach, wall_b = time_to_reach(a["curve"], final_b), b["final_wall_seconds"]
-                line += f", {wall_reach:.0f} wall s against {b['model']}'s {wall_b:.0f} wall s for all its steps"
-        lines.append(line + ".")
+        ranked = sorted((r for r in runs if r["corpus"] == corpus and r["curve"]),
+                        key=lambda r: r["curve"][-1]["mlm_accuracy"], reverse=True)
+        lines += [verdict(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]]
     return lines
+
+
+def verdict(a: dict, b: dict) -> str:
+    """One line: run `a` (the higher final accuracy) against run `b` on the same corpus."""
+    final_a, final_b = a["curve"][-1]["mlm_accuracy"], b["curve"][-1]["mlm_accuracy"]
+    reach = time_to_reach(a["curve"], final_b, seconds_key(a))
+    line = (f"- {a['corpus']}: **{a['model']}** ends higher than {b['model']}, {final_a:.4f} against {final_b:.4f} "
+            f"({100 * (final_a - final_b):+.2f} points")
+    errors = [standard_error(r["curve"][-1]) for r in (a, b)]
+    if None not in errors:
+        combined = math.hypot(*errors)
+        line += f", {(final_a - final_b) / combined:.1f} standard errors" if combined else ""
+    line += ")"
+    losses = [r["curve"][-1].get("mlm_loss") for r in (a, b)]
+    if None not in losses:
+        line += f"; held-out MLM loss {losses[0]:.3f} against {losses[1]:.3f}"
+    if reach is not None:
+        line += (f"; it reaches {b['model']}'s final accuracy after {reach:.0f} {a.get('clock', 'wall')} s "
+                 f"({100 * reach / a['budget_seconds']:.0f}% of the budget)")
+        own = time_to_reach(b["curve"], final_b, seconds_key(b))
+        if own and a.get("clock", "wall") == b.get("clock", "wall"):
+            line += f", {reach / own:.2f}x the {own:.0f} s {b['model']} took to reach it"
+        if a.get("clock", "wall") != "wall":
+            wall_reach, wall_b = time_to_reach(a["curve"], final_b), b["final_wall_seconds"]
+            line += f", {wall_reach:.0f} wall s against {b['model']}'s {wall_b:.0f} wall s for all its steps"
+    return line + "."
 
 
 def notes(runs: list[dict]) -> list[str]:
@@ -142,6 +149,10 @@ def notes(runs: list[dict]) -> list[str]:
         if own and curve:
             lines.append(f"- {name}: the run's own final evaluation (its training masking) "
                          f"{own['mlm_accuracy']:.4f}; at the common masking {curve[-1]['mlm_accuracy']:.4f}.")
+        if curve and "mlm_accuracy_with_segments" in curve[-1]:
+            lines.append(f"- {name}: trained without segment ids, so scored with all of them 0; with the rows' "
+                         f"own segment ids (an untrained embedding row for segment B) "
+                         f"{curve[-1]['mlm_accuracy_with_segments']:.4f}.")
         if "loadavg_start" in run:
             lines.append(f"- {name}: load average {run['loadavg_start'][0]:.1f} before, "
                          f"{run['loadavg_end'][0]:.1f} after (2 cores, shared).")
@@ -181,6 +192,13 @@ def setup(runs: list[dict]) -> list[str]:
     for model in sorted({r["model"] for r in runs}):
         run = next(r for r in runs if r["model"] == model)
         given = run.get("overrides", {})
+        if model == "hf_trainer" and "training" in run:
+            t, data = run["training"], run.get("data", {})
+            lines.append(f"- hf_trainer: {run['system']}: BertForMaskedLM of the bert2018 run's size and vocabulary, "
+                         f"DataCollatorForLanguageModeling ({t['mlm_probability']:.0%}, 80/10/10), run_mlm.py's "
+                         f"blocks of {data.get('block_size')} tokens from the bert2018 run's training ids, batch "
+                         f"{t['batch_size']}, peak lr {t['learning_rate']}, warmup {t['warmup_fraction']:.0%}, AdamW "
+                         f"(weight decay {t['weight_decay']}), linear decay, {run.get('threads')} torch threads")
         if run.get("system", "bert_jax") != "bert_jax" or not given:
             continue
         recipe = ", ".join(f"{k}={v}" for k, v in given.items() if k.startswith(("model.", "masking.", "train.schedule",
@@ -202,8 +220,10 @@ def results_markdown(runs: list[dict], png_name: str) -> str:
              "first, compiling step; wall: the clock, cpu: the process's CPU time, all threads). Accuracy: held-out MLM accuracy of each checkpoint with the same 15% token masking for every "
              "model (at most 20 predictions per sequence). Columns at x% read the newest checkpoint by x% of the "
              f"budget (+{int(GRACE * 100)}% grace); +- is the binomial standard error over the scored predictions.")
-    parts = ["# Time to quality: BERT-2018 against the modern encoder block", "", intro, "", *setup(runs), "",
-             table(runs), "",
+    title = "BERT-2018 against the modern encoder block"
+    if any(r.get("model") == "hf_trainer" for r in runs):
+        title += ", and transformers' Trainer (hf_trainer)"
+    parts = [f"# Time to quality: {title}", "", intro, "", *setup(runs), "", table(runs), "",
              *verdicts(runs), "",
              f"![accuracy against wall time]({png_name})", "", "Notes:", *notes(runs), ""]
     return "\n".join(parts)

@@ -10,6 +10,12 @@
 # BUDGET (seconds of training per run, default 480) and any extra run_ttq.py flags in TTQ_FLAGS, e.g.
 # TTQ_FLAGS=--clock=cpu BUDGET=800 on a machine other jobs share (the budget then counts CPU seconds).
 # About 4 x (BUDGET + 4 min) in all on a 2-core CPU.
+#
+# MODELS (default bert2018,modern) picks the models; hf_trainer adds transformers' Trainer (run_mlm.py's path,
+# run_hf_trainer.py; needs torch, transformers and accelerate), which runs after the bert_jax models and
+# takes its tokenizer, split, size, budget and clock from the bert2018 run, e.g.
+#   MODELS=bert2018,modern,hf_trainer TTQ_FLAGS=--clock=cpu bash benchmarks/time_to_quality/run.sh
+# (HF_FLAGS: extra run_hf_trainer.py flags). About 2 x (BUDGET + 3 min) more.
 set -euo pipefail
 HERE=benchmarks/time_to_quality
 OUT=${1:-/tmp/ttq}
@@ -20,11 +26,19 @@ export PYTHONPATH=${PYTHONPATH:-$PWD}
 [[ -s "$OUT/man_prose.txt" ]] || python $HERE/build_corpus.py --out "$OUT/man_prose.txt"
 
 # 2. calibration, the timed runs and the fixed-masking evaluation of their checkpoints
-if [[ -n "${DRY_RUN:-}" ]]; then
-  python $HERE/run_ttq.py --out "$OUT/runs" --corpora "default,man:$OUT/man_prose.txt" --dry_run ${TTQ_FLAGS:-}
-else
-  python $HERE/run_ttq.py --out "$OUT/runs" --corpora "default,man:$OUT/man_prose.txt" \
-    --budget_seconds "${BUDGET:-480}" ${TTQ_FLAGS:-}
+MODELS=${MODELS:-bert2018,modern}
+JAX_MODELS=$(tr "," "\n" <<< "$MODELS" | { grep -vx hf_trainer || true; } | paste -sd, -)
+if [[ -n "$JAX_MODELS" ]]; then
+  if [[ -n "${DRY_RUN:-}" ]]; then
+    python $HERE/run_ttq.py --out "$OUT/runs" --corpora "default,man:$OUT/man_prose.txt" --models "$JAX_MODELS" \
+      --dry_run ${TTQ_FLAGS:-}
+  else
+    python $HERE/run_ttq.py --out "$OUT/runs" --corpora "default,man:$OUT/man_prose.txt" --models "$JAX_MODELS" \
+      --budget_seconds "${BUDGET:-480}" ${TTQ_FLAGS:-}
+  fi
+fi
+if [[ ",$MODELS," == *,hf_trainer,* ]]; then  # the same budget and clock as the bert2018 runs (their run.json)
+  python $HERE/run_hf_trainer.py --out "$OUT/runs" --corpora default,man ${DRY_RUN:+--dry_run} ${HF_FLAGS:-}
 fi
 
 # 3. RESULTS.md and the curves (into OUT; copy them next to this script for the record)
