@@ -585,7 +585,8 @@ CASES = [
          r"params\.bin already exists and is not an empty directory; give an output path that does not exist yet"),
     # Hugging Face imports of what is not a BERT-family model directory.
     Case("hf_directory_of_another_architecture", _hf_directory_of_another_architecture,
-         r"gpt2/config\.json has model_type='gpt2', not one of \('bert', 'albert', 'roberta', 'electra', 'distilbert'\): "
+         r"gpt2/config\.json has model_type='gpt2', not one of \('bert', 'albert', 'roberta', 'electra', 'distilbert', "
+         r"'modernbert'\): "
          r"only BERT-family encoders can be imported"),
     Case("hf_import_of_a_pretraining_workdir", _import_a_pretraining_workdir,
          r"run is a bert_jax pretraining run \(it has checkpoints\), not a Hugging Face directory: fine-tuning and "
