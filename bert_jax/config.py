@@ -13,6 +13,7 @@ import ml_collections
 
 from bert_jax import encoder_flags
 from bert_jax.errors import InputError
+from bert_jax.errors import require as _require
 from bert_jax.recipes import (  # noqa: F401 (released names)
     albert_recipe,
     electra_recipe,
@@ -430,11 +431,6 @@ def validate_translation_pairs(config: ml_collections.ConfigDict) -> None:
              "parallel lines; leave config.data.eval_corpus empty.")
     _require(d.eval_fraction > 0, "translation pairs hold out config.data.eval_fraction of the parallel lines for "
              "evaluation; set it above 0 (e.g. 0.05).")
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InputError(message)
 
 
 def config_keys(config: ml_collections.ConfigDict, prefix: str = "config") -> list[str]:

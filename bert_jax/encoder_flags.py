@@ -7,7 +7,7 @@ separate models, so every objective, head, checkpoint path and export works on a
 
 from __future__ import annotations
 
-from bert_jax.errors import InputError
+from bert_jax.errors import require as _require
 
 NORM_PLACEMENTS = ("post", "pre")
 NORM_KINDS = ("layernorm", "rmsnorm")
@@ -18,11 +18,6 @@ BLOCK_DEFAULTS = {
     "ffn_activation": "gelu", "position_encoding": "learned", "use_bias": True, "local_attention_window": 0,
     "global_attention_every_n_layers": 1, "tie_word_embeddings": True,
 }  # BERT's block; `is_bert_block` compares against it
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InputError(message)
 
 
 def is_bert_block(m) -> bool:

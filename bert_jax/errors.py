@@ -7,3 +7,9 @@ class InputError(ValueError):
 
     Entrypoints print these as one line and exit non-zero instead of showing a stack trace.
     """
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise InputError(message) unless `condition`: the one-line check every validator is written in."""
+    if not condition:
+        raise InputError(message)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax.errors import InputError
+from bert_jax.errors import require as _require
 
 OPTIMIZERS = ("adamw", "lamb", "stable_adamw")
 SCHEDULES = ("linear", "wsd")
@@ -158,11 +158,6 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
     else:
         inner = optax.adamw(schedule, mask=weight_decay_mask, **hyper)
     return optax.chain(optax.clip_by_global_norm(train_config.max_grad_norm), inner)
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InputError(message)
 
 
 def validate_train(t) -> None:
