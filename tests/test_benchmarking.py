@@ -5,7 +5,10 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_documents, write_corpus
@@ -188,3 +191,35 @@ def test_the_benchmark_imports_without_the_corpus_readers():
     result = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, check=False, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and "imported" in result.stdout, result.stderr[-3000:]
+
+
+def test_adaptive_timing_runs_at_least_the_steps_and_the_seconds_and_at_most_max_steps():
+    calls = []
+
+    def run_step():
+        calls.append(1)
+        time.sleep(0.01)
+
+    assert len(benchmarking.time_steps(run_step, 2, 1)) == 2 and len(calls) == 3
+    times = benchmarking.time_steps(run_step, 2, 0, min_seconds=0.08, max_steps=50)
+    assert sum(times[:-1]) < 0.08 <= sum(times) and len(times) >= 2
+    assert len(benchmarking.time_steps(run_step, 2, 0, min_seconds=10.0, max_steps=4)) == 4
+
+
+def test_batch_figures_count_instances_and_real_tokens():
+    packed = benchmarking.synthetic_packed_batch(4, 64, 512, max_instances_per_pack=2, padding_fraction=0.25)
+    packed["pair_weights"][0, 1] = 0.0  # an empty slot is no instance
+    plain = benchmarking.synthetic_batch(4, 64, 512, padding_fraction=0.5)
+    figures = benchmarking.batch_figures([packed, plain])
+    assert figures["instances_per_batch"] == (7 + 4) / 2
+    real = np.count_nonzero(packed["attention_mask"]) + 4 * 32
+    assert figures["real_tokens_per_batch"] == real / 2 and figures["real_token_fraction"] == real / (2 * 4 * 64)
+
+
+def test_compiled_figures_see_donated_buffers_as_aliased():
+    x = jnp.ones((256, 256), jnp.float32)
+    compiled = jax.jit(lambda a: a * 2 + 1, donate_argnums=0).lower(x).compile()
+    figures = benchmarking.compiled_figures(compiled)
+    assert figures["xla_argument_bytes"] == figures["xla_output_bytes"] == figures["xla_alias_bytes"] == 256 * 256 * 4
+    assert figures["xla_total_bytes"] == 256 * 256 * 4 + figures["xla_temp_bytes"]
+    assert figures["xla_flops"] == pytest.approx(2 * 256 * 256, rel=0.01)

@@ -184,12 +184,15 @@ def synthetic_packed_batch(batch_size: int, seq_len: int, vocab_size: int, *, ma
     return {key: np.stack([row[key] for row in rows]) for key in sequence_packing.PACKED_FEATURE_KEYS}
 
 
-def time_steps(run_step: Callable[[], None], steps: int, warmup_steps: int) -> list[float]:
-    """Seconds of each of `steps` calls of `run_step` (which must end in a device sync), after warm-up."""
+def time_steps(run_step: Callable[[], None], steps: int, warmup_steps: int, *, min_seconds: float = 0.0,
+               max_steps: int | None = None) -> list[float]:
+    """Seconds of each timed call of `run_step` (which must end in a device sync), after warm-up: `steps`
+    calls, then more while their sum is under `min_seconds` (at most `max_steps` in all), so that a short
+    step is timed for long enough to average out a shared machine's noise and a long one is not repeated."""
     for _ in range(warmup_steps):
         run_step()
     times = []
-    for _ in range(steps):
+    while len(times) < steps or (sum(times) < min_seconds and (max_steps is None or len(times) < max_steps)):
         start = time.perf_counter()
         run_step()
         times.append(time.perf_counter() - start)
@@ -228,27 +231,32 @@ def peak_memory() -> tuple[int, str]:
         stats = [None]
     if all(s and "peak_bytes_in_use" in s for s in stats):
         return max(int(s["peak_bytes_in_use"]) for s in stats), "device_peak_bytes_in_use"
+    return host_peak_rss(), "host_peak_rss"
+
+
+def host_peak_rss() -> int:
+    """This process's peak resident set size so far, in bytes (compilation included)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
-    return int(rss if sys.platform == "darwin" else rss * 1024), "host_peak_rss"
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
-def benchmark_train_step(config, *, steps: int, warmup_steps: int, padding_fraction: float = 0.0) -> dict:
-    """Compiles and times the real train step on a mesh over all devices (see the module docstring)."""
+def benchmark_train_step(config, *, steps: int, warmup_steps: int, padding_fraction: float = 0.0,
+                         host_batches: list[dict[str, np.ndarray]] | None = None, tokenizer=None,
+                         min_seconds: float = 0.0, max_steps: int | None = None) -> dict:
+    """Compiles and times the real train step on a mesh over all devices (see the module docstring).
+
+    `host_batches` (this process's rows, as the pipeline yields them, all of one shape) replace the
+    synthetic batch and are used in turn, step after step; `tokenizer` is then theirs (it decides the ids
+    masking draws from). `min_seconds` and `max_steps` make the timing adaptive (`time_steps`).
+    """
     if steps < 1 or warmup_steps < 0:
         raise config_lib.InputError(f"--steps must be >= 1 and --warmup_steps >= 0, got {steps} and {warmup_steps}.")
     mesh = parallel.make_mesh(config.mesh)
     batch_size, seq_len = config.train.global_batch_size, config.data.max_seq_length
     local_batch_size = parallel.check_batch_size(batch_size, mesh, "--batch_size")
-    vocab = config.data.tokenizer_vocab_size
-    setup, create_state = steps_lib.make_pretraining_setup(config, mesh)  # synthetic ids: no tokenizer
-    packs = config.data.max_instances_per_pack if config.data.pack_sequences else 1
-    if packs > 1:
-        host_batch = synthetic_packed_batch(local_batch_size, seq_len, vocab, max_instances_per_pack=packs,
-                                            padding_fraction=padding_fraction, seed=config.train.seed + jax.process_index())
-    else:
-        host_batch = synthetic_batch(local_batch_size, seq_len, vocab, padding_fraction=padding_fraction,
-                                     seed=config.train.seed + jax.process_index())
-    batch = parallel.to_global_batch(host_batch, parallel.batch_sharding(mesh))
+    setup, create_state = steps_lib.make_pretraining_setup(config, mesh, tokenizer)
+    host_batches = host_batches or [_synthetic_host_batch(config, local_batch_size, padding_fraction)]
+    batches = [parallel.to_global_batch(b, parallel.batch_sharding(mesh)) for b in host_batches]
     if config.distill.recipe:  # a teacher of random weights: its cost, not its knowledge, is measured
         teacher_params = nnx.state(pretraining_heads.build_teacher(config), nnx.Param)
         state = jax.block_until_ready(create_state(jax.device_put(teacher_params,
@@ -257,26 +265,82 @@ def benchmark_train_step(config, *, steps: int, warmup_steps: int, padding_fract
         state = jax.block_until_ready(create_state())
 
     start = time.perf_counter()
-    compiled = steps_lib.make_train_step(setup, mesh, config.train).lower(state, batch).compile()
+    compiled = steps_lib.make_train_step(setup, mesh, config.train).lower(state, batches[0]).compile()
     compile_seconds = time.perf_counter() - start
-    holder = {"state": state}
+    rss_after_compile = host_peak_rss()  # on CPU, what the state and compiling cost before any step runs
+    holder = {"state": state, "calls": 0}
 
     def run_step():
+        batch = batches[holder["calls"] % len(batches)]
         holder["state"], metrics = compiled(holder["state"], batch)  # the old state's buffers are donated
+        holder["calls"] += 1
         jax.block_until_ready((holder["state"], metrics))
 
-    times = time_steps(run_step, steps, warmup_steps)
+    times = time_steps(run_step, steps, warmup_steps, min_seconds=min_seconds, max_steps=max_steps)
     device = mesh.devices.flat[0]
     flops = model_flops_per_step(config, batch_size, seq_len)
     memory_bytes, memory_source = peak_memory()
-    return {"batch_size": batch_size, "seq_len": seq_len, "steps": steps, "warmup_steps": warmup_steps,
+    median = float(np.median(times))
+    rows = batch_figures(host_batches)
+    return {"batch_size": batch_size, "seq_len": seq_len, "steps": len(times), "warmup_steps": warmup_steps,
             "padding_fraction": padding_fraction, "platform": device.platform, "device_kind": device.device_kind,
             "num_devices": int(mesh.devices.size), "dtype": config.model.dtype, "compile_seconds": compile_seconds,
             **throughput(times, batch_size=batch_size, seq_len=seq_len, flops_per_step=flops,
                          device_kind=device.device_kind, dtype=config.model.dtype, num_devices=mesh.devices.size),
             "model_flops_per_step": flops, "peak_memory_bytes": memory_bytes, "memory_source": memory_source,
-            # With packing each row (a "sequence" above, as MLPerf counts them) holds `packs` instances.
-            "instances_per_second": batch_size * packs / float(np.median(times))}
+            "step_times_s": times, "host_peak_rss_after_compile_bytes": rss_after_compile, **compiled_figures(compiled),
+            # With packing each row (a "sequence" above, as MLPerf counts them) holds several instances.
+            "instances_per_second": rows["instances_per_batch"] * jax.process_count() / median,
+            "real_token_fraction": rows["real_token_fraction"],
+            "real_tokens_per_second": rows["real_tokens_per_batch"] * jax.process_count() / median}
+
+
+def _synthetic_host_batch(config, local_batch_size: int, padding_fraction: float) -> dict[str, np.ndarray]:
+    """This process's synthetic rows: packed ones of `max_instances_per_pack` pairs when the config packs."""
+    seq_len, vocab = config.data.max_seq_length, config.data.tokenizer_vocab_size
+    packs = config.data.max_instances_per_pack if config.data.pack_sequences else 1
+    seed = config.train.seed + jax.process_index()
+    if packs > 1:
+        return synthetic_packed_batch(local_batch_size, seq_len, vocab, max_instances_per_pack=packs,
+                                      padding_fraction=padding_fraction, seed=seed)
+    return synthetic_batch(local_batch_size, seq_len, vocab, padding_fraction=padding_fraction, seed=seed)
+
+
+def batch_figures(host_batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Per batch, on average: instances (a packed row's real `pair_weights`, else one per row), real
+    (non-padding) tokens, and the fraction of all positions those are."""
+    instances = [float(np.sum(b["pair_weights"])) if "pair_weights" in b else float(b["input_ids"].shape[0])
+                 for b in host_batches]
+    real = [float(np.count_nonzero(b["attention_mask"])) for b in host_batches]
+    positions = sum(int(b["attention_mask"].size) for b in host_batches)
+    return {"instances_per_batch": float(np.mean(instances)), "real_tokens_per_batch": float(np.mean(real)),
+            "real_token_fraction": sum(real) / positions}
+
+
+def compiled_figures(compiled) -> dict[str, int | float | None]:
+    """XLA's own account of a compiled step: its buffers (`xla_argument_bytes`, `xla_output_bytes`,
+    `xla_alias_bytes`: outputs written into donated arguments, `xla_temp_bytes`), their peak
+    `xla_total_bytes` = argument + output - alias + temp, and `xla_flops`; None where the backend says nothing."""
+    figures = dict.fromkeys(("xla_argument_bytes", "xla_output_bytes", "xla_alias_bytes", "xla_temp_bytes",
+                             "xla_total_bytes", "xla_flops"))
+    try:
+        memory = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - backends without the analysis raise instead of returning None
+        memory = None
+    if memory is not None:
+        figures.update(xla_argument_bytes=int(memory.argument_size_in_bytes),
+                       xla_output_bytes=int(memory.output_size_in_bytes),
+                       xla_alias_bytes=int(memory.alias_size_in_bytes), xla_temp_bytes=int(memory.temp_size_in_bytes))
+        figures["xla_total_bytes"] = (figures["xla_argument_bytes"] + figures["xla_output_bytes"]
+                                      - figures["xla_alias_bytes"] + figures["xla_temp_bytes"])
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - as above
+        cost = None
+    cost = cost[0] if isinstance(cost, list) and cost else cost
+    if isinstance(cost, dict) and "flops" in cost:
+        figures["xla_flops"] = float(cost["flops"])
+    return figures
 
 
 def measure_input_pipeline(config, workdir: str, *, seconds: float, num_workers: int) -> dict:
