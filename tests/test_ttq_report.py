@@ -95,3 +95,30 @@ def test_a_third_run_is_compared_with_each_of_the_others(report, tmp_path):
     hf = [line for line in lines if "**bert2018** ends higher than hf_trainer" in line]
     # bert2018 reaches hf_trainer's final 0.20 at 50 s; hf_trainer first reaches it at 100 s.
     assert len(hf) == 1 and "after 50 wall s (50% of the budget), 0.50x the 100 s hf_trainer took to reach it" in hf[0]
+
+
+def test_against_the_trainer_reads_accuracy_and_loss_on_both_clocks(report, tmp_path):
+    def write(model, points):
+        run_dir = tmp_path / "docs" / model
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text(json.dumps({"model": model, "corpus": "docs", "clock": "cpu",
+                                                      "budget_seconds": 100.0, "num_train_steps": 40,
+                                                      "final_wall_seconds": points[-1][0],
+                                                      "final_cpu_seconds": points[-1][1]}))
+        (run_dir / "curve.jsonl").write_text("".join(json.dumps(
+            {"step": 10 * i, "wall_seconds": w, "cpu_seconds": c, "mlm_accuracy": a, "mlm_loss": l}) + "\n"
+            for i, (w, c, a, l) in enumerate(points, 1)))
+
+    # (wall s, CPU s, accuracy, loss) at four checkpoints each.
+    write("bert2018", [(10.0, 20.0, 0.10, 7.0), (20.0, 40.0, 0.20, 6.5), (30.0, 60.0, 0.25, 6.2), (40.0, 80.0, 0.3, 6.0)])
+    write("hf_trainer", [(30.0, 25.0, 0.05, 7.5), (60.0, 50.0, 0.12, 7.2), (90.0, 75.0, 0.20, 6.6),
+                         (120.0, 100.0, 0.18, 6.4)])
+    lines = report.against_baseline(report.load_runs(str(tmp_path)))
+    # The Trainer ends at accuracy 0.18 (first reached at 90 wall / 75 CPU s); bert2018 passes it at its second
+    # point (20 wall / 40 CPU s). Its final loss 6.4 (120 / 100 s) bert2018 first beats at 30 wall / 60 CPU s.
+    assert len(lines) == 2
+    assert "final held-out accuracy (0.1800): wall: 20 s against 90 s = **0.22x** (meets" in lines[0]
+    assert "cpu: 40 s against 75 s = **0.53x** (misses the goal of 0.33x)" in lines[0]
+    assert "final held-out loss (6.4000): wall: 30 s against 120 s = **0.25x** (meets" in lines[1]
+    assert "cpu: 60 s against 100 s = **0.60x**" in lines[1]
+    assert report.against_baseline([r for r in report.load_runs(str(tmp_path)) if r["model"] != "hf_trainer"]) == []

@@ -333,7 +333,7 @@ def main(argv=None):
     try:
         import accelerate  # noqa: F401  (Trainer needs it; transformers does not install it)
     except ImportError:
-        raise SystemExit("error: transformers' Trainer needs accelerate: pip install 'accelerate>=1.1'.") from None
+        raise SystemExit("error: transformers' Trainer needs accelerate: pip install -e '.[bench]' (accelerate>=1.1).") from None
     for entry in args.corpora.split(","):
         run_corpus(args, entry.partition(":")[0])
 
