@@ -65,11 +65,14 @@ PARAMETERS = re.compile(r"initialised ([\d,]+) parameters")
 def model_overrides(model: str, size_config, *, num_steps: int, decay_fraction: float) -> dict[str, object]:
     """The --config overrides that make `model` out of the size config: none for 'bert2018' (the default
     post-LN, learned positions, GELU, 15% token masking, linear warmup/decay), ModernBERT's block, masking
-    and schedule for 'modern'."""
+    and schedule for 'modern', and for 'bert2018_fast' BERT-2018 with the README's two CPU speed switches:
+    bf16 matmul operands where the hardware has them (model.matmul_dtype=auto) and packed rows."""
     if model == "bert2018":
         return {}
+    if model == "bert2018_fast":
+        return {"model.matmul_dtype": "auto", "data.pack_sequences": True}
     if model != "modern":
-        raise SystemExit(f"error: unknown model {model!r}; give bert2018 and/or modern.")
+        raise SystemExit(f"error: unknown model {model!r}; give bert2018, bert2018_fast and/or modern.")
     scale = MODERN_MASK_RATE / BASE_MASKING["mask_rate"]
     return {
         "model.norm_placement": "pre", "model.final_norm": True, "model.ffn_activation": "geglu",
@@ -304,7 +307,7 @@ def parse_args(argv=None):
     parser.add_argument("--size", default="mini", choices=sorted(SIZES))
     parser.add_argument("--corpora", default="default",
                         help="comma-separated NAME:PATH entries; 'default' = the embedded stdlib docstrings")
-    parser.add_argument("--models", default="bert2018,modern")
+    parser.add_argument("--models", default="bert2018,modern", help="bert2018, modern, bert2018_fast")
     parser.add_argument("--points", type=int, default=16, help="checkpoints (evaluation points) per run")
     parser.add_argument("--calibration_steps", type=int, default=50)
     parser.add_argument("--batch_size", type=int, default=32)
