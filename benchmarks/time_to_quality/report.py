@@ -272,9 +272,9 @@ def results_markdown(runs: list[dict], png_name: str) -> str:
              *verdicts(runs), ""]
     baseline_lines = against_baseline(runs)
     if baseline_lines:
-        intro = ("Against transformers' Trainer (time of each bert_jax run over the Trainer's time, to the Trainer's "
-                 "final held-out figure; a first crossing, no interpolation; bert2018 is this project's default path):")
-        parts += [intro, *baseline_lines, ""]
+        lead = ("Against transformers' Trainer (time of each bert_jax run over the Trainer's time, to the Trainer's "
+                "final held-out figure; a first crossing, no interpolation; bert2018 is this project's default path):")
+        parts += [lead, *baseline_lines, ""]
     parts += [f"![accuracy against wall time]({png_name})", "", "Notes:", *notes(runs), ""]
     return "\n".join(parts)
 
