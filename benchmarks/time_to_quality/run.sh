@@ -16,6 +16,11 @@
 # takes its tokenizer, split, size, budget and clock from the bert2018 run, e.g.
 #   MODELS=bert2018,modern,hf_trainer TTQ_FLAGS=--clock=cpu bash benchmarks/time_to_quality/run.sh
 # (HF_FLAGS: extra run_hf_trainer.py flags). About 2 x (BUDGET + 3 min) more.
+# bert2018_fast is BERT-2018 with the README's CPU switches (model.matmul_dtype=auto: bf16 matmul operands where
+# the CPU has them; data.pack_sequences=True). Issue 21's comparison with the Trainer, at the project's default
+# vocabulary (30,522) and batch 8 (run_mlm.py's default per-device batch):
+#   MODELS=bert2018,hf_trainer,bert2018_fast BUDGET=600 TTQ_FLAGS="--clock cpu --calibration_steps 20 --points 12
+#     --batch_size 8 --learning_rate 5e-4 --vocab_size 30522" bash benchmarks/time_to_quality/run.sh OUT
 set -euo pipefail
 HERE=benchmarks/time_to_quality
 OUT=${1:-/tmp/ttq}
