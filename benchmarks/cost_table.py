@@ -107,6 +107,13 @@ def _plan() -> tuple[list[str], list[int], str, list[str], dict]:
     """(sizes, seq_lens, reference, packing cells, timing) from the flags; --dry_run shrinks them."""
     timing = {"min_steps": _MIN_STEPS.value, "min_seconds": _MIN_SECONDS.value, "max_steps": _MAX_STEPS.value,
               "warmup_steps": _WARMUP_STEPS.value}
+    if _CORPUS.value and _PACKING_CELLS.value:  # a wrong path fails now, not after the grid's minutes
+        # lazy, as cost_model's: only the packing cells read text
+        from bert_jax.data import corpus as corpus_lib
+
+        corpus_lib.resolve_text_files(_CORPUS.value, "--corpus")
+    if _BATCH_SIZE.value < 1:
+        raise config_lib.InputError(f"--batch_size must be positive, got {_BATCH_SIZE.value}.")
     if _DRY_RUN.value:
         timing = {"min_steps": 1, "min_seconds": 0.0, "max_steps": 1, "warmup_steps": 0}
         return ["tiny"], [32, 64], "tiny@32", ["tiny@32", "tiny@64"], timing

@@ -174,7 +174,9 @@ def test_dry_run_writes_every_field(tmp_path):
 def test_bad_flags_are_one_line_errors_before_any_cell_runs():
     for flag, message in (("--sizes=huge", "no config configs/bert_huge.py"),
                           ("--reference=mini@100", "is not a cell of the grid"),
-                          ("--packing_cells=mini", "is not SIZE@SEQ_LEN")):
+                          ("--packing_cells=mini", "is not SIZE@SEQ_LEN"),
+                          ("--corpus=/no/such/text", "no text files match --corpus"),
+                          ("--batch_size=0", "--batch_size must be positive")):
         result = subprocess.run([sys.executable, "benchmarks/cost_table.py", flag], cwd=ROOT, capture_output=True,
                                 text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert result.returncode != 0 and "baseline process" not in result.stdout
