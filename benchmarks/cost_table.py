@@ -25,7 +25,7 @@ from absl import flags, logging
 
 from bert_jax import cli
 from bert_jax import config as config_lib
-from bert_jax.runtime import reporting
+from bert_jax.runtime import atomic, reporting
 from bert_jax.tools import cost_model
 
 _CELL_TIMEOUT_S = 1200  # a cell that takes longer is stuck (bert_base@512 x 8 takes ~2 minutes on 2 cores)
@@ -188,11 +188,9 @@ def main(argv):
         sys.exit(f"error: {e}")
     print(markdown)
     if _MARKDOWN.value:
-        with open(_MARKDOWN.value, "w", encoding="utf-8") as f:
-            f.write(markdown + "\n")
+        atomic.write_text(_MARKDOWN.value, markdown + "\n")
     if _OUT.value:
-        with open(_OUT.value, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(record) + "\n" for record in [run, baseline, *grid, *packing])
+        atomic.write_text(_OUT.value, "".join(json.dumps(r) + "\n" for r in [run, baseline, *grid, *packing]))
     logging.info("done")
 
 

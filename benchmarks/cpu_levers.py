@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from bert_jax import cli, hardware
 from bert_jax.pretraining import steps as steps_lib
-from bert_jax.runtime import parallel
+from bert_jax.runtime import atomic, parallel
 from bert_jax.tools import benchmarking
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).")
@@ -91,8 +91,7 @@ def main(argv):
         print(f"{name:12s} median {median * 1e3:8.1f} ms  x{results['variants'][name]['speedup']:.3f}  "
               f"losses {[f'{x:.5f}' for x in run['losses']]}  max rel diff {loss_rel:.2e}", flush=True)
     if _OUT.value:
-        with open(_OUT.value, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        atomic.write_json(_OUT.value, results, indent=1)
     print(json.dumps({k: v for k, v in results.items() if k != "variants"}))
 
 

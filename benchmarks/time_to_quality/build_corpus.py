@@ -25,6 +25,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "spanbert"))
 from build_qa import SENT_SPLIT, roff_paragraphs
 
+from bert_jax.runtime import atomic
+
 SKIPPED_SECTIONS = ("SYNOPSIS", "NAME", "COPYRIGHT", "AUTHOR", "AUTHORS", "REPORTING BUGS", "SEE ALSO")
 
 
@@ -63,7 +65,7 @@ def main():
     args = parser.parse_args()
     seen_paragraphs, counts, stats = set(), collections.Counter(), collections.Counter()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as out:
+    with atomic.writer(args.out) as out:  # run.sh reuses a non-empty file: never a half-written one
         for page_name, raw in _pages(args.man_root):
             family = re.split(r"[_-]", page_name)[0]
             sentences = []
@@ -85,8 +87,7 @@ def main():
             stats["sentences"] += len(sentences)
             stats["words"] += sum(len(s.split()) for s in sentences)
             stats["characters"] += sum(len(s) + 1 for s in sentences)
-    with open(args.out + ".stats.json", "w", encoding="utf-8") as f:
-        json.dump(dict(stats), f, indent=1)
+    atomic.write_json(args.out + ".stats.json", dict(stats), indent=1)
     print(json.dumps(dict(stats)))
 
 

@@ -31,8 +31,8 @@ from bert_jax.hf import names as hf_names
 from bert_jax.model import pretraining_heads
 from bert_jax.pretraining import evaluation, losses
 from bert_jax.pretraining import steps as steps_lib
+from bert_jax.runtime import atomic, parallel
 from bert_jax.runtime import checkpoint as checkpoint_lib
-from bert_jax.runtime import parallel
 
 
 def fixed_masking_config(stored_config: dict, mask_rate: float, max_predictions_per_seq: int, kind: str):
@@ -151,8 +151,7 @@ def main():
     masking = (args.mask_rate, args.max_predictions_per_seq, args.kind)
     rows = (evaluate_hf(args.hf_run, args.reference, *masking) if args.hf_run
             else evaluate_all(args.workdir, *masking))
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
+    atomic.write_text(args.out, "".join(json.dumps(row) + "\n" for row in rows))
     for row in rows:
         print(json.dumps(row))
 

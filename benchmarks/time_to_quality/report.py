@@ -29,6 +29,8 @@ matplotlib.use("Agg")  # files only, as bert_jax/tools/plotting.py
 
 from matplotlib import pyplot as plt  # after choosing the backend
 
+from bert_jax.runtime import atomic
+
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 GRACE = 0.02
 
@@ -292,8 +294,7 @@ def main(argv=None):
     png = args.png or os.path.join(os.path.dirname(os.path.abspath(results)), "ttq_curves.png")
     plot(runs, png)
     text = results_markdown(runs, os.path.relpath(png, os.path.dirname(os.path.abspath(results))))
-    with open(results, "w", encoding="utf-8") as f:
-        f.write(text)
+    atomic.write_text(results, text)
     print(text)
 
 

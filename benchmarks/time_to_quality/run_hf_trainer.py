@@ -47,6 +47,8 @@ import time
 
 import numpy as np
 
+from bert_jax.runtime import atomic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 MODEL = "hf_trainer"
@@ -298,9 +300,8 @@ def run_corpus(args, corpus: str) -> None:
 
 def write_run(run_dir: str, result: dict, times: dict[int, dict], scored: list[dict]) -> None:
     """run.json, and curve.jsonl: per scored checkpoint its clocks and scores (report.py's interface)."""
-    with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(run_dir, "curve.jsonl"), "w", encoding="utf-8") as f:
+    atomic.write_json(os.path.join(run_dir, "run.json"), result, indent=1)
+    with atomic.writer(os.path.join(run_dir, "curve.jsonl")) as f:
         for row in scored:
             clocks = {key: times[row["step"]][key] for key in ("wall_seconds", "cpu_seconds")}
             scores = {key: value for key, value in row.items() if key not in ("step", "masking")}

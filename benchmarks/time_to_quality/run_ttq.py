@@ -50,6 +50,7 @@ import subprocess
 import sys
 
 from bert_jax import config as config_lib
+from bert_jax.runtime import atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -266,9 +267,8 @@ def run_model(args, size_config, corpus_name: str, corpus: str, model: str) -> N
         "git_commit": commit,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(run_dir, "curve.jsonl"), "w", encoding="utf-8") as f:
+    atomic.write_json(os.path.join(run_dir, "run.json"), summary, indent=1)
+    with atomic.writer(os.path.join(run_dir, "curve.jsonl")) as f:  # its existence marks the model done
         f.writelines(json.dumps({"step": row["step"], "wall_seconds": at_step[row["step"]]["wall_seconds"],
                                  "cpu_seconds": at_step[row["step"]]["cpu_seconds"], "mlm_accuracy": row["mlm_accuracy"], "mlm_loss": row["mlm_loss"],
                                  "mlm_predictions": row["mlm_predictions"], "num_examples": row["num_examples"]})
