@@ -70,8 +70,7 @@ def padded_vocab_size(config) -> int:
 
 def attention_flops_per_token(config, seq_len: int) -> float:
     """Training FLOPs per token of the attention scores and context (QK^T and PV): 12 L S H."""
-    m = encoder.BertConfig.from_config(config.model)
-    return 12.0 * m.num_hidden_layers * seq_len * m.hidden_size
+    return model_stats.attention_flops_per_token(encoder.BertConfig.from_config(config.model), seq_len)
 
 
 def attention_flop_share(config, seq_len: int) -> float:

@@ -103,6 +103,11 @@ def _distillation_flops(config, m: encoder.BertConfig, seq: int, predictions: in
     return student + teacher_forward + fit
 
 
+def attention_flops_per_token(m: encoder.BertConfig, seq: int) -> float:
+    """Training FLOPs per token of attention's scores and context (QK^T and PV, 3x forward): 12 L S H."""
+    return 12 * m.num_hidden_layers * seq * m.hidden_size
+
+
 def _encoder_flops(m: encoder.BertConfig, seq: int) -> float:
     """Training FLOPs per token of the encoder's dense layers (with the embedding projection) and attention."""
     hidden, layers, width = m.hidden_size, m.num_hidden_layers, m.embedding_width
@@ -110,7 +115,7 @@ def _encoder_flops(m: encoder.BertConfig, seq: int) -> float:
     dense = layers * (4 * hidden**2 + ffn_matrices * hidden * m.intermediate_size)
     if m.factorized:
         dense += width * hidden
-    return 6 * dense + 12 * layers * seq * hidden
+    return 6 * dense + attention_flops_per_token(m, seq)
 
 
 def _mlm_head_flops(m: encoder.BertConfig, predictions: int, seq: int) -> float:
