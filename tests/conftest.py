@@ -9,6 +9,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # tests the restart itself.
 os.environ.setdefault("BERT_JAX_NO_REEXEC", "1")
 
+import importlib.util
 import random  # noqa: E402
 
 import pytest
@@ -49,6 +50,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid.split("/")[-1] in _SLOW_TIER:
             item.add_marker(pytest.mark.slow)
+
+
+def load_benchmark_script(relative_path: str, name: str):
+    """A script under benchmarks/ (not a package) imported as module `name`, for tests of its functions."""
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", relative_path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_documents(num_docs: int, seed: int) -> list[list[str]]:

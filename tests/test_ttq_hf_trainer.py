@@ -1,20 +1,13 @@
 """benchmarks/time_to_quality/run_hf_trainer.py: run_mlm.py's blocks from token-id sentences."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "time_to_quality", "run_hf_trainer.py")
+from conftest import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def hf_trainer():
-    spec = importlib.util.spec_from_file_location("ttq_hf_trainer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("time_to_quality/run_hf_trainer.py", "ttq_hf_trainer")
 
 
 def test_group_texts_wraps_lines_and_drops_each_groups_remainder(hf_trainer):

@@ -1,20 +1,15 @@
 """benchmarks/time_to_quality/report.py: reading the runs, accuracy at budget fractions, the verdict, the files."""
 
-import importlib.util
 import json
 import os
 
 import pytest
-
-REPORT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "time_to_quality", "report.py")
+from conftest import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("ttq_report", REPORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("time_to_quality/report.py", "ttq_report")
 
 
 def _write_run(out, corpus, model, points, steps_per_point=10, budget=100.0):
