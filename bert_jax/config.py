@@ -72,7 +72,8 @@ def default_config() -> ml_collections.ConfigDict:
     # products summed in float32, results float32, in the backward pass too; parameters, norms, softmax and
     # losses stay as `dtype` says), or 'auto': bfloat16 where the hardware multiplies bf16 natively (GPUs,
     # TPUs, CPUs with AVX512-BF16/AMX-BF16, detected from /proc/cpuinfo), else float32. Not exact: the loss
-    # moves by about 1e-3 relative (tests/test_cpu_speed.py); a speed switch for float32 runs on CPU.
+    # moved by at most 2.2e-5 relative in the measured runs (benchmarks/README.md; tests/test_cpu_speed.py
+    # allows 2e-2); a speed switch for float32 runs on CPU.
     config.model.matmul_dtype = "float32"
     # True: query, key and value come from one matmul against their three kernels concatenated inside the
     # step (one [hidden, 3 x hidden] product instead of three); the parameters stay query/key/value.

@@ -50,7 +50,8 @@ class BertConfig:
 
     The seven fields after num_hidden_groups are the speed switches documented in `bert_jax/config.py`; none
     changes the parameters, and only matmul_dtype changes the function computed (by bf16 rounding). The sbo_*
-    fields size SpanBERT's span-boundary head. The fields from norm_placement on are the block flags (`encoder_flags.py`; documented in config.py).
+    fields size SpanBERT's span-boundary head. The fields from norm_placement on are the block flags
+    (`encoder_flags.py`; documented in config.py).
     """
 
     vocab_size: int = 30522
