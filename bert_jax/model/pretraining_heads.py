@@ -62,6 +62,12 @@ class MaskedLMHead(nnx.Module):
         return logits + self.bias[...]
 
 
+def padded_vocab_size(vocab_size: int, vocab_pad_multiple: int) -> int:
+    """The rows the MLM projection multiplies against: the vocabulary rounded up to `vocab_pad_multiple`."""
+    multiple = max(vocab_pad_multiple, 1)
+    return -(-vocab_size // multiple) * multiple
+
+
 def tied_logits(hidden: jax.Array, word_embeddings: nnx.Embed, vocab_pad_multiple: int, *,
                 bf16_matmul: bool = False) -> jax.Array:
     """hidden [batch, n, embedding] (compute dtype) -> float32 logits [batch, n, vocab] against the word
@@ -69,8 +75,7 @@ def tied_logits(hidden: jax.Array, word_embeddings: nnx.Embed, vocab_pad_multipl
     `bf16_matmul`: with bf16 operands and float32 sums (config.model.matmul_dtype)."""
     embedding = word_embeddings.embedding[...].astype(hidden.dtype)  # [vocab, embedding]
     vocab_size = embedding.shape[0]
-    multiple = max(vocab_pad_multiple, 1)
-    padded_size = -(-vocab_size // multiple) * multiple
+    padded_size = padded_vocab_size(vocab_size, vocab_pad_multiple)
     embedding = jnp.pad(embedding, ((0, padded_size - vocab_size), (0, 0)))  # [padded_vocab, embedding]
     if bf16_matmul:
         logits = encoder.bf16_matmul(hidden, embedding, transposed=True)

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 from bert_jax import config as config_lib
-from bert_jax.model import encoder
+from bert_jax.model import encoder, pretraining_heads
 from bert_jax.tools import benchmarking, model_stats, sweep
 
 STATE_BYTES_PER_PARAM = 16  # float32 parameter, gradient and AdamW's two moments
@@ -62,12 +62,6 @@ def load_config(path: str, batch_size: int, seq_len: int, overrides: dict | None
     return benchmarking.prepare_config(config, batch_size, seq_len)
 
 
-def padded_vocab_size(config) -> int:
-    """The rows the MLM projection runs against: the vocabulary rounded up to `vocab_pad_multiple`."""
-    vocab, multiple = config.model.vocab_size, config.model.vocab_pad_multiple
-    return -(-vocab // multiple) * multiple if multiple > 1 else vocab
-
-
 def attention_flops_per_token(config, seq_len: int) -> float:
     """Training FLOPs per token of the attention scores and context (QK^T and PV): 12 L S H."""
     return model_stats.attention_flops_per_token(encoder.BertConfig.from_config(config.model), seq_len)
@@ -88,7 +82,8 @@ def activation_bytes(config, batch_size: int, seq_len: int) -> int:
     s, b, h, i, a = seq_len, batch_size, m.hidden_size, m.intermediate_size, m.num_attention_heads
     per_layer_16bit = s * b * (18 * h + 4 * i) + 5 * a * s * s * b
     predictions = min(config.masking.max_predictions_per_seq, seq_len)
-    return 2 * m.num_hidden_layers * per_layer_16bit + 8 * b * predictions * padded_vocab_size(config)
+    vocab = pretraining_heads.padded_vocab_size(m.vocab_size, m.vocab_pad_multiple)
+    return 2 * m.num_hidden_layers * per_layer_16bit + 8 * b * predictions * vocab
 
 
 def model_figures(config) -> dict:
