@@ -491,3 +491,16 @@ def test_a_student_starts_from_an_export_with_other_heads_or_without_fit_dense()
     with pytest.raises(config_lib.InputError, match="does not fit the student: missing bert/layers/1"):
         teacher.student_start(nnx.state(pretraining_heads.build_model(_teacher_config(num_hidden_layers=1), 0),
                                         nnx.Param), fresh, "export")
+
+
+def test_a_distilbert_student_keeps_its_own_speed_switches():
+    """The student takes the teacher's shape, not its speed switches: a bf16-matmul or fused-QKV student of a
+    float32 teacher stays one (the teacher's values used to overwrite them silently)."""
+    teacher_config = _teacher_config()
+    config = config_lib.default_config()
+    config.distill.recipe = "distilbert"
+    config.model.update(matmul_dtype="bfloat16", fused_qkv=True, scan_layers=True)
+    student = teacher.with_teacher(config, teacher_config).model
+    assert (student.matmul_dtype, student.fused_qkv, student.scan_layers) == ("bfloat16", True, True)
+    assert (teacher_config.model.matmul_dtype, teacher_config.model.fused_qkv) == ("float32", False)
+    assert student.num_hidden_layers == max(1, teacher_config.model.num_hidden_layers // 2)

@@ -22,7 +22,8 @@ from bert_jax.runtime import checkpoint as checkpoint_lib
 TEACHER_DIR = "teacher"
 # The student's own choices, kept from config.model when the DistilBERT recipe takes the teacher's shape.
 _STUDENT_SWITCHES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "dtype",
-                     "attention_impl", "vocab_pad_multiple", "scan_layers", "remat_policy", "gather_masked_positions")
+                     "attention_impl", "vocab_pad_multiple", "scan_layers", "remat_policy", "gather_masked_positions",
+                     "matmul_dtype", "fused_qkv")
 # What a narrower (TinyBERT) student takes from the teacher: the vocabulary and what its inputs look like.
 _FROM_TEACHER = ("vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act", "layer_norm_eps")
 
